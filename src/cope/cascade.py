@@ -1,0 +1,324 @@
+"""The cascade engine: stages as data, run over the Model and Task protocols.
+
+A stage optionally asks a planner for plans, runs an executor on the problem
+with the plans in its prompt, lets the task family assess the samples, and
+either stops (confidence reaches the stage threshold) or keeps one plan for
+the stages after it. COPE, the no-plan cascade and "large alone" are all just
+tuples of :class:`Stage` (see ``methods.py``); nothing here knows a backend,
+a dataset or a price table beyond the :class:`Price` already bound to a model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Literal
+
+from .errors import BackendError, ConfigError
+from .models.base import Generation, GenParams, Model
+from .plans import MAX_TOKENS, clean_plan, planner_messages
+from .pricing import Price
+from .tasks.base import Assessment, Plan, PlanKind, Task
+
+Role = str  # "small" | "large" (any key of the models mapping)
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """Ask ``planner`` for ``count`` plans of ``kind``; keep one as ``keep_as``."""
+
+    planner: Role
+    kind: PlanKind
+    count: int = 1
+    temperature: float = 0.8
+    keep_as: str = ""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One cascade stage.
+
+    With a plan step of ``count`` plans, the ``n`` executions are spread evenly
+    over the plans (COPE stage 1: n goals, one execution each; stage 2: one
+    guideline, n executions). ``use_plans`` names plans kept by earlier stages
+    that go into the executor prompt too. ``threshold`` None means the stage
+    always answers (a final stage).
+    """
+
+    executor: Role
+    n: int = 1
+    temperature: float = 0.0
+    plan: PlanStep | None = None
+    use_plans: tuple[str, ...] = ()
+    threshold: float | None = None
+    max_tokens: int = 512
+
+    def validate(self, index: int) -> None:
+        where = f"stage {index}"
+        if self.n < 1:
+            raise ConfigError(f"{where}: n must be >= 1, got {self.n}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"{where}: threshold must be in [0, 1], got {self.threshold}")
+        if self.plan:
+            if self.plan.count < 1 or self.n % self.plan.count:
+                raise ConfigError(f"{where}: n ({self.n}) must be a multiple of the plan count ({self.plan.count})")
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    stages: tuple[Stage, ...]
+    # The paper says "exceeds"; we accept at >= by default and let users choose.
+    strict: bool = False
+
+    def validate(self) -> None:
+        if not self.stages:
+            raise ConfigError("a cascade needs at least one stage")
+        for i, st in enumerate(self.stages, start=1):
+            st.validate(i)
+
+    def accepts(self, confidence: float, threshold: float | None) -> bool:
+        if threshold is None:
+            return True
+        return confidence > threshold if self.strict else confidence >= threshold
+
+
+@dataclass
+class BoundModel:
+    """A model with the price its calls are charged at."""
+
+    model: Model
+    price: Price
+
+    @property
+    def spec(self) -> str:
+        return self.model.spec
+
+
+@dataclass
+class CallRecord:
+    """One model call: who, why, how many tokens, what it cost, how long."""
+
+    stage: int
+    role: Literal["plan", "execute"]
+    model: str
+    who: Role
+    n: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_s: float
+    priced_as: str = ""
+
+
+@dataclass
+class StageReport:
+    stage: int
+    executor: str
+    n: int
+    answer: str | None
+    confidence: float
+    accepted: bool
+    threshold: float | None
+    extracted: list[str | None]
+    cost_usd: float
+    latency_s: float
+
+
+@dataclass
+class Result:
+    """What a solve returns: the answer and the full account of how it was reached."""
+
+    answer: str | None
+    stage: int
+    confidence: float
+    cost_usd: float
+    calls: list[CallRecord]
+    plans: list[Plan]
+    stages: list[StageReport]
+    output: str
+    task: str
+    latency_s: float
+    info: dict[str, object] = field(default_factory=dict)
+
+    def tokens(self, who: Role | None = None, role: str | None = None) -> dict[str, int]:
+        """Prompt/completion tokens, optionally for one model role and call role."""
+        sel = [c for c in self.calls if (who is None or c.who == who) and (role is None or c.role == role)]
+        return {
+            "prompt": sum(c.prompt_tokens for c in sel),
+            "completion": sum(c.completion_tokens for c in sel),
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "answer": self.answer,
+            "stage": self.stage,
+            "confidence": self.confidence,
+            "cost_usd": self.cost_usd,
+            "task": self.task,
+            "latency_s": round(self.latency_s, 3),
+            "plans": [asdict(p) for p in self.plans],
+            "stages": [asdict(s) for s in self.stages],
+            "calls": [asdict(c) for c in self.calls],
+            "tokens": {
+                who: {r: self.tokens(who, r) for r in ("plan", "execute")}
+                for who in sorted({c.who for c in self.calls})
+            },
+            "output": self.output,
+            **({"info": self.info} if self.info else {}),
+        }
+
+
+@dataclass
+class Event:
+    """Progress notification for live displays."""
+
+    kind: Literal["stage", "plan", "execute", "done"]
+    stage: int
+    n_stages: int
+    who: Role
+    done: int
+    total: int
+    cost_usd: float
+    message: str = ""
+
+
+EventSink = Callable[[Event], None]
+
+
+class Cascade:
+    """Runs a :class:`CascadeConfig` for one problem at a time."""
+
+    def __init__(self, config: CascadeConfig, models: dict[Role, BoundModel], task: Task) -> None:
+        config.validate()
+        for i, st in enumerate(config.stages, start=1):
+            roles = [st.executor] + ([st.plan.planner] if st.plan else [])
+            for r in roles:
+                if r not in models:
+                    raise ConfigError(f"stage {i} uses model role '{r}', which is not configured")
+        self.config = config
+        self.models = models
+        self.task = task
+
+    async def run(self, problem: str, *, seed: int | None = None, on_event: EventSink | None = None) -> Result:
+        if not problem or not problem.strip():
+            raise ConfigError("the problem is empty")
+        t0 = time.perf_counter()
+        calls: list[CallRecord] = []
+        kept: dict[str, Plan] = {}
+        used_plans: list[Plan] = []
+        reports: list[StageReport] = []
+        stages = self.config.stages
+        emit = on_event or (lambda e: None)
+        spent = lambda: sum(c.cost_usd for c in calls)  # noqa: E731
+        assessment: Assessment | None = None
+        final_stage = 0
+        for idx, st in enumerate(stages, start=1):
+            ts = time.perf_counter()
+            n_calls_before = len(calls)
+            stage_seed = None if seed is None else seed * 1000 + idx * 100
+            emit(Event("stage", idx, len(stages), st.executor, 0, st.n, spent()))
+            try:
+                new_plans = await self._plan(problem, st, idx, stage_seed, calls, emit)
+                outputs, plan_of_sample = await self._execute(problem, st, idx, kept, new_plans, stage_seed, calls, emit)
+            except BackendError as exc:
+                exc.spent = list(calls)
+                raise
+            assessment = self.task.assess(problem, outputs)
+            accepted = self.config.accepts(assessment.confidence, st.threshold)
+            final_stage = idx
+            for p in [kept[name] for name in st.use_plans] + new_plans:
+                if p not in used_plans:
+                    used_plans.append(p)
+            if new_plans and st.plan and st.plan.keep_as:
+                # Keep a plan that led to the majority answer (the first one).
+                pick = plan_of_sample[assessment.support[0]] if assessment.support else 0
+                chosen = new_plans[pick]
+                kept[st.plan.keep_as] = Plan(chosen.kind, chosen.text, chosen.model, chosen.stage, st.plan.keep_as)
+                used_plans[used_plans.index(chosen)] = kept[st.plan.keep_as]
+            stage_calls = calls[n_calls_before:]
+            reports.append(
+                StageReport(
+                    stage=idx,
+                    executor=self.models[st.executor].spec,
+                    n=st.n,
+                    answer=assessment.answer,
+                    confidence=assessment.confidence,
+                    accepted=accepted,
+                    threshold=st.threshold,
+                    extracted=list(assessment.extracted),
+                    cost_usd=sum(c.cost_usd for c in stage_calls),
+                    latency_s=time.perf_counter() - ts,
+                )
+            )
+            emit(Event("done", idx, len(stages), st.executor, st.n, st.n, spent(),
+                       f"confidence {assessment.confidence:.2f}" + (" accepted" if accepted else " -> escalate")))
+            if accepted:
+                break
+        assert assessment is not None
+        return Result(
+            answer=assessment.answer,
+            stage=final_stage,
+            confidence=assessment.confidence,
+            cost_usd=spent(),
+            calls=calls,
+            plans=used_plans,
+            stages=reports,
+            output=assessment.output,
+            task=self.task.name,
+            latency_s=time.perf_counter() - t0,
+            info=dict(assessment.info),
+        )
+
+    def _record(self, calls: list[CallRecord], stage: int, role: str, who: Role, gen: Generation, n: int) -> None:
+        bound = self.models[who]
+        calls.append(
+            CallRecord(
+                stage=stage,
+                role=role,  # type: ignore[arg-type]
+                model=bound.spec,
+                who=who,
+                n=n,
+                prompt_tokens=gen.prompt_tokens,
+                completion_tokens=gen.completion_tokens,
+                cost_usd=bound.price.cost(gen.prompt_tokens, gen.completion_tokens),
+                latency_s=gen.latency_s,
+                priced_as=bound.price.note,
+            )
+        )
+
+    async def _plan(self, problem, st: Stage, idx, seed, calls, emit) -> list[Plan]:
+        if st.plan is None:
+            return []
+        ps = st.plan
+        bound = self.models[ps.planner]
+        emit(Event("plan", idx, len(self.config.stages), ps.planner, 0, ps.count, sum(c.cost_usd for c in calls),
+                   f"{ps.count} {ps.kind}(s)"))
+        params = GenParams(n=ps.count, temperature=ps.temperature, max_tokens=MAX_TOKENS[ps.kind], seed=seed)
+        gen = await bound.model.generate(planner_messages(problem, ps.kind), params)
+        self._record(calls, idx, "plan", ps.planner, gen, ps.count)
+        return [Plan(ps.kind, clean_plan(c.text, ps.kind), bound.spec, idx) for c in gen.completions]
+
+    async def _execute(self, problem, st: Stage, idx, kept, new_plans, seed, calls, emit):
+        bound = self.models[st.executor]
+        base = [kept[name] for name in st.use_plans if name in kept]
+        emit(Event("execute", idx, len(self.config.stages), st.executor, 0, st.n, sum(c.cost_usd for c in calls),
+                   f"{st.n} sample(s)"))
+        seed_x = None if seed is None else seed + 1
+        if len(new_plans) > 1:
+            per = st.n // len(new_plans)
+            prompts = [self.task.executor_messages(problem, base + [p]) for p in new_plans]
+            params = GenParams(n=per, temperature=st.temperature, max_tokens=st.max_tokens, seed=seed_x)
+            gens = await bound.model.generate_many(prompts, params)
+            outputs, plan_of_sample = [], []
+            for k, g in enumerate(gens):
+                self._record(calls, idx, "execute", st.executor, g, per)
+                outputs += g.texts
+                plan_of_sample += [k] * len(g.completions)
+        else:
+            prompt = self.task.executor_messages(problem, base + new_plans)
+            params = GenParams(n=st.n, temperature=st.temperature, max_tokens=st.max_tokens, seed=seed_x)
+            g = await bound.model.generate(prompt, params)
+            self._record(calls, idx, "execute", st.executor, g, st.n)
+            outputs, plan_of_sample = g.texts, [0] * len(g.completions)
+        return outputs, plan_of_sample
+

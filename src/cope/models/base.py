@@ -1,0 +1,98 @@
+"""The model protocol every backend implements, and the records it returns.
+
+One async call covers what the cascade needs: n completions of one chat, with
+token usage and (on request) per-token logprobs. ``generate_many`` exists so a
+backend that can decode several prompts as one batch (the embedded llama.cpp
+one) gets the chance; the default runs the prompts concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+from typing import Protocol, Sequence, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Sampling parameters shared by every backend."""
+
+    n: int = 1
+    temperature: float = 0.0
+    max_tokens: int = 512
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+
+    def __post_init__(self) -> None:
+        from ..errors import ConfigError
+
+        if self.n < 1:
+            raise ConfigError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+
+@dataclass
+class Completion:
+    """One sampled continuation."""
+
+    text: str
+    completion_tokens: int
+    finish_reason: str = "stop"  # "stop" | "length"
+    # Log-probability of each generated token under the model (natural log),
+    # present only when GenParams.logprobs was set.
+    logprobs: list[float] | None = None
+    tokens: list[str] | None = None
+
+
+@dataclass
+class Generation:
+    """The result of one backend call: n completions and what they cost in tokens.
+
+    ``prompt_tokens`` counts prompt tokens as a provider would bill them: once
+    when the n samples came from one request, once per request otherwise.
+    """
+
+    completions: list[Completion]
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    model: str
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.completions]
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What the cascade needs from a model. ``spec`` is "provider/name"."""
+
+    spec: str
+
+    async def generate(self, messages: Sequence[Message], params: GenParams) -> Generation: ...
+
+    async def generate_many(
+        self, prompts: Sequence[Sequence[Message]], params: GenParams
+    ) -> list[Generation]: ...
+
+
+async def gather_generate(
+    model: Model, prompts: Sequence[Sequence[Message]], params: GenParams
+) -> list[Generation]:
+    """Default ``generate_many``: one concurrent ``generate`` per prompt.
+
+    Prompt i is sampled with seed + i so that distinct prompts do not share a
+    random stream (the same rule the batched local backend follows).
+    """
+    calls = [
+        model.generate(p, params if params.seed is None else replace(params, seed=params.seed + i))
+        for i, p in enumerate(prompts)
+    ]
+    return list(await asyncio.gather(*calls))

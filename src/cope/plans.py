@@ -1,0 +1,66 @@
+"""Planner prompts: goals (what to find) and guidelines (how to find it).
+
+A plan must stay a plan. Small models asked for a "plan" tend to solve the
+problem and leak a (often wrong) number, which then anchors every executor
+sample on the same mistake. So the prompts forbid computing, ask for one short
+sentence, and :func:`clean_plan` cuts what still runs past that.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .models.base import Message
+from .tasks.base import PlanKind
+
+_SYSTEM = (
+    "You write short plans that help someone else solve a problem. "
+    "You never solve the problem yourself and never state a final answer."
+)
+
+_ASK = {
+    "goal": (
+        "Write the GOAL of this problem: one sentence that states what must be found, "
+        "starting with \"Find\" or \"Determine\". Do not compute anything and do not "
+        "give any result. Reply with that one sentence only."
+    ),
+    "guideline": (
+        "Write a GUIDELINE for solving this problem: one or two sentences on the "
+        "strategy and the key ideas (which quantities to relate, which method or "
+        "formula to use, what to watch out for). Do not carry out the calculation "
+        "and do not state the answer. Reply with the guideline only."
+    ),
+}
+
+# Token caps: a goal is one sentence, a guideline two (FINDINGS: 64 / 100 were
+# hit often by leaking plans; a cap plus cleanup keeps the prompt short).
+MAX_TOKENS = {"goal": 80, "guideline": 160}
+
+
+def planner_messages(problem: str, kind: PlanKind) -> list[Message]:
+    """Chat messages asking a planner for one plan of ``kind``."""
+    return [
+        {"role": "system", "content": _SYSTEM},
+        {"role": "user", "content": f"Problem:\n{problem.strip()}\n\n{_ASK[kind]}"},
+    ]
+
+
+_LABEL = re.compile(r"^\s*(\*\*)?\s*(goal|guideline|plan)\s*(\*\*)?\s*[:\-]\s*(\*\*)?\s*", re.I)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
+
+
+def clean_plan(text: str, kind: PlanKind) -> str:
+    """Strip labels and anything past the allowed number of sentences.
+
+    The answer-leak guard is structural: we keep only the first sentence(s)
+    and drop ``\\boxed{}``, where small models put their premature answers.
+    """
+    text = text.strip()
+    text = _LABEL.sub("", text)
+    text = re.sub(r"\\boxed\{[^{}]*\}", "", text)
+    paragraphs = [p.strip() for p in text.split("\n") if p.strip()]
+    text = " ".join(paragraphs[:3]) if paragraphs else ""
+    limit = 1 if kind == "goal" else 2
+    parts = _SENTENCE_END.split(text)
+    text = " ".join(parts[:limit]).strip()
+    return text.strip(" *\"'")

@@ -1,0 +1,112 @@
+"""Prices as data: a shipped table plus a user file, turned into USD per call.
+
+Prices change more often than code, so they live in TOML (``data/prices.toml``),
+each row with its source and date. An API model without a price is an error,
+never a silent zero: a cost report that quietly counts a paid model as free is
+worse than no report. Local models are free by default, or priced *as* an API
+model so that offline runs show realistic dollars (and say so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import ConfigError, PriceError
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per 1M input and output tokens for one model."""
+
+    model: str
+    input_per_m: float
+    output_per_m: float
+    source: str = ""
+    date: str = ""
+    note: str = ""  # e.g. "local/qwen2.5-coder-1.5b priced as gpt-4o-mini"
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_m + completion_tokens * self.output_per_m) / 1e6
+
+
+def _parse(text: str, origin: str) -> dict[str, Price]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"price file {origin}: not valid TOML ({exc})") from None
+    rows = data.get("models", {})
+    if not isinstance(rows, dict):
+        raise ConfigError(f"price file {origin}: expected [models.\"NAME\"] tables")
+    prices = {}
+    for name, row in rows.items():
+        if not isinstance(row, dict):
+            raise ConfigError(f"price file {origin}: model '{name}' must be a table")
+        try:
+            inp, out = float(row["input"]), float(row["output"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(
+                f"price file {origin}: model '{name}' needs numeric 'input' and 'output' (USD per 1M tokens)"
+            ) from None
+        if inp < 0 or out < 0:
+            raise ConfigError(f"price file {origin}: model '{name}' has a negative price")
+        prices[name] = Price(name, inp, out, str(row.get("source", origin)), str(row.get("date", "")))
+    return prices
+
+
+class PriceTable:
+    """The shipped price table, optionally overridden by a user file."""
+
+    def __init__(self, prices: dict[str, Price], version: str) -> None:
+        self.prices = prices
+        self.version = version  # short hash of the merged table, for run records
+
+    @classmethod
+    def load(cls, user_file: str | os.PathLike[str] | None = None) -> "PriceTable":
+        """Shipped table, then ``user_file`` (or $COPE_PRICES) on top."""
+        shipped = resources.files("cope.data").joinpath("prices.toml").read_text()
+        texts = [shipped]
+        prices = _parse(shipped, "shipped table")
+        user_file = user_file or os.environ.get("COPE_PRICES") or None
+        if user_file:
+            path = Path(user_file)
+            if not path.is_file():
+                raise ConfigError(f"price file not found: {user_file}")
+            text = path.read_text()
+            texts.append(text)
+            prices.update(_parse(text, str(user_file)))
+        version = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
+        return cls(prices, version)
+
+    def get(self, name: str) -> Price:
+        try:
+            return self.prices[name]
+        except KeyError:
+            known = ", ".join(sorted(self.prices))
+            raise PriceError(
+                f"no price for '{name}'; known: {known}. Add it to a price file "
+                f"(--prices FILE, [models.\"{name}\"] input/output in USD per 1M tokens; "
+                f"0 and 0 declare it free)"
+            ) from None
+
+    def for_spec(self, spec: str, price_as: str | None = None) -> Price:
+        """The price a call to ``spec`` is charged at.
+
+        ``price_as`` charges the model at another model's row (the offline
+        default charges the local 1.5B as gpt-4o-mini). A local model without it
+        is free, unless the user's table names it; an API model must have a row.
+        """
+        provider, _, name = spec.partition("/")
+        if price_as:
+            base = self.get(price_as)
+            return Price(spec, base.input_per_m, base.output_per_m, base.source, base.date,
+                         note=f"{spec} priced as {price_as}")
+        if spec in self.prices:
+            return self.prices[spec]
+        if provider == "local":
+            return Price(spec, 0.0, 0.0, "local model: free", note="")
+        return self.get(name)

@@ -1,0 +1,19 @@
+"""Task families. ``get_task(name)`` returns one; each family is one module."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import Assessment, Plan, Task
+
+TASKS = ("math",)
+
+
+def get_task(name: str) -> Task:
+    if name == "math":
+        from .math import MathTask
+
+        return MathTask()
+    raise ConfigError(f"unknown task '{name}'; available: {', '.join(TASKS)}")
+
+
+__all__ = ["Assessment", "Plan", "Task", "get_task", "TASKS"]

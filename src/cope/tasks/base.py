@@ -1,0 +1,63 @@
+"""The task protocol: what a task family tells the cascade.
+
+A task family owns its executor prompt, how it reads an answer out of a
+completion, and its confidence signal (consensus for math, visible tests for
+code, ...). The cascade only sees :class:`Assessment`, so adding a family is
+one file that implements :class:`Task`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence
+
+from ..models.base import Message
+
+PlanKind = Literal["goal", "guideline"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A short abstraction of the task written by a planner model."""
+
+    kind: PlanKind
+    text: str
+    model: str  # spec of the model that wrote it
+    stage: int  # stage that produced it (1-based)
+    name: str = ""  # e.g. "g_S", "g_L" once kept for later stages
+
+
+@dataclass
+class Assessment:
+    """A task family's verdict on one stage's samples.
+
+    ``answer`` is the candidate the stage would return; ``confidence`` in
+    [0, 1] is compared with the stage threshold; ``support`` lists the sample
+    indices that back the answer (for math, the samples in the majority
+    cluster), which is how the cascade picks the plan to keep.
+    """
+
+    answer: str | None
+    confidence: float
+    support: list[int]
+    extracted: list[str | None]  # per-sample answer key (None = no answer found)
+    output: str = ""  # full text of a supporting sample
+    info: dict[str, object] = field(default_factory=dict)
+
+
+class Task(Protocol):
+    """A task family: prompts, answer extraction, confidence and scoring."""
+
+    name: str
+
+    def executor_messages(self, problem: str, plans: Sequence[Plan]) -> list[Message]:
+        """Chat messages asking the executor to solve ``problem`` guided by ``plans``."""
+        ...
+
+    def assess(self, problem: str, outputs: Sequence[str]) -> Assessment:
+        """Read answers out of the executor outputs and score the stage's confidence."""
+        ...
+
+    def is_correct(self, answer: str | None, reference: str) -> bool:
+        """Score a final answer against a reference answer."""
+        ...

@@ -10,6 +10,7 @@ a dataset or a price table beyond the :class:`Price` already bound to a model.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Literal
@@ -21,6 +22,10 @@ from .pricing import Price
 from .tasks.base import Assessment, Plan, PlanKind, Task
 
 Role = str  # "small" | "large" (any key of the models mapping)
+
+# A threshold no confidence reaches: the stage never stops the cascade. Used to
+# record every stage of every problem, and to force a path in tests.
+NEVER = math.inf
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,9 @@ class Stage:
         where = f"stage {index}"
         if self.n < 1:
             raise ConfigError(f"{where}: n must be >= 1, got {self.n}")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"{where}: threshold must be in [0, 1], got {self.threshold}")
+        t = self.threshold
+        if t is not None and not (0.0 <= t <= 1.0 or t == NEVER):
+            raise ConfigError(f"{where}: threshold must be in [0, 1], got {t}")
         if self.plan:
             if self.plan.count < 1 or self.n % self.plan.count:
                 raise ConfigError(f"{where}: n ({self.n}) must be a multiple of the plan count ({self.plan.count})")
@@ -226,15 +232,13 @@ class Cascade:
             assessment = self.task.assess(problem, outputs)
             accepted = self.config.accepts(assessment.confidence, st.threshold)
             final_stage = idx
-            for p in [kept[name] for name in st.use_plans] + new_plans:
-                if p not in used_plans:
-                    used_plans.append(p)
+            used_plans += new_plans
             if new_plans and st.plan and st.plan.keep_as:
                 # Keep a plan that led to the majority answer (the first one).
                 pick = plan_of_sample[assessment.support[0]] if assessment.support else 0
                 chosen = new_plans[pick]
                 kept[st.plan.keep_as] = Plan(chosen.kind, chosen.text, chosen.model, chosen.stage, st.plan.keep_as)
-                used_plans[used_plans.index(chosen)] = kept[st.plan.keep_as]
+                used_plans[len(used_plans) - len(new_plans) + pick] = kept[st.plan.keep_as]
             stage_calls = calls[n_calls_before:]
             reports.append(
                 StageReport(

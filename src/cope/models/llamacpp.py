@@ -94,9 +94,9 @@ class _Engine:
         import llama_cpp
         import llama_cpp._logger
 
-        # llama.cpp logs every tensor it loads to stderr; keep only errors.
+        # llama.cpp logs every tensor it loads to stderr; load failures surface as our own errors.
         if not os.environ.get("COPE_VERBOSE"):
-            llama_cpp._logger.logger.setLevel(logging.ERROR)
+            llama_cpp._logger.logger.setLevel(logging.CRITICAL)
 
         self.lib = llama_cpp
         self.lock = threading.Lock()

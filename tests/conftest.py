@@ -1,0 +1,29 @@
+"""Shared fixtures: real local models, loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Tests run on 2 cores; keep llama.cpp from oversubscribing when pytest runs
+# a server process beside it.
+os.environ.setdefault("COPE_THREADS", "2")
+
+SMOL = "local/smollm2-135m"
+
+
+@pytest.fixture(scope="session")
+def smol_path():
+    from cope.models.local_files import model_path
+
+    return model_path("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smol():
+    from cope.models.llamacpp import LlamaCppModel
+
+    return LlamaCppModel("smollm2-135m")

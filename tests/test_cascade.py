@@ -1,0 +1,172 @@
+"""The cascade engine over real SmolLM2 generations.
+
+Thresholds force each path: 0 always accepts, NEVER never does. A recording
+wrapper keeps the prompts each model received (generations are real), so the
+g_S / g_L flow into later prompts is checked on the actual messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from cope.api import Cope
+from cope.cascade import NEVER, Cascade
+from cope.errors import ConfigError
+from cope.methods import cope as cope_preset
+from cope.pricing import PriceTable
+
+PROBLEM = "A baker makes 12 muffins and sells 5 of them. How many muffins are left?"
+N = 2
+
+
+class Recording:
+    """Delegates to a real model and remembers every prompt it was sent."""
+
+    def __init__(self, model, spec):
+        self.model = model
+        self.spec = spec
+        self.prompts: list[str] = []
+
+    async def generate(self, messages, params):
+        self.prompts.append(messages[-1]["content"])
+        return await self.model.generate(messages, params)
+
+    async def generate_many(self, prompts, params):
+        self.prompts.extend(p[-1]["content"] for p in prompts)
+        return await self.model.generate_many(prompts, params)
+
+
+def run(smol, tau1, tau2, seed=5):
+    small = Recording(smol, "local/smollm2-135m")
+    large = Recording(smol, "local/smollm2-135m-as-large")
+    prices = PriceTable.load()
+    c = Cope(small=small, large=large, n=N, max_tokens=48, large_price_as="gpt-4o-mini", prices=prices)
+    stages = cope_preset(n=N, max_tokens=48).stages
+    stages = (replace(stages[0], threshold=tau1), replace(stages[1], threshold=tau2), stages[2])
+    c.config = replace(c.config, stages=stages)
+    return c, c.solve(PROBLEM, seed=seed), small, large
+
+
+def counts(result):
+    return Counter((c.stage, c.role, c.who) for c in result.calls)
+
+
+def test_stage1_accepts(smol):
+    c, r, small, large = run(smol, tau1=0.0, tau2=0.0)
+    assert r.stage == 1
+    assert counts(r) == {(1, "plan", "small"): 1, (1, "execute", "small"): N}
+    assert [c.n for c in r.calls] == [N] + [1] * N  # n goals, one execution per goal
+    assert large.prompts == []
+    assert r.cost_usd == 0.0  # only the free small model ran
+    goals = [p for p in r.plans if p.kind == "goal"]
+    assert len(goals) == N
+    # each execution prompt carries exactly one of the goals
+    exec_prompts = small.prompts[1:]
+    for g, prompt in zip(goals, exec_prompts):
+        assert g.text in prompt
+
+
+def test_stage2_flow_keeps_goal_from_majority(smol):
+    c, r, small, large = run(smol, tau1=NEVER, tau2=0.0)
+    assert r.stage == 2
+    assert counts(r) == {
+        (1, "plan", "small"): 1, (1, "execute", "small"): N,
+        (2, "plan", "large"): 1, (2, "execute", "small"): 1,
+    }
+    names = {p.name: p for p in r.plans if p.name}
+    g_s, g_l = names["g_S"], names["g_L"]
+    assert g_s.kind == "goal" and g_s.stage == 1 and g_s.model == "local/smollm2-135m"
+    assert g_l.kind == "guideline" and g_l.stage == 2 and g_l.model == "local/smollm2-135m-as-large"
+    # g_S is a goal whose execution voted with stage 1's majority
+    s1 = r.stages[0]
+    goals = [p for p in r.plans if p.kind == "goal"]
+    idx = [p.text for p in goals].index(g_s.text)
+    from cope.tasks.math import answers_equal
+    if s1.answer is not None:
+        assert answers_equal(s1.extracted[idx], s1.answer)
+    # stage 2's executor saw both plans; the large planner saw only the problem
+    stage2_exec = small.prompts[-1]
+    assert g_s.text in stage2_exec and g_l.text in stage2_exec
+    assert "Goal:" in stage2_exec and "Guideline:" in stage2_exec
+    assert len(large.prompts) == 1 and PROBLEM in large.prompts[0]
+    # the large model's planning call is priced as gpt-4o-mini
+    plan_call = next(x for x in r.calls if x.who == "large")
+    price = PriceTable.load().get("gpt-4o-mini")
+    assert plan_call.cost_usd == pytest.approx(price.cost(plan_call.prompt_tokens, plan_call.completion_tokens))
+    assert plan_call.cost_usd > 0
+    assert r.cost_usd == pytest.approx(sum(x.cost_usd for x in r.calls))
+
+
+def test_stage3_reuses_guideline_only(smol):
+    c, r, small, large = run(smol, tau1=NEVER, tau2=NEVER)
+    assert r.stage == 3
+    assert counts(r) == {
+        (1, "plan", "small"): 1, (1, "execute", "small"): N,
+        (2, "plan", "large"): 1, (2, "execute", "small"): 1,
+        (3, "execute", "large"): 1,
+    }
+    final = r.calls[-1]
+    assert final.n == 1 and final.who == "large"
+    names = {p.name: p for p in r.plans if p.name}
+    stage3_prompt = large.prompts[-1]
+    assert names["g_L"].text in stage3_prompt
+    assert names["g_S"].text not in stage3_prompt
+    assert r.confidence == 1.0  # one sample agrees with itself
+    # cost: totals equal the per-call records, per stage and overall
+    assert r.cost_usd == pytest.approx(sum(x.cost_usd for x in r.calls))
+    assert sum(s.cost_usd for s in r.stages) == pytest.approx(r.cost_usd)
+    large_cost = sum(x.cost_usd for x in r.calls if x.who == "large")
+    assert large_cost == pytest.approx(r.cost_usd) and large_cost > 0
+    d = r.to_dict()
+    assert d["tokens"]["large"]["plan"]["prompt"] == sum(
+        x.prompt_tokens for x in r.calls if x.who == "large" and x.role == "plan")
+    assert [s["accepted"] for s in d["stages"]] == [False, False, True]
+
+
+def test_same_seed_same_result(smol):
+    _, a, _, _ = run(smol, tau1=NEVER, tau2=0.0, seed=9)
+    _, b, _, _ = run(smol, tau1=NEVER, tau2=0.0, seed=9)
+    assert a.answer == b.answer
+    assert [p.text for p in a.plans] == [p.text for p in b.plans]
+    assert [(x.prompt_tokens, x.completion_tokens) for x in a.calls] == [
+        (x.prompt_tokens, x.completion_tokens) for x in b.calls]
+
+
+def test_strict_comparison_is_configurable(smol):
+    # with ">" a stage at tau1 = 0 still accepts any positive consensus, and
+    # with tau1 = 1.0 it can never accept
+    cfg = cope_preset(n=N, tau1=1.0, tau2=0.0, max_tokens=32, strict=True)
+    assert not cfg.accepts(1.0, 1.0) and cfg.accepts(1.0, 0.5)
+    assert cope_preset().accepts(0.75, 0.75)
+
+
+def test_invalid_configs(smol):
+    with pytest.raises(ConfigError):
+        Cope(small=Recording(smol, "local/a"), large=Recording(smol, "local/b"), n=0)
+    with pytest.raises(ConfigError):
+        Cope(small=Recording(smol, "local/a"), large=Recording(smol, "local/b"), tau1=1.5)
+    with pytest.raises(ConfigError):
+        Cope(small=Recording(smol, "local/a"), large=Recording(smol, "local/b"), tau2=-0.1)
+    c = Cope(small=Recording(smol, "local/a"), large=Recording(smol, "local/b"))
+    with pytest.raises(ConfigError):
+        c.solve("   ")
+    with pytest.raises(ConfigError):
+        c.solve("1+1?", task="poetry")
+    bad = replace(c.config, stages=(replace(c.config.stages[0], n=3),))  # 3 samples over 8 goals
+    with pytest.raises(ConfigError):
+        Cascade(bad, c.models, None)
+
+
+def test_async_variant(smol):
+    c = Cope(small=Recording(smol, "local/a"), large=Recording(smol, "local/b"), n=1, tau1=0.0,
+             max_tokens=16)
+    r = asyncio.run(c.asolve("What is 2 + 2?", seed=1))
+    assert r.stage == 1 and len(r.calls) == 2
+    with pytest.raises(ConfigError):
+        async def inside():
+            return c.solve("What is 2 + 2?")
+        asyncio.run(inside())

@@ -120,3 +120,21 @@ def test_bad_inputs(smol, tmp_path):
         LlamaCppModel("no-such-model")
     with pytest.raises(UnknownModelError):
         LlamaCppModel(str(tmp_path / "missing.gguf"))
+
+
+def test_cancelled_call_stops_decoding(smol):
+    eng = smol.engine
+    before = eng.tokens_generated
+
+    async def cancel_early():
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(
+                smol.generate([{"role": "user", "content": "Write a very long essay about rivers."}],
+                              GenParams(n=4, temperature=0.9, max_tokens=1500, seed=1)),
+                timeout=0.5)
+
+    asyncio.run(cancel_early())
+    assert eng.lock.acquire(timeout=30)  # the worker thread let go of the model
+    eng.lock.release()
+    assert eng.tokens_generated - before < 4 * 1500
+    assert gen(smol, max_tokens=4).completions[0].completion_tokens > 0  # still usable

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Literal
 
 from .errors import BackendError, ConfigError
-from .models.base import Generation, GenParams, Model
+from .models.base import Generation, GenParams, Model, on_samples_done
 from .plans import MAX_TOKENS, clean_plan, planner_messages
 from .pricing import Price
 from .tasks.base import Assessment, Plan, PlanKind, Task
@@ -254,8 +255,9 @@ class Cascade:
                     latency_s=time.perf_counter() - ts,
                 )
             )
+            verdict = "accepted" if accepted else "escalating"
             emit(Event("done", idx, len(stages), st.executor, st.n, st.n, spent(),
-                       f"confidence {assessment.confidence:.2f}" + (" accepted" if accepted else " -> escalate")))
+                       f"answer {assessment.answer}, confidence {assessment.confidence:.2f}, {verdict}"))
             if accepted:
                 break
         assert assessment is not None
@@ -272,6 +274,24 @@ class Cascade:
             latency_s=time.perf_counter() - t0,
             info=dict(assessment.info),
         )
+
+    @contextmanager
+    def _progress(self, emit: EventSink, kind, idx: int, who: Role, total: int, calls, what: str):
+        """Emit an event now and each time the backend reports finished samples."""
+        done = 0
+        spent = sum(c.cost_usd for c in calls)
+
+        def hook(k: int) -> None:
+            nonlocal done
+            done += k
+            emit(Event(kind, idx, len(self.config.stages), who, done, total, spent, what))
+
+        emit(Event(kind, idx, len(self.config.stages), who, 0, total, spent, what))
+        token = on_samples_done.set(hook)
+        try:
+            yield
+        finally:
+            on_samples_done.reset(token)
 
     def _record(self, calls: list[CallRecord], stage: int, role: str, who: Role, gen: Generation, n: int) -> None:
         bound = self.models[who]
@@ -295,24 +315,23 @@ class Cascade:
             return []
         ps = st.plan
         bound = self.models[ps.planner]
-        emit(Event("plan", idx, len(self.config.stages), ps.planner, 0, ps.count, sum(c.cost_usd for c in calls),
-                   f"{ps.count} {ps.kind}(s)"))
         params = GenParams(n=ps.count, temperature=ps.temperature, max_tokens=MAX_TOKENS[ps.kind], seed=seed)
-        gen = await bound.model.generate(planner_messages(problem, ps.kind), params)
+        with self._progress(emit, "plan", idx, ps.planner, ps.count, calls, f"{ps.kind}s"):
+            gen = await bound.model.generate(planner_messages(problem, ps.kind), params)
         self._record(calls, idx, "plan", ps.planner, gen, ps.count)
         return [Plan(ps.kind, clean_plan(c.text, ps.kind), bound.spec, idx) for c in gen.completions]
 
     async def _execute(self, problem, st: Stage, idx, kept, new_plans, seed, calls, emit):
         bound = self.models[st.executor]
         base = [kept[name] for name in st.use_plans if name in kept]
-        emit(Event("execute", idx, len(self.config.stages), st.executor, 0, st.n, sum(c.cost_usd for c in calls),
-                   f"{st.n} sample(s)"))
         seed_x = None if seed is None else seed + 1
+        progress = self._progress(emit, "execute", idx, st.executor, st.n, calls, "samples")
         if len(new_plans) > 1:
             per = st.n // len(new_plans)
             prompts = [self.task.executor_messages(problem, base + [p]) for p in new_plans]
             params = GenParams(n=per, temperature=st.temperature, max_tokens=st.max_tokens, seed=seed_x)
-            gens = await bound.model.generate_many(prompts, params)
+            with progress:
+                gens = await bound.model.generate_many(prompts, params)
             outputs, plan_of_sample = [], []
             for k, g in enumerate(gens):
                 self._record(calls, idx, "execute", st.executor, g, per)
@@ -321,7 +340,8 @@ class Cascade:
         else:
             prompt = self.task.executor_messages(problem, base + new_plans)
             params = GenParams(n=st.n, temperature=st.temperature, max_tokens=st.max_tokens, seed=seed_x)
-            g = await bound.model.generate(prompt, params)
+            with progress:
+                g = await bound.model.generate(prompt, params)
             self._record(calls, idx, "execute", st.executor, g, st.n)
             outputs, plan_of_sample = g.texts, [0] * len(g.completions)
         return outputs, plan_of_sample

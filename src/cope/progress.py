@@ -46,9 +46,9 @@ class Progress:
         elapsed = time.perf_counter() - self.t0
         what = {
             "stage": f"stage {e.stage}/{e.n_stages} started",
-            "plan": f"stage {e.stage}/{e.n_stages}: {e.who} model planning {e.message}",
-            "execute": f"stage {e.stage}/{e.n_stages}: {e.who} model solving {e.message}",
-            "done": f"stage {e.stage}/{e.n_stages}: {e.done}/{e.total} samples done, {e.message}",
+            "plan": f"stage {e.stage}/{e.n_stages}: {e.who} model planning, {e.done}/{e.total} {e.message}",
+            "execute": f"stage {e.stage}/{e.n_stages}: {e.who} model solving, {e.done}/{e.total} {e.message}",
+            "done": f"stage {e.stage}/{e.n_stages}: {e.message}",
         }[e.kind]
         self.line = f"{what} | spent ${e.cost_usd:.6f} | {elapsed:5.1f}s"
         if self.live is not None:

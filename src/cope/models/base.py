@@ -9,10 +9,23 @@ one) gets the chance; the default runs the prompts concurrently.
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+
+# Live progress without widening the protocol: a caller that wants to hear
+# about each finished sample sets this; backends call ``report_samples``.
+# Context variables follow ``asyncio.to_thread``, so worker threads see it.
+on_samples_done: ContextVar[Callable[[int], None] | None] = ContextVar("cope_on_samples_done", default=None)
+
+
+def report_samples(k: int) -> None:
+    """Tell the current listener (if any) that ``k`` more samples are finished."""
+    hook = on_samples_done.get()
+    if hook is not None:
+        hook(k)
 
 
 @dataclass(frozen=True)

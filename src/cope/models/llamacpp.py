@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BackendError, ConfigError, UnknownModelError
-from .base import Completion, Generation, GenParams, Message
+from .base import Completion, Generation, GenParams, Message, report_samples
 from .local_files import NAMED_MODELS, model_path
 
 TOP_K = 40
@@ -131,6 +131,7 @@ class _Engine:
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos = llama_cpp.llama_vocab_bos(self.vocab)
         self.tokens_evaluated = 0  # prompt tokens actually run through the model
+        self.tokens_generated = 0
 
     # --- text <-> tokens -------------------------------------------------
     def _metadata(self) -> dict[str, str]:
@@ -199,7 +200,8 @@ class _Engine:
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
     def run(
-        self, prompts: list[list[int]], n_each: list[int], params: GenParams
+        self, prompts: list[list[int]], n_each: list[int], params: GenParams,
+        cancel: threading.Event | None = None,
     ) -> list[list[_Seq]]:
         """Decode ``n_each[i]`` samples of every prompt; groups fit the context."""
         jobs = [(i, j) for i, n in enumerate(n_each) for j in range(n)]
@@ -207,7 +209,7 @@ class _Engine:
         group: list[tuple[int, int]] = []
         for job in jobs:
             if group and not self._fits(prompts, group + [job], params.max_tokens):
-                self._run_group(prompts, group, params, out)
+                self._run_group(prompts, group, params, out, cancel)
                 group = []
             if not self._fits(prompts, [job], params.max_tokens):
                 raise ConfigError(
@@ -216,7 +218,7 @@ class _Engine:
                 )
             group.append(job)
         if group:
-            self._run_group(prompts, group, params, out)
+            self._run_group(prompts, group, params, out, cancel)
         return out
 
     def _fits(self, prompts: list[list[int]], group: list[tuple[int, int]], max_tokens: int) -> bool:
@@ -226,7 +228,7 @@ class _Engine:
         cells = sum(len(prompts[i]) for i in used) + len(group) * max_tokens
         return cells + len(self.cached) <= self.n_ctx
 
-    def _run_group(self, prompts, group, params: GenParams, out) -> None:
+    def _run_group(self, prompts, group, params: GenParams, out, cancel=None) -> None:
         lib, mem = self.lib, self.mem
         used = sorted({i for i, _ in group})
         # 1. Shared prefix on seq 0, reusing what the cache already holds.
@@ -273,11 +275,20 @@ class _Engine:
         for (i, _), sq in seqs.items():
             self._accept(sq, prompt_logits[i], params)
         active = [s for s in active if s.finish is None]
+        if len(active) < len(seqs):
+            report_samples(len(seqs) - len(active))
         while active:
+            if cancel is not None and cancel.is_set():
+                for sq in seqs.values():
+                    lib.llama_memory_seq_rm(mem, sq.seq_id, -1, -1)
+                raise asyncio.CancelledError()
             self._decode([(s.tokens[-1], s.pos - 1, s.seq_id, True) for s in active])
             for b, sq in enumerate(active):
                 self._accept(sq, self._logits(b), params)
-            active = [s for s in active if s.finish is None]
+            still = [s for s in active if s.finish is None]
+            if len(still) < len(active):
+                report_samples(len(active) - len(still))
+            active = still
         for sq in seqs.values():
             lib.llama_memory_seq_rm(mem, sq.seq_id, -1, -1)
         for (i, j), sq in seqs.items():
@@ -294,6 +305,7 @@ class _Engine:
             sq.logprobs.append(_logprob(logits, tok))
         piece = self.piece(tok)
         sq.tokens.append(tok)
+        self.tokens_generated += 1
         sq.token_texts.append(piece.decode("utf-8", errors="replace"))
         sq.pieces += piece
         sq.pos += 1
@@ -353,13 +365,15 @@ class LlamaCppModel:
     def engine(self) -> _Engine:
         return _engine(self.path, self.n_ctx, self.n_threads, self.max_seqs)
 
-    def _run(self, prompts: Sequence[Sequence[Message]], params: GenParams, n_each: list[int]) -> list[Generation]:
+    def _run(
+        self, prompts: Sequence[Sequence[Message]], params: GenParams, n_each: list[int], cancel: threading.Event
+    ) -> list[Generation]:
         eng = self.engine
         with eng.lock:
             t0 = time.perf_counter()
             before = eng.tokens_evaluated
             toks = [eng.chat_tokens(m) for m in prompts]
-            seqs = eng.run(toks, n_each, params)
+            seqs = eng.run(toks, n_each, params, cancel)
             dt = time.perf_counter() - t0
             evaluated = eng.tokens_evaluated - before
         gens = []
@@ -387,8 +401,7 @@ class LlamaCppModel:
         return gens
 
     async def generate(self, messages: Sequence[Message], params: GenParams) -> Generation:
-        gens = await asyncio.to_thread(self._run, [messages], params, [params.n])
-        return gens[0]
+        return (await self._in_thread([messages], params, [params.n]))[0]
 
     async def generate_many(
         self, prompts: Sequence[Sequence[Message]], params: GenParams
@@ -396,4 +409,17 @@ class LlamaCppModel:
         """All prompts decoded as one batch (``params.n`` samples each)."""
         if not prompts:
             return []
-        return await asyncio.to_thread(self._run, list(prompts), params, [params.n] * len(prompts))
+        return await self._in_thread(list(prompts), params, [params.n] * len(prompts))
+
+    async def _in_thread(self, prompts, params: GenParams, n_each: list[int]) -> list[Generation]:
+        """Decode in a worker thread; a cancelled caller stops it at the next step.
+
+        Without the flag, Ctrl-C (or a client hanging up on the server) would
+        leave the thread decoding for a minute, holding the model's lock.
+        """
+        cancel = threading.Event()
+        try:
+            return await asyncio.to_thread(self._run, prompts, params, n_each, cancel)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import BackendError, ConfigError
-from .base import Completion, GenParams, Generation, Message, gather_generate
+from .base import Completion, GenParams, Generation, Message, gather_generate, report_samples
 
 if TYPE_CHECKING:  # the SDK is imported lazily so that `import cope` stays light
     import openai
@@ -344,7 +344,9 @@ class OpenAIModel:
                 raise _RequestFailed(
                     BackendError(f"{self.spec}: bad reply from {self.base_url}: {_one_line(str(err))}")
                 ) from err
-            return self._parse(response, params.logprobs)
+            reply = self._parse(response, params.logprobs)
+            report_samples(len(reply.completions))
+            return reply
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before retry number ``attempt``.

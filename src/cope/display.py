@@ -23,11 +23,12 @@ def print_result(r: Result, n_stages: int) -> None:
         for p in r.plans:
             label = p.name or f"stage {p.stage}"
             con.print(f"  {label} ({p.kind}, {p.model}): {p.text}")
-    t = Table(title="model calls", show_lines=False)
-    for col in ("stage", "role", "model", "n", "prompt tok", "completion tok", "USD", "seconds"):
+    models = dict.fromkeys(f"{c.who} = {c.model}" for c in r.calls)
+    t = Table(title="model calls (" + ", ".join(models) + ")", show_lines=False)
+    for col in ("stage", "role", "model", "n", "prompt", "completion", "USD", "s"):
         t.add_column(col, justify="right" if col not in ("role", "model") else "left")
     for c in r.calls:
-        t.add_row(str(c.stage), c.role, c.model, str(c.n), str(c.prompt_tokens), str(c.completion_tokens),
+        t.add_row(str(c.stage), c.role, c.who, str(c.n), str(c.prompt_tokens), str(c.completion_tokens),
                   f"{c.cost_usd:.6f}", f"{c.latency_s:.1f}")
     con.print(t)
     con.print(f"[bold]cost:[/bold] ${r.cost_usd:.6f}   [bold]time:[/bold] {r.latency_s:.1f}s")

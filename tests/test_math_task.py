@@ -8,7 +8,9 @@ import threading
 
 import pytest
 
-from cope.tasks.base import Plan
+from cope.errors import ConfigError
+from cope.models.base import Completion
+from cope.tasks.base import Plan, Problem
 from cope.tasks.math import MathTask, answers_equal, cluster_answers, extract_answer
 
 EXTRACTION_CASES = [
@@ -169,7 +171,7 @@ def test_assess_majority() -> None:
         "I am not sure.",
         "Total apples: 3 + 4 = 7.\n#### 7",
     ]
-    a = MathTask().assess("How many apples?", outputs)
+    a = MathTask().assess(Problem("How many apples?"), [Completion(o, 1) for o in outputs])
     assert a.extracted == ["7", "8", "7.0", None, "7"]
     assert a.answer == "7"
     assert a.support == [0, 2, 4]
@@ -181,7 +183,7 @@ def test_assess_majority() -> None:
 
 def test_assess_tie_goes_to_first_cluster() -> None:
     outputs = ["\\boxed{5}", "\\boxed{6}", "\\boxed{6}", "\\boxed{5.0}"]
-    a = MathTask().assess("p", outputs)
+    a = MathTask().assess(Problem("p"), [Completion(o, 1) for o in outputs])
     assert a.answer == "5"
     assert a.support == [0, 3]
     assert a.confidence == pytest.approx(0.5)
@@ -189,7 +191,7 @@ def test_assess_tie_goes_to_first_cluster() -> None:
 
 def test_assess_all_none() -> None:
     outputs = ["no idea", "I cannot solve this", ""]
-    a = MathTask().assess("p", outputs)
+    a = MathTask().assess(Problem("p"), [Completion(o, 1) for o in outputs])
     assert a.answer is None
     assert a.confidence == 0.0
     assert a.support == []
@@ -216,7 +218,7 @@ def test_executor_messages_with_plans() -> None:
         _plan("goal", "Find the number of apples left after the sale."),
         _plan("guideline", "Subtract the apples sold from the starting count."),
     ]
-    msgs = MathTask().executor_messages("Tom has 10 apples and sells 3.", plans)
+    msgs = MathTask().executor_messages(Problem("Tom has 10 apples and sells 3."), plans)
     assert [m["role"] for m in msgs] == ["system", "user"]
     assert "\\boxed{" in msgs[0]["content"]
     user = msgs[1]["content"]
@@ -226,8 +228,23 @@ def test_executor_messages_with_plans() -> None:
     assert user.index("Goal:") < user.index("Guideline:")
 
 
+def test_score_uses_problem_reference() -> None:
+    task = MathTask()
+    assert task.score(Problem("p", reference="#### 72"), "72")
+    assert not task.score(Problem("p", reference="72"), "27")
+    with pytest.raises(ConfigError):
+        task.score(Problem("p"), "72")
+
+
+def test_history_goes_between_system_and_request() -> None:
+    history = ({"role": "user", "content": "I have 3 apples."}, {"role": "assistant", "content": "Noted."})
+    msgs = MathTask().executor_messages(Problem("How many after buying 2 more?", history=history), [])
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[1:3] == list(history) and "2 more" in msgs[-1]["content"]
+
+
 def test_executor_messages_without_plans() -> None:
-    msgs = MathTask().executor_messages("What is 2 + 2?", [])
+    msgs = MathTask().executor_messages(Problem("What is 2 + 2?"), [])
     assert msgs[1]["content"] == "What is 2 + 2?"
     assert "Goal" not in msgs[1]["content"] and "Guideline" not in msgs[1]["content"]
     assert "plan" not in msgs[1]["content"].lower()

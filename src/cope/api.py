@@ -13,6 +13,7 @@ from .methods import method_config
 from .models.base import Model
 from .models.registry import build_model
 from .pricing import PriceTable
+from .tasks.base import Problem
 
 DEFAULT_SMALL = "local/qwen2.5-coder-0.5b"
 DEFAULT_LARGE = "local/qwen2.5-coder-1.5b"
@@ -78,9 +79,13 @@ class Cope:
         return [b.price.note for b in self.models.values() if b.price.note]
 
     async def asolve(
-        self, problem: str, task: str = "math", *, seed: int | None = None, on_event: EventSink | None = None
+        self, problem: Problem | str, task: str = "math", *, seed: int | None = None, on_event: EventSink | None = None
     ) -> Result:
-        """Solve one problem; async so servers and batch runners can run many at once."""
+        """Solve one problem; async so servers and batch runners can run many at once.
+
+        ``problem`` is the text, or a :class:`Problem` carrying earlier turns of a
+        conversation, visible tests or a reference answer.
+        """
         cascade = Cascade(self.config, self.models, _task(task))
         result = await cascade.run(problem, seed=seed, on_event=on_event)
         result.info.setdefault("pricing", self.pricing_notes)
@@ -88,7 +93,7 @@ class Cope:
         return result
 
     def solve(
-        self, problem: str, task: str = "math", *, seed: int | None = None, on_event: EventSink | None = None
+        self, problem: Problem | str, task: str = "math", *, seed: int | None = None, on_event: EventSink | None = None
     ) -> Result:
         """Blocking wrapper around :meth:`asolve`."""
         try:

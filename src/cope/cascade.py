@@ -20,7 +20,7 @@ from .errors import BackendError, ConfigError
 from .models.base import Generation, GenParams, Model, on_samples_done
 from .plans import MAX_TOKENS, clean_plan, planner_messages
 from .pricing import Price
-from .tasks.base import Assessment, Plan, PlanKind, Task
+from .tasks.base import Assessment, Plan, PlanKind, Problem, Task
 
 Role = str  # "small" | "large" (any key of the models mapping)
 
@@ -206,8 +206,11 @@ class Cascade:
         self.models = models
         self.task = task
 
-    async def run(self, problem: str, *, seed: int | None = None, on_event: EventSink | None = None) -> Result:
-        if not problem or not problem.strip():
+    async def run(
+        self, problem: Problem | str, *, seed: int | None = None, on_event: EventSink | None = None
+    ) -> Result:
+        problem = Problem.of(problem)
+        if not problem.text or not problem.text.strip():
             raise ConfigError("the problem is empty")
         t0 = time.perf_counter()
         calls: list[CallRecord] = []
@@ -226,11 +229,11 @@ class Cascade:
             emit(Event("stage", idx, len(stages), st.executor, 0, st.n, spent()))
             try:
                 new_plans = await self._plan(problem, st, idx, stage_seed, calls, emit)
-                outputs, plan_of_sample = await self._execute(problem, st, idx, kept, new_plans, stage_seed, calls, emit)
+                completions, plan_of_sample = await self._execute(problem, st, idx, kept, new_plans, stage_seed, calls, emit)
             except BackendError as exc:
                 exc.spent = list(calls)
                 raise
-            assessment = self.task.assess(problem, outputs)
+            assessment = self.task.assess(problem, completions)
             accepted = self.config.accepts(assessment.confidence, st.threshold)
             final_stage = idx
             used_plans += new_plans
@@ -329,20 +332,22 @@ class Cascade:
         if len(new_plans) > 1:
             per = st.n // len(new_plans)
             prompts = [self.task.executor_messages(problem, base + [p]) for p in new_plans]
-            params = GenParams(n=per, temperature=st.temperature, max_tokens=st.max_tokens, seed=seed_x)
+            params = GenParams(n=per, temperature=st.temperature, max_tokens=st.max_tokens, seed=seed_x,
+                               logprobs=self.task.needs_logprobs)
             with progress:
                 gens = await bound.model.generate_many(prompts, params)
             outputs, plan_of_sample = [], []
             for k, g in enumerate(gens):
                 self._record(calls, idx, "execute", st.executor, g, per)
-                outputs += g.texts
+                outputs += g.completions
                 plan_of_sample += [k] * len(g.completions)
         else:
             prompt = self.task.executor_messages(problem, base + new_plans)
-            params = GenParams(n=st.n, temperature=st.temperature, max_tokens=st.max_tokens, seed=seed_x)
+            params = GenParams(n=st.n, temperature=st.temperature, max_tokens=st.max_tokens, seed=seed_x,
+                               logprobs=self.task.needs_logprobs)
             with progress:
                 g = await bound.model.generate(prompt, params)
             self._record(calls, idx, "execute", st.executor, g, st.n)
-            outputs, plan_of_sample = g.texts, [0] * len(g.completions)
+            outputs, plan_of_sample = list(g.completions), [0] * len(g.completions)
         return outputs, plan_of_sample
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from .models.base import Message
-from .tasks.base import PlanKind
+from .tasks.base import PlanKind, Problem, chat
 
 _SYSTEM = (
     "You write short plans that help someone else solve a problem. "
@@ -37,12 +37,9 @@ _ASK = {
 MAX_TOKENS = {"goal": 80, "guideline": 160}
 
 
-def planner_messages(problem: str, kind: PlanKind) -> list[Message]:
-    """Chat messages asking a planner for one plan of ``kind``."""
-    return [
-        {"role": "system", "content": _SYSTEM},
-        {"role": "user", "content": f"Problem:\n{problem.strip()}\n\n{_ASK[kind]}"},
-    ]
+def planner_messages(problem: Problem, kind: PlanKind) -> list[Message]:
+    """Chat messages asking a planner for one plan of ``kind`` (after any earlier turns)."""
+    return chat(_SYSTEM, problem, f"Problem:\n{problem.text.strip()}\n\n{_ASK[kind]}")
 
 
 _LABEL = re.compile(r"^\s*(\*\*)?\s*(goal|guideline|plan)\s*(\*\*)?\s*[:\-]\s*(\*\*)?\s*", re.I)

@@ -9,11 +9,39 @@ one file that implements :class:`Task`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol, Sequence
 
-from ..models.base import Message
+from ..models.base import Completion, Message
 
 PlanKind = Literal["goal", "guideline"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One item to solve, with what a task family may need beyond its text.
+
+    ``history`` holds earlier turns of a conversation (oldest first), which
+    planner and executor both see. ``tests`` are visible tests a code task may
+    run to gain confidence; ``hidden_tests`` are for scoring only.
+    """
+
+    text: str
+    history: tuple[Message, ...] = ()
+    reference: str | None = None
+    tests: tuple[str, ...] = ()
+    hidden_tests: str | None = None
+    entry_point: str | None = None
+    id: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @classmethod
+    def of(cls, problem: "Problem | str") -> "Problem":
+        return problem if isinstance(problem, Problem) else cls(text=problem)
+
+
+def chat(system: str, problem: Problem, user: str) -> list[Message]:
+    """System prompt, then the conversation so far, then this turn's request."""
+    return [{"role": "system", "content": system}, *problem.history, {"role": "user", "content": user}]
 
 
 @dataclass(frozen=True)
@@ -49,15 +77,17 @@ class Task(Protocol):
     """A task family: prompts, answer extraction, confidence and scoring."""
 
     name: str
+    # Whether assess() needs per-token logprobs (perplexity-based confidence).
+    needs_logprobs: bool
 
-    def executor_messages(self, problem: str, plans: Sequence[Plan]) -> list[Message]:
+    def executor_messages(self, problem: Problem, plans: Sequence[Plan]) -> list[Message]:
         """Chat messages asking the executor to solve ``problem`` guided by ``plans``."""
         ...
 
-    def assess(self, problem: str, outputs: Sequence[str]) -> Assessment:
+    def assess(self, problem: Problem, completions: Sequence[Completion]) -> Assessment:
         """Read answers out of the executor outputs and score the stage's confidence."""
         ...
 
-    def is_correct(self, answer: str | None, reference: str) -> bool:
-        """Score a final answer against a reference answer."""
+    def score(self, problem: Problem, answer: str | None) -> bool:
+        """Whether a final answer is correct (reference answer, hidden tests, ...)."""
         ...

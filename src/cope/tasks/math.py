@@ -18,8 +18,9 @@ from collections import Counter
 from functools import lru_cache
 from typing import Any, Sequence
 
-from ..models.base import Message
-from .base import Assessment, Plan
+from ..errors import ConfigError
+from ..models.base import Completion, Message
+from .base import Assessment, Plan, Problem, chat
 
 __all__ = ["MathTask", "answers_equal", "cluster_answers", "extract_answer"]
 
@@ -367,27 +368,26 @@ class MathTask:
     """Math word problems (GSM8K, MATH): confidence is the majority vote share."""
 
     name = "math"
+    needs_logprobs = False
 
-    def executor_messages(self, problem: str, plans: Sequence[Plan]) -> list[Message]:
+    def executor_messages(self, problem: Problem, plans: Sequence[Plan]) -> list[Message]:
         """A short prompt: small executors follow short prompts better."""
-        user = problem.strip()
+        user = problem.text.strip()
         if plans:
             lines = [f"{_PLAN_LABELS.get(p.kind, p.kind.capitalize())}: {p.text.strip()}" for p in plans]
             user += (
                 "\n\nFollow this plan (a Goal says what to find, a Guideline says how):\n"
                 + "\n".join(lines)
             )
-        return [
-            {"role": "system", "content": _SYSTEM_PROMPT},
-            {"role": "user", "content": user},
-        ]
+        return chat(_SYSTEM_PROMPT, problem, user)
 
-    def assess(self, problem: str, outputs: Sequence[str]) -> Assessment:
+    def assess(self, problem: Problem, completions: Sequence[Completion]) -> Assessment:
         """Majority vote over the samples' answers; confidence is the majority's share.
 
         Samples without an answer count in the denominator, so a stage where
         most samples failed to answer is not confident.
         """
+        outputs = [c.text for c in completions]
         extracted = [extract_answer(o) for o in outputs]
         clusters = cluster_answers(extracted)
         sizes = Counter(c for c in clusters if c is not None)
@@ -422,3 +422,8 @@ class MathTask:
         if "####" in reference or "\\boxed" in reference:
             ref = extract_answer(reference)
         return answers_equal(answer, ref)
+
+    def score(self, problem: Problem, answer: str | None) -> bool:
+        if problem.reference is None:
+            raise ConfigError(f"problem {problem.id or problem.text[:40]!r} has no reference answer")
+        return self.is_correct(answer, problem.reference)

@@ -129,6 +129,7 @@ class StageReport:
     extracted: list[str | None]
     cost_usd: float
     latency_s: float
+    info: dict[str, object] = field(default_factory=dict)  # the task's assessment details
 
 
 @dataclass
@@ -256,6 +257,7 @@ class Cascade:
                     extracted=list(assessment.extracted),
                     cost_usd=sum(c.cost_usd for c in stage_calls),
                     latency_s=time.perf_counter() - ts,
+                    info=dict(assessment.info),
                 )
             )
             verdict = "accepted" if accepted else "escalating"

@@ -43,6 +43,44 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     s.add_argument("--quiet", action="store_true", help="no live progress on stderr")
 
+    e = sub.add_parser("eval", help="run methods over a benchmark into a run directory")
+    e.add_argument("benchmark", help="gsm, arith, champ, or jsonl:PATH")
+    e.add_argument("--method", nargs="+", default=["cope"], help="methods to run (default: cope)")
+    e.add_argument("--limit", type=int, default=None, help="first N problems")
+    e.add_argument("--seed", type=int, default=1234, help="benchmark and sampling seed (default: 1234)")
+    e.add_argument("--out", default=None, help="run directory (default: runs/BENCHMARK)")
+    e.add_argument("--resume", action="store_true", help="continue the run in --out without repeating calls")
+    e.add_argument("--record", action="store_true", help="run every stage for every problem (for calibrate)")
+    e.add_argument("--max-usd", type=float, default=None, help="stop before the spend would exceed this")
+    e.add_argument("--small", default=DEFAULT_SMALL)
+    e.add_argument("--large", default=DEFAULT_LARGE)
+    e.add_argument("--large-price-as", default=argparse.SUPPRESS)
+    e.add_argument("--small-price-as", default=None)
+    e.add_argument("--n", type=int, default=8)
+    e.add_argument("--tau1", type=float, default=0.75)
+    e.add_argument("--tau2", type=float, default=0.5)
+    e.add_argument("--max-tokens", type=int, default=512)
+    e.add_argument("--concurrency", type=int, default=1, help="problems in flight at once (default: 1)")
+    e.add_argument("--prices", default=None)
+    e.add_argument("--base-url", default=None)
+    e.add_argument("--map", default=None, help="jsonl field mapping, e.g. text=problem,reference=answer,id=uid")
+    e.add_argument("--task", default=None, help="task family for jsonl: benchmarks (default: math)")
+    e.add_argument("--no-cache", action="store_true", help="do not use the cross-run call cache")
+    e.add_argument("--quiet", action="store_true")
+
+    cal = sub.add_parser("calibrate", help="choose thresholds from a recorded run")
+    cal.add_argument("dir")
+    g = cal.add_mutually_exclusive_group(required=True)
+    g.add_argument("--target-cost", type=float, help="USD per 1M problems")
+    g.add_argument("--target-accuracy", type=float, help="fraction, e.g. 0.6")
+    cal.add_argument("--n", type=int, default=None, help="replay with the first N samples per stage")
+    cal.add_argument("--stages", default="1,2,3", help="stage subset ending in 3, e.g. 2,3")
+    cal.add_argument("--json", action="store_true")
+
+    rep = sub.add_parser("report", help="Markdown + HTML report with plots from run directories")
+    rep.add_argument("dirs", nargs="+")
+    rep.add_argument("--out", default=None, help="where to write (default: the first run directory)")
+
     m = sub.add_parser("models", help="list the named local models and the price table")
     m.add_argument("--prices", default=None, help="a TOML price file that overrides or adds prices")
     m.add_argument("--json", action="store_true", help="print JSON")
@@ -101,14 +139,90 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .api import DEFAULT_LARGE, DEFAULT_LARGE_PRICE_AS
+    from .errors import ConfigError
+    from .eval.runner import EvalConfig, run_eval
+
+    mapping = None
+    if args.map:
+        try:
+            mapping = dict(kv.split("=", 1) for kv in args.map.split(","))
+        except ValueError:
+            raise ConfigError(f"--map expects key=field pairs separated by commas, got '{args.map}'") from None
+    price_as = getattr(args, "large_price_as", DEFAULT_LARGE_PRICE_AS if args.large == DEFAULT_LARGE else None)
+    name = args.benchmark.replace("jsonl:", "").replace("/", "_")
+    out = Path(args.out or f"runs/{name}")
+    cfg = EvalConfig(
+        benchmark=args.benchmark, methods=args.method, limit=args.limit, seed=args.seed, small=args.small,
+        large=args.large, small_price_as=args.small_price_as, large_price_as=price_as or None, n=args.n,
+        tau1=args.tau1, tau2=args.tau2, max_tokens=args.max_tokens, record=args.record,
+        concurrency=args.concurrency, max_usd=args.max_usd, prices=args.prices, base_url=args.base_url,
+        mapping=mapping, task=args.task,
+    )
+    summary = run_eval(cfg, out, resume=args.resume, use_cache=not args.no_cache, progress=not args.quiet)
+    for m, v in summary["methods"].items():
+        lo, hi = v["accuracy_ci95"]
+        print(f"{m:<15} {v['problems']:>4} problems  accuracy {100 * v['accuracy']:5.1f}% "
+              f"[{100 * lo:.1f}, {100 * hi:.1f}]  ${v['cost_usd_per_1m']:,.2f} per 1M problems")
+    inv = summary["this_invocation"]
+    print(f"run directory {out}: {inv['real_calls']} model calls made, {inv['cached_calls']} answered from "
+          f"journal/cache, ${inv['spent_usd']:.6f} spent; report: cope report {out}")
+    for note in summary["pricing_notes"]:
+        print(f"note: {note}")
+    if "stopped" in summary:
+        sys.stderr.write(f"cope: {summary['stopped']}; continue with: cope eval {args.benchmark} --out {out} --resume\n")
+        return 3
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .eval.replay import calibrate
+
+    try:
+        stages = tuple(int(x) for x in args.stages.split(","))
+    except ValueError:
+        raise ConfigError(f"--stages expects numbers like 1,2,3, got '{args.stages}'") from None
+    r = calibrate(Path(args.dir), target_cost=args.target_cost, target_accuracy=args.target_accuracy,
+                  n=args.n, stages=stages)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"frontier over {r['problems']} recorded problems (n={r['n']}, stages {r['stages']}):")
+    print(f"  {'tau1':>5} {'tau2':>5} {'accuracy':>9} {'USD/1M':>10}")
+    for p in r["frontier"]:
+        print(f"  {p['tau1']:5.2f} {p['tau2']:5.2f} {100 * p['accuracy']:8.1f}% {p['cost_usd_per_1m']:10.2f}")
+    lo, hi = r["accuracy_ci95"]
+    clo, chi = r["cost_usd_per_1m_ci95"]
+    print(f"choice: --tau1 {r['tau1']:.2f} --tau2 {r['tau2']:.2f}: accuracy {100 * r['accuracy']:.1f}% "
+          f"[{100 * lo:.1f}, {100 * hi:.1f}], ${r['cost_usd_per_1m']:.2f} per 1M problems [{clo:.2f}, {chi:.2f}]; "
+          f"stops per stage: " + ", ".join(f"{100 * f:.0f}%" for f in r["stop_fraction"]))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .eval.report import write_report
+
+    paths = write_report([Path(d) for d in args.dirs], Path(args.out) if args.out else None)
+    print(f"wrote {paths['markdown']} and {paths['html']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     args = _build_parser().parse_args(argv)
     try:
-        if args.command == "solve":
-            return _cmd_solve(args)
-        return _cmd_models(args)
+        handler = {"solve": _cmd_solve, "eval": _cmd_eval, "calibrate": _cmd_calibrate,
+                   "report": _cmd_report, "models": _cmd_models}[args.command]
+        return handler(args)
     except CopeError as exc:
         sys.stderr.write(f"cope: error: {exc}\n")
         return 2

@@ -7,7 +7,9 @@ same engine, the same seeds and the same price table.
 
 from __future__ import annotations
 
-from .cascade import CascadeConfig, PlanStep, Stage
+from dataclasses import replace
+
+from .cascade import NEVER, CascadeConfig, PlanStep, Stage
 from .errors import ConfigError
 
 
@@ -44,7 +46,44 @@ def small_alone(*, max_tokens: int = 512, **_: object) -> CascadeConfig:
     return CascadeConfig(stages=(Stage(executor="small", n=1, temperature=0.0, max_tokens=max_tokens),))
 
 
-METHODS = {"cope": cope, "large": large_alone, "small": small_alone}
+def small_vote(n: int = 8, *, max_tokens: int = 512, **_: object) -> CascadeConfig:
+    """The small model samples n solutions (T=0.8) and the majority answers."""
+    return CascadeConfig(stages=(Stage(executor="small", n=n, temperature=0.8, max_tokens=max_tokens),))
+
+
+def cascade_noplan(n: int = 8, tau1: float = 0.75, *, max_tokens: int = 512, **_: object) -> CascadeConfig:
+    """COPE without plans: small votes; on low consensus the large model solves."""
+    return CascadeConfig(stages=(
+        Stage(executor="small", n=n, temperature=0.8, threshold=tau1, max_tokens=max_tokens),
+        Stage(executor="large", n=1, temperature=0.0, max_tokens=max_tokens),
+    ))
+
+
+def plan_only(n: int = 8, *, max_tokens: int = 512, **_: object) -> CascadeConfig:
+    """One large-model guideline, the small model executes n times; no escalation."""
+    return CascadeConfig(stages=(
+        Stage(executor="small", n=n, temperature=0.8, max_tokens=max_tokens,
+              plan=PlanStep(planner="large", kind="guideline", count=1, temperature=0.8, keep_as="g_L")),
+    ))
+
+
+def abc(n: int = 8, *, max_tokens: int = 512, **_: object) -> CascadeConfig:
+    """Agreement-based cascading: accept the small tier only when all its samples agree.
+
+    The ABC paper ensembles different models per tier; with one small model
+    the tier's ensemble is n samples of it (T=0.8), and the large model is the
+    last tier.
+    """
+    return CascadeConfig(stages=(
+        Stage(executor="small", n=n, temperature=0.8, threshold=1.0, max_tokens=max_tokens),
+        Stage(executor="large", n=1, temperature=0.0, max_tokens=max_tokens),
+    ))
+
+
+METHODS = {
+    "cope": cope, "large": large_alone, "small": small_alone, "small-vote": small_vote,
+    "cascade-noplan": cascade_noplan, "plan-only": plan_only, "abc": abc,
+}
 
 
 def method_config(name: str, **options: object) -> CascadeConfig:
@@ -53,3 +92,17 @@ def method_config(name: str, **options: object) -> CascadeConfig:
     except KeyError:
         raise ConfigError(f"unknown method '{name}'; known: {', '.join(METHODS)}") from None
     return factory(**options)  # type: ignore[operator]
+
+
+def recording(config: CascadeConfig) -> CascadeConfig:
+    """The same cascade with every stage run for every problem.
+
+    Non-final thresholds become NEVER, so the journal holds all stages'
+    outputs and any thresholds can be replayed later without model calls.
+    Plans still flow as live (g_S is chosen by stage 1's majority, which does
+    not depend on thresholds).
+    """
+    last = len(config.stages) - 1
+    return replace(config, stages=tuple(
+        st if i == last else replace(st, threshold=NEVER) for i, st in enumerate(config.stages)
+    ))

@@ -1,0 +1,133 @@
+"""Benchmark names -> lists of Problems, from data that registry packages ship.
+
+Every loader returns problems with a stable ``id`` (the same item keeps its id
+across runs and machines, which is what resume, caching and replay key on).
+Adding a benchmark is one loader function and one entry in ``LOADERS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ConfigError
+from ..tasks.base import Problem
+
+
+@dataclass
+class Benchmark:
+    name: str
+    task: str  # the task family that solves and scores it
+    problems: list[Problem]
+    source: str  # where the data came from (package and version, or a file)
+
+
+def package_file(module: str, relpath: str, package: str) -> Path:
+    """A data file inside an installed package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise ConfigError(f"this benchmark needs the package {package}; install it (see README)")
+    path = Path(locations[0]) / relpath
+    if not path.is_file():
+        raise ConfigError(f"{relpath} is missing from package {package}; reinstall it")
+    return path
+
+
+def _reasoning_gym(dataset: str, limit: int | None, seed: int) -> list[Problem]:
+    try:
+        rg = importlib.import_module("reasoning_gym")
+    except ImportError:
+        raise ConfigError("this benchmark needs reasoning-gym==0.1.25 (pip install reasoning-gym==0.1.25)") from None
+    size = limit or 100
+    ds = rg.create_dataset(dataset, size=size, seed=seed)
+    out = []
+    for i in range(size):
+        item = ds[i]
+        out.append(Problem(text=item["question"], reference=str(item["answer"]), id=f"{dataset}-s{seed}-{i}",
+                           meta={"source": f"reasoning-gym {dataset} seed {seed}"}))
+    return out
+
+
+def load_gsm(limit: int | None, seed: int) -> Benchmark:
+    return Benchmark("gsm", "math", _reasoning_gym("gsm_symbolic", limit, seed), "reasoning-gym==0.1.25 gsm_symbolic")
+
+
+def load_arith(limit: int | None, seed: int) -> Benchmark:
+    return Benchmark("arith", "math", _reasoning_gym("basic_arithmetic", limit, seed),
+                     "reasoning-gym==0.1.25 basic_arithmetic")
+
+
+def load_champ(limit: int | None, seed: int) -> Benchmark:
+    path = package_file("champ_dataset", "dataset_files/v0.json", "champ-dataset==1.0.0")
+    data = json.loads(path.read_text())["problems"]
+    problems = [
+        Problem(text=p["_text"], reference=p["_answer"], id=p["identifier"], meta={"category": p.get("category")})
+        for p in data.values()
+    ]
+    return Benchmark("champ", "math", problems[:limit] if limit else problems, "champ-dataset==1.0.0 v0.json")
+
+
+_TEXT_FIELDS = ("question", "problem", "prompt", "text", "input")
+_REF_FIELDS = ("answer", "solution", "reference", "target", "output")
+
+
+def load_jsonl(path: str, limit: int | None, mapping: dict[str, str] | None = None, task: str = "math") -> Benchmark:
+    """A user's JSONL file: one problem per line; fields found or mapped.
+
+    ``mapping`` names the fields for ``text``, ``reference`` and ``id``
+    (e.g. {"text": "problem", "reference": "answer"}); without it the usual
+    names are tried. A bad line stops the load with its line number.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"benchmark file not found: {path}")
+    mapping = dict(mapping or {})
+    problems = []
+    for lineno, line in enumerate(p.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise ConfigError(f"{path}:{lineno}: not valid JSON") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}:{lineno}: expected a JSON object")
+        tf = mapping.get("text") or next((f for f in _TEXT_FIELDS if f in row), None)
+        rf = mapping.get("reference") or next((f for f in _REF_FIELDS if f in row), None)
+        if tf is None or tf not in row:
+            raise ConfigError(f"{path}:{lineno}: no problem text field (tried {mapping.get('text') or _TEXT_FIELDS})")
+        if rf is not None and rf not in row:
+            raise ConfigError(f"{path}:{lineno}: no field '{rf}'")
+        pid = str(row[mapping["id"]]) if mapping.get("id") in row else f"{p.stem}-{lineno}"
+        problems.append(Problem(text=str(row[tf]), reference=None if rf is None else str(row[rf]), id=pid))
+        if limit and len(problems) >= limit:
+            break
+    if not problems:
+        raise ConfigError(f"{path}: no problems found")
+    return Benchmark(f"jsonl:{p.name}", task, problems, str(p))
+
+
+LOADERS: dict[str, Callable[[int | None, int], Benchmark]] = {
+    "gsm": load_gsm,
+    "arith": load_arith,
+    "champ": load_champ,
+}
+
+
+def load_benchmark(spec: str, *, limit: int | None = None, seed: int = 1234,
+                   mapping: dict[str, str] | None = None, task: str | None = None) -> Benchmark:
+    """``gsm``, ``arith``, ``champ`` or ``jsonl:PATH``."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    if spec.startswith("jsonl:"):
+        return load_jsonl(spec[len("jsonl:"):], limit, mapping, task or "math")
+    try:
+        loader = LOADERS[spec]
+    except KeyError:
+        raise ConfigError(f"unknown benchmark '{spec}'; known: {', '.join(LOADERS)}, jsonl:PATH") from None
+    return loader(limit, seed)

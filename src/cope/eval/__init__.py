@@ -1,0 +1,1 @@
+"""Evaluation: runner, journal and cache, metrics, replay and calibration, reports."""

@@ -1,0 +1,53 @@
+"""An append-only JSONL journal: every model call and every result of a run.
+
+Append-only so that a run killed at any moment loses at most the line being
+written; the reader skips a torn last line. The journal is also what
+``--resume`` and replay read, so nothing about a run lives only in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._f = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        with self._lock:
+            self._f.write(line + "\n")
+            self._f.flush()  # in the OS's hands now: survives the process being killed
+
+    def close(self) -> None:
+        with self._lock:
+            self._f.close()
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_journal(path: Path) -> Iterator[dict[str, Any]]:
+    """Records in order; a torn final line (the run was killed mid-write) is skipped."""
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except ValueError:
+            if i >= len(lines) - 2:  # only the last line may be torn
+                return
+            raise

@@ -1,0 +1,155 @@
+"""Metrics over a run's results: accuracy with intervals, cost, funnel, frontier.
+
+Intervals are percentile bootstraps over problems (seeded, so a report is
+reproducible); a difference between methods inside the interval is noise,
+which is the reviewers' point about the paper's tables.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def bootstrap_ci(values: Sequence[float], *, b: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(b, x.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return (float(lo), float(hi))
+
+
+def frontier(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The cost-accuracy frontier: points no cheaper-or-equal point beats."""
+    best: list[tuple[float, float]] = []
+    for c, a in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not best or a > best[-1][1]:
+            best.append((c, a))
+    return best
+
+
+def aiq(points: Sequence[tuple[float, float]]) -> float:
+    """Area under the non-decreasing frontier over the cost range, normalized (RouterBench's AIQ).
+
+    Between frontier points the accuracy a router could reach is the linear
+    interpolation (mixing two settings at random), so the area uses the upper
+    convex hull of the frontier.
+    """
+    f = frontier(points)
+    if len(f) < 2 or f[-1][0] == f[0][0]:
+        return f[0][1] if f else float("nan")
+    hull: list[tuple[float, float]] = []
+    for p in f:
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) >= 0:
+                hull.pop()  # hull[-1] lies under the chord: not on the upper hull
+            else:
+                break
+        hull.append(p)
+    xs, ys = zip(*hull)
+    return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
+
+
+def replayed(r: dict[str, Any], tau1: float, tau2: float) -> dict[str, Any]:
+    """A recorded result as the cascade would have ended at (tau1, tau2)."""
+    stages = r["stages"]
+    taus = [tau1, tau2]
+    stop = len(stages)
+    for i, s in enumerate(stages[:-1]):
+        if s["confidence"] >= taus[min(i, 1)]:
+            stop = i + 1
+            break
+    used = stages[:stop]
+    tokens: dict[str, Any] = {}
+    for s in used:
+        for who, roles in s.get("tokens", {}).items():
+            for role, t in roles.items():
+                acc = tokens.setdefault(who, {}).setdefault(role, {"prompt": 0, "completion": 0})
+                acc["prompt"] += t["prompt"]
+                acc["completion"] += t["completion"]
+    return {**r, "stage": stop, "correct": used[-1]["correct"], "answer": used[-1]["answer"],
+            "cost_usd": sum(s["cost_usd"] for s in used), "latency_s": sum(s["latency_s"] for s in used),
+            "tokens": tokens}
+
+
+def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -> dict[str, Any]:
+    correct = [float(r["correct"]) for r in results]
+    cost = [float(r["cost_usd"]) for r in results]
+    lat = [float(r.get("latency_s", 0.0)) for r in results]
+    n = len(results)
+    large = {"plan": {"prompt": 0, "completion": 0}, "execute": {"prompt": 0, "completion": 0}}
+    for r in results:
+        for role, t in r.get("tokens", {}).get("large", {}).items():
+            for k in ("prompt", "completion"):
+                large[role][k] += t[k]
+    stages = n_stages or max((r["stage"] for r in results), default=1)
+    funnel = []
+    for s in range(1, stages + 1):
+        at = [r for r in results if r["stage"] == s]
+        funnel.append({"stage": s, "problems": len(at),
+                       "accuracy": (sum(r["correct"] for r in at) / len(at)) if at else None})
+    acc_ci = bootstrap_ci(correct)
+    cost_ci = bootstrap_ci(cost)
+    return {
+        "problems": n,
+        "accuracy": sum(correct) / n if n else float("nan"),
+        "accuracy_ci95": acc_ci,
+        "cost_usd_total": sum(cost),
+        "cost_usd_per_1m": 1e6 * sum(cost) / n if n else float("nan"),
+        "cost_usd_per_1m_ci95": (1e6 * cost_ci[0], 1e6 * cost_ci[1]),
+        "large_tokens": large,
+        "funnel": funnel,
+        "latency_s_mean": float(np.mean(lat)) if lat else float("nan"),
+        "latency_s_p50": float(np.median(lat)) if lat else float("nan"),
+    }
+
+
+def summarize_run(out: Path) -> dict[str, Any]:
+    """Metrics per method from a run directory's journal (the one source of truth)."""
+    from .journal import read_journal
+    from .runner import load_config, load_results
+
+    cfg = load_config(out)
+    results = load_results(out)
+    errors = sum(1 for r in read_journal(out / "journal.jsonl") if r.get("type") == "error")
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_method.setdefault(r["method"], []).append(r)
+    notes = []
+    if cfg.record and "cope" in by_method:
+        # A recording ran every stage; what COPE would have done is its replay
+        # at the run's thresholds.
+        by_method["cope"] = [replayed(r, cfg.tau1, cfg.tau2) for r in by_method["cope"]]
+        notes.append(f"cope: replayed from the recording at tau1={cfg.tau1:g}, tau2={cfg.tau2:g}")
+    methods = {m: method_metrics(rs, rs[0].get("n_stages")) for m, rs in sorted(by_method.items())}
+    points = [(v["cost_usd_per_1m"], v["accuracy"]) for v in methods.values() if v["problems"]]
+    if cfg.large_price_as:
+        notes.append(f"{cfg.large} priced as {cfg.large_price_as}")
+    if cfg.small_price_as:
+        notes.append(f"{cfg.small} priced as {cfg.small_price_as}")
+    return {
+        "run": str(out),
+        "benchmark": cfg.benchmark,
+        "small": cfg.small,
+        "large": cfg.large,
+        "pricing_notes": notes,
+        "record": cfg.record,
+        "methods": methods,
+        "errors": errors,
+        "frontier": frontier(points),
+        "aiq": aiq(points) if len(points) > 1 else None,
+        "regenerate": f"cope report {out}",
+    }
+
+
+def write_summary(out: Path) -> dict[str, Any]:
+    s = summarize_run(out)
+    (out / "summary.json").write_text(json.dumps(s, indent=2))
+    return s

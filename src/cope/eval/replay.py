@@ -1,0 +1,176 @@
+"""Record once, replay anything: thresholds, n <= recorded n, stage subsets.
+
+A recorded run (``cope eval ... --record``) ran every stage of the cascade
+for every problem, so each problem has every stage's confidence, correctness
+and cost. Which stage would have answered under thresholds (t1, t2) is then
+arithmetic on arrays: no model call, and a 100 x 100 sweep over 500 problems
+takes milliseconds.
+
+Exact for thresholds and for stage subsets that end in the last stage.
+Approximate for n' < n: stage votes are recomputed on the first n' samples
+(exact), but stage 2 ran with the g_S chosen from all n stage-1 samples, and
+costs of sampled stages are pro-rated by n'/n.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+@dataclass
+class Recorded:
+    """Per-problem, per-stage arrays: shape (problems, stages)."""
+
+    ids: list[str]
+    conf: np.ndarray
+    correct: np.ndarray
+    cost: np.ndarray
+    plan_cost: np.ndarray
+    n: int
+
+    @property
+    def stages(self) -> int:
+        return self.conf.shape[1]
+
+
+def _vote(clusters: Sequence[int | None], cluster_correct: dict[str, bool], k: int) -> tuple[float, bool]:
+    sub = [c for c in clusters[:k] if c is not None]
+    if not sub:
+        return 0.0, False
+    counts: dict[int, int] = {}
+    for c in sub:
+        counts[c] = counts.get(c, 0) + 1
+    top = min(counts, key=lambda c: (-counts[c], c))  # ties: first cluster, as live voting does
+    return counts[top] / k, bool(cluster_correct.get(str(top), False))
+
+
+def load_recorded(out: Path, method: str = "cope", n: int | None = None) -> Recorded:
+    from .runner import load_config, load_results
+
+    cfg = load_config(out)
+    if not cfg.record:
+        raise ConfigError(f"{out} was not recorded with --record; replay needs every stage of every problem")
+    rows = [r for r in load_results(out) if r["method"] == method]
+    if not rows:
+        raise ConfigError(f"{out} holds no recorded results for method '{method}'")
+    n_rec = cfg.n
+    k = n or n_rec
+    if not 1 <= k <= n_rec:
+        raise ConfigError(f"n must be between 1 and the recorded n ({n_rec}), got {k}")
+    n_st = max(len(r["stages"]) for r in rows)
+    rows = [r for r in rows if len(r["stages"]) == n_st]
+    conf = np.zeros((len(rows), n_st))
+    correct = np.zeros((len(rows), n_st), dtype=bool)
+    cost = np.zeros((len(rows), n_st))
+    plan_cost = np.zeros((len(rows), n_st))
+    for i, r in enumerate(rows):
+        for j, s in enumerate(r["stages"]):
+            plan_cost[i, j] = s.get("plan_cost_usd", 0.0)
+            if k < n_rec and "clusters" in s and s["n"] == n_rec:
+                conf[i, j], correct[i, j] = _vote(s["clusters"], s["cluster_correct"], k)
+                plan = s.get("plan_cost_usd", 0.0)
+                cost[i, j] = plan + (s["cost_usd"] - plan) * k / n_rec
+                if j == 0:  # stage 1 plans scale with n too (one goal per sample)
+                    cost[i, j] = s["cost_usd"] * k / n_rec
+            else:
+                conf[i, j], correct[i, j], cost[i, j] = s["confidence"], s["correct"], s["cost_usd"]
+    return Recorded([r["problem_id"] for r in rows], conf, correct, cost, plan_cost, k)
+
+
+def sweep(rec: Recorded, t1: np.ndarray, t2: np.ndarray, *, stages: Sequence[int] = (1, 2, 3),
+          rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Accuracy and mean cost for every (t1, t2) pair, vectorized.
+
+    ``stages`` picks a subset (1-based) of a three-stage recording; the last
+    one chosen always answers. Returns arrays of shape (len(t1), len(t2)) plus
+    the fraction of problems stopping at each chosen stage.
+    """
+    if rec.stages != 3:
+        raise ConfigError("threshold replay expects a three-stage (COPE) recording")
+    st = [s - 1 for s in stages]
+    if not st or st != sorted(set(st)) or st[-1] != 2 or st[0] < 0:
+        raise ConfigError("stages must be an increasing subset of 1, 2, 3 that ends with 3")
+    idx = np.arange(len(rec.ids)) if rows is None else rows
+    conf, corr, cost = rec.conf[idx], rec.correct[idx], rec.cost[idx].copy()
+    if 1 not in st:  # stage 3 still used stage 2's guideline: it pays for writing it
+        cost[:, 2] += rec.plan_cost[idx, 1]
+    t1 = np.asarray(t1, dtype=float)[:, None, None]
+    t2 = np.asarray(t2, dtype=float)[None, :, None]
+    shape = (t1.shape[0], t2.shape[1], len(idx))
+    answered = np.zeros(shape, dtype=bool)
+    acc_correct = np.zeros(shape)
+    acc_cost = np.zeros(shape)
+    stop_frac = []
+    running_cost = np.zeros(shape)
+    thresholds = {0: t1, 1: t2}
+    for s in st:
+        running_cost = running_cost + np.where(answered, 0.0, cost[:, s])
+        if s == 2:
+            stop = ~answered
+        else:
+            stop = ~answered & (conf[:, s] >= thresholds[s])
+        acc_correct += np.where(stop, corr[:, s], 0.0)
+        acc_cost += np.where(stop, running_cost, 0.0)
+        stop_frac.append(stop.mean(axis=2))
+        answered |= stop
+    return {"accuracy": acc_correct.mean(axis=2), "cost": acc_cost.mean(axis=2),
+            "stop_fraction": np.stack(stop_frac, axis=-1)}
+
+
+def calibrate(out: Path, *, target_cost: float | None = None, target_accuracy: float | None = None,
+              n: int | None = None, stages: Sequence[int] = (1, 2, 3), steps: int = 21,
+              boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Pick thresholds from a recorded run for a cost or accuracy target.
+
+    ``target_cost`` is USD per 1M problems (the unit of every report);
+    ``target_accuracy`` a fraction. Returns the chosen pair, its accuracy and
+    cost with bootstrap intervals (problems resampled, choice held fixed), and
+    the frontier of the sweep.
+    """
+    if (target_cost is None) == (target_accuracy is None):
+        raise ConfigError("give exactly one of --target-cost (USD per 1M problems) or --target-accuracy")
+    rec = load_recorded(out, n=n)
+    grid = np.linspace(0.0, 1.0, steps)
+    res = sweep(rec, grid, grid, stages=stages)
+    acc, cost = res["accuracy"], res["cost"] * 1e6
+    pairs = [(float(grid[i]), float(grid[j]), float(acc[i, j]), float(cost[i, j]))
+             for i in range(len(grid)) for j in range(len(grid))]
+    front = []
+    for p in sorted(pairs, key=lambda p: (p[3], -p[2])):
+        if not front or p[2] > front[-1][2]:
+            front.append(p)
+    if target_cost is not None:
+        ok = [p for p in pairs if p[3] <= target_cost]
+        if not ok:
+            raise ConfigError(f"no thresholds reach a cost of ${target_cost:g} per 1M problems; "
+                              f"the cheapest costs ${min(p[3] for p in pairs):.2f}")
+        choice = max(ok, key=lambda p: (p[2], -p[3]))
+    else:
+        ok = [p for p in pairs if p[2] >= target_accuracy]
+        if not ok:
+            raise ConfigError(f"no thresholds reach accuracy {target_accuracy:g}; the best is "
+                              f"{max(p[2] for p in pairs):.3f}")
+        choice = min(ok, key=lambda p: (p[3], -p[2]))
+    rng = np.random.default_rng(seed)
+    P = len(rec.ids)
+    rows = rng.integers(0, P, size=(boot, P))
+    accs, costs = [], []
+    for r in rows:
+        b = sweep(rec, np.array([choice[0]]), np.array([choice[1]]), stages=stages, rows=r)
+        accs.append(float(b["accuracy"][0, 0]))
+        costs.append(float(b["cost"][0, 0]) * 1e6)
+    stop = res["stop_fraction"][list(grid).index(choice[0]), list(grid).index(choice[1])]
+    return {
+        "run": str(out), "problems": P, "n": rec.n, "stages": list(stages),
+        "tau1": choice[0], "tau2": choice[1],
+        "accuracy": choice[2], "accuracy_ci95": tuple(np.quantile(accs, [0.025, 0.975]).tolist()),
+        "cost_usd_per_1m": choice[3], "cost_usd_per_1m_ci95": tuple(np.quantile(costs, [0.025, 0.975]).tolist()),
+        "stop_fraction": [float(x) for x in stop],
+        "frontier": [{"tau1": p[0], "tau2": p[1], "accuracy": p[2], "cost_usd_per_1m": p[3]} for p in front],
+    }

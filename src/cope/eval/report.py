@@ -1,0 +1,135 @@
+"""`cope report`: a Markdown summary and a self-contained HTML page with plots.
+
+Everything shown is recomputed from the run directories' journals, and the
+page prints the command that regenerates it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from .metrics import summarize_run
+
+
+def _fmt_ci(v: float, ci: tuple[float, float] | list[float], pct: bool = True) -> str:
+    if pct:
+        return f"{100 * v:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    return f"{v:,.2f} [{ci[0]:,.2f}, {ci[1]:,.2f}]"
+
+
+def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
+    lines = ["# cope evaluation report", "", f"Regenerate: `{command}`", ""]
+    for s in summaries:
+        lines += [f"## {s['benchmark']} ({s['run']})", "",
+                  f"small `{s['small']}`, large `{s['large']}`"
+                  + (f"; {'; '.join(s['pricing_notes'])}" if s["pricing_notes"] else ""), ""]
+        lines += ["| method | problems | accuracy [95% CI] | USD per 1M problems [95% CI] | large plan tokens | "
+                  "large execute tokens | stages (problems: accuracy) | latency p50 s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for m, v in s["methods"].items():
+            lt = v["large_tokens"]
+            funnel = ", ".join(
+                f"{f['stage']}: {f['problems']}" + (f" ({100 * f['accuracy']:.0f}%)" if f["accuracy"] is not None else "")
+                for f in v["funnel"])
+            lines.append(
+                f"| {m} | {v['problems']} | {_fmt_ci(v['accuracy'], v['accuracy_ci95'])} | "
+                f"{_fmt_ci(v['cost_usd_per_1m'], v['cost_usd_per_1m_ci95'], pct=False)} | "
+                f"{lt['plan']['prompt'] + lt['plan']['completion']:,} | "
+                f"{lt['execute']['prompt'] + lt['execute']['completion']:,} | {funnel} | {v['latency_s_p50']:.1f} |")
+        if s.get("aiq") is not None:
+            lines += ["", f"AIQ (area under the cost-accuracy frontier of these methods): {s['aiq']:.3f}"]
+        if s.get("errors"):
+            lines += ["", f"{s['errors']} problem(s) ended in a backend error (journaled; `--resume` retries them)."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plots(summaries: list[dict[str, Any]], sweeps: dict[str, Any]) -> list[tuple[str, bytes]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s in summaries:
+        for m, v in s["methods"].items():
+            x, y = v["cost_usd_per_1m"], 100 * v["accuracy"]
+            xe = [[x - v["cost_usd_per_1m_ci95"][0]], [v["cost_usd_per_1m_ci95"][1] - x]]
+            ye = [[y - 100 * v["accuracy_ci95"][0]], [100 * v["accuracy_ci95"][1] - y]]
+            ax.errorbar([x], [y], xerr=xe, yerr=ye, fmt="o", capsize=3, label=f"{m} ({s['benchmark']})")
+        sw = sweeps.get(s["run"])
+        if sw:
+            xs = [p["cost_usd_per_1m"] for p in sw]
+            ys = [100 * p["accuracy"] for p in sw]
+            ax.plot(xs, ys, "-", color="gray", alpha=0.7, label=f"COPE threshold sweep ({s['benchmark']})")
+    ax.set_xlabel("USD per 1M problems")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("accuracy vs cost (95% bootstrap intervals)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    out.append(("accuracy_vs_cost.png", _png(fig)))
+    plt.close(fig)
+
+    staged = [(s, m, v) for s in summaries for m, v in s["methods"].items() if len(v["funnel"]) > 1]
+    if staged:
+        fig, ax = plt.subplots(figsize=(7, 0.6 + 0.5 * len(staged)))
+        for row, (s, m, v) in enumerate(staged):
+            left = 0
+            for f in v["funnel"]:
+                share = f["problems"] / max(v["problems"], 1)
+                ax.barh(row, share, left=left, color=f"C{f['stage'] - 1}",
+                        label=f"stage {f['stage']}" if row == 0 else None)
+                if share > 0.06:
+                    ax.text(left + share / 2, row, f"{f['problems']}", ha="center", va="center", fontsize=8)
+                left += share
+        ax.set_yticks(range(len(staged)), [f"{m} ({s['benchmark']})" for s, m, _ in staged])
+        ax.set_xlabel("share of problems answered at each stage")
+        ax.set_title("stage funnel")
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        out.append(("stage_funnel.png", _png(fig)))
+        plt.close(fig)
+    return out
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def write_report(dirs: list[Path], out: Path | None = None) -> dict[str, Path]:
+    """Write summary.md, report.html and the PNGs into ``out`` (default: the first run dir)."""
+    from .replay import calibrate
+
+    summaries = [summarize_run(d) for d in dirs]
+    sweeps: dict[str, Any] = {}
+    for d, s in zip(dirs, summaries):
+        if s["record"] and "cope" in s["methods"]:
+            try:
+                sweeps[s["run"]] = calibrate(d, target_accuracy=0.0, boot=50)["frontier"]
+            except Exception:  # a partial recording still gets a report, just no sweep curve
+                sweeps[s["run"]] = None
+    out = out or dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    command = "cope report " + " ".join(str(d) for d in dirs)
+    md = _markdown(summaries, command)
+    (out / "summary.md").write_text(md)
+    (out / "summary.json").write_text(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
+    plots = _plots(summaries, sweeps)
+    imgs = []
+    for name, data in plots:
+        (out / name).write_bytes(data)
+        imgs.append(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">')
+    page = ("<!doctype html><meta charset='utf-8'><title>cope report</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style>"
+            f"<pre>{html.escape(md)}</pre>" + "".join(imgs))
+    (out / "report.html").write_text(page)
+    return {"markdown": out / "summary.md", "html": out / "report.html"}

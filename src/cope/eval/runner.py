@@ -1,0 +1,287 @@
+"""`cope eval`: run methods over a benchmark into a run directory.
+
+A run directory holds ``config.json`` (what was run, with the price-table
+version), ``journal.jsonl`` (every model call and every result, append-only)
+and ``summary.json`` (metrics, regenerable from the journal). ``--resume``
+reads the journal: finished (method, problem) pairs are skipped and every
+call already made is answered from the journal, so a killed run continues
+without repeating or paying for anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendError, ConfigError
+from ..tasks.base import Problem
+from .calls import Budget, BudgetExceeded, CallCache, JournaledModel
+from .journal import Journal, read_journal
+
+FORMAT = 1
+
+
+@dataclass
+class EvalConfig:
+    benchmark: str
+    methods: list[str]
+    limit: int | None = None
+    seed: int = 1234
+    small: str = "local/qwen2.5-coder-0.5b"
+    large: str = "local/qwen2.5-coder-1.5b"
+    small_price_as: str | None = None
+    large_price_as: str | None = "gpt-4o-mini"
+    n: int = 8
+    tau1: float = 0.75
+    tau2: float = 0.5
+    max_tokens: int = 512
+    record: bool = False
+    concurrency: int = 1
+    max_usd: float | None = None
+    prices: str | None = None
+    base_url: str | None = None
+    mapping: dict[str, str] | None = None
+    task: str | None = None
+    format: int = FORMAT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def problem_seed(seed: int, problem_id: str) -> int:
+    """A per-problem seed that does not depend on order or on --limit."""
+    return int(hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest()[:8], 16)
+
+
+def load_config(out: Path) -> EvalConfig:
+    path = out / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{out} is not a run directory (no config.json)")
+    try:
+        return EvalConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: unreadable run config ({exc})") from None
+
+
+def load_results(out: Path) -> list[dict[str, Any]]:
+    """The result records of a run, last one winning per (method, problem)."""
+    if not (out / "journal.jsonl").is_file():
+        raise ConfigError(f"{out} is not a run directory (no journal.jsonl)")
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for rec in read_journal(out / "journal.jsonl"):
+        if rec.get("type") == "result":
+            latest[(rec["method"], rec["problem_id"])] = rec
+    return list(latest.values())
+
+
+def _tokens(calls) -> dict[str, dict[str, dict[str, int]]]:
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for c in calls:
+        t = out.setdefault(c.who, {}).setdefault(c.role, {"prompt": 0, "completion": 0})
+        t["prompt"] += c.prompt_tokens
+        t["completion"] += c.completion_tokens
+    return out
+
+
+def _stage_records(task, problem: Problem, result) -> list[dict[str, Any]]:
+    """Per-stage outcome, scored, with what replay needs (clusters and their correctness)."""
+    out = []
+    for s in result.stages:
+        rec = {
+            "stage": s.stage, "n": s.n, "answer": s.answer, "confidence": s.confidence,
+            "accepted": s.accepted, "cost_usd": s.cost_usd,
+            # model time, kept from the original calls, so it survives resume and caching
+            "latency_s": sum(c.latency_s for c in result.calls if c.stage == s.stage),
+            "plan_cost_usd": sum(c.cost_usd for c in result.calls if c.stage == s.stage and c.role == "plan"),
+            "tokens": _tokens([c for c in result.calls if c.stage == s.stage]),
+            "correct": bool(task.score(problem, s.answer)),
+        }
+        clusters = s.info.get("clusters")
+        if isinstance(clusters, list):
+            reps: dict[int, str] = {}
+            for cid, ans in zip(clusters, s.extracted):
+                if cid is not None and cid not in reps:
+                    reps[cid] = ans
+            rec["clusters"] = clusters
+            rec["cluster_correct"] = {str(c): bool(task.score(problem, a)) for c, a in reps.items()}
+        out.append(rec)
+    return out
+
+
+async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progress: bool) -> dict[str, Any]:
+    from ..api import Cope
+    from ..benchmarks.registry import load_benchmark
+    from ..methods import method_config, recording
+    from ..models.local_files import cache_dir
+    from ..pricing import PriceTable
+    from ..tasks import get_task
+
+    bench = load_benchmark(cfg.benchmark, limit=cfg.limit, seed=cfg.seed, mapping=cfg.mapping, task=cfg.task)
+    task = get_task(bench.task)
+    prices = PriceTable.load(cfg.prices)
+    journal_path = out / "journal.jsonl"
+    done: set[tuple[str, str]] = set()
+    cache = CallCache(cache_dir().parent / "calls.sqlite" if use_cache else None)
+    spent = 0.0
+    if resume:
+        for rec in read_journal(journal_path):
+            if rec.get("type") == "call":
+                cache.put(rec["key"], rec["generations"], persist=False)
+                spent += rec.get("usd", 0.0)
+            elif rec.get("type") == "result":
+                done.add((rec["method"], rec["problem_id"]))
+    budget = Budget(cfg.max_usd, spent)
+    journal = Journal(journal_path)
+    counters = {"real": 0, "cached": 0}
+    try:
+        solvers = {}
+        for m in cfg.methods:
+            config = method_config(m, n=cfg.n, tau1=cfg.tau1, tau2=cfg.tau2, max_tokens=cfg.max_tokens)
+            if cfg.record:
+                config = recording(config)
+            c = Cope(small=cfg.small, large=cfg.large, small_price_as=cfg.small_price_as,
+                     large_price_as=cfg.large_price_as, prices=prices, base_url=cfg.base_url, config=config)
+            for role, bound in c.models.items():
+                bound.model = JournaledModel(bound.model, bound.price, cache, journal, budget, use_cache=True)
+            solvers[m] = c
+        todo = [(m, p) for m in cfg.methods for p in bench.problems if (m, p.id) not in done]
+        sem = asyncio.Semaphore(max(1, cfg.concurrency))
+        stats = {m: {"done": 0, "correct": 0, "cost": 0.0} for m in cfg.methods}
+        for rec in load_results(out) if resume and journal_path.is_file() else []:
+            st = stats.get(rec["method"])
+            if st is not None:
+                st["done"] += 1
+                st["correct"] += int(rec["correct"])
+                st["cost"] += rec["cost_usd"]
+        bar = _Bar(len(todo), stats, budget, enabled=progress)
+        stop: list[BaseException] = []
+
+        async def one(method: str, problem: Problem) -> None:
+            async with sem:
+                if stop:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    r = await solvers[method].asolve(problem, task=bench.task,
+                                                     seed=problem_seed(cfg.seed, problem.id))
+                except BudgetExceeded as exc:
+                    stop.append(exc)
+                    return
+                except BackendError as exc:
+                    journal.write({"type": "error", "method": method, "problem_id": problem.id, "error": str(exc)})
+                    bar.advance(method, None)
+                    return
+                correct = bool(task.score(problem, r.answer))
+                d = r.to_dict()
+                journal.write({
+                    "type": "result", "method": method, "problem_id": problem.id, "answer": r.answer,
+                    "reference": problem.reference, "correct": correct, "stage": r.stage,
+                    "n_stages": len(solvers[method].config.stages), "confidence": r.confidence,
+                    "cost_usd": r.cost_usd, "latency_s": sum(c.latency_s for c in r.calls),
+                    "wall_s": time.perf_counter() - t0, "tokens": d["tokens"],
+                    "calls": len(r.calls), "stages": _stage_records(task, problem, r),
+                    "plans": d["plans"],
+                })
+                bar.advance(method, (correct, r.cost_usd))
+
+        with bar:
+            await asyncio.gather(*(one(m, p) for m, p in todo))
+        for m in solvers.values():
+            for bound in m.models.values():
+                counters["real"] += bound.model.real_calls
+                counters["cached"] += bound.model.cached_calls
+    finally:
+        journal.close()
+        cache.close()
+    from .metrics import summarize_run
+
+    summary = summarize_run(out)
+    summary["this_invocation"] = {"real_calls": counters["real"], "cached_calls": counters["cached"],
+                                  "spent_usd": budget.spent}
+    if stop:
+        summary["stopped"] = str(stop[0])
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+class _Bar:
+    """A rich progress bar with running accuracy and spend per method."""
+
+    def __init__(self, total: int, stats: dict[str, dict[str, float]], budget: Budget, enabled: bool) -> None:
+        self.total, self.stats, self.budget, self.enabled = total, stats, budget, enabled
+        self.progress = None
+
+    def __enter__(self) -> "_Bar":
+        if self.enabled and self.total:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=Console(stderr=True))
+            self.progress.start()
+            self.task_id = self.progress.add_task(self._text(), total=self.total)
+        return self
+
+    def _text(self) -> str:
+        parts = []
+        for m, s in self.stats.items():
+            acc = f"{s['correct'] / s['done']:.0%}" if s["done"] else "-"
+            parts.append(f"{m} {acc} ${s['cost']:.4f}")
+        return " | ".join(parts) + f" | spent ${self.budget.spent:.4f}"
+
+    def advance(self, method: str, outcome: tuple[bool, float] | None) -> None:
+        if outcome is not None:
+            s = self.stats[method]
+            s["done"] += 1
+            s["correct"] += int(outcome[0])
+            s["cost"] += outcome[1]
+        if self.progress is not None:
+            self.progress.update(self.task_id, advance=1, description=self._text())
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: bool = True,
+             progress: bool = True) -> dict[str, Any]:
+    """Run (or continue) an evaluation into ``out``; returns the summary."""
+    if not cfg.methods:
+        raise ConfigError("give at least one --method")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if resume:
+        if not cfg_path.is_file():
+            raise ConfigError(f"--resume: {out} holds no run to resume (no config.json)")
+        limit = cfg.limit
+        cfg = load_config(out)
+        if limit is not None and limit != cfg.limit:
+            # Problem ids do not depend on --limit, so a run can be extended.
+            cfg.limit = limit
+            stored = json.loads(cfg_path.read_text())
+            stored["limit"] = limit
+            cfg_path.write_text(json.dumps(stored, indent=2))
+    else:
+        if (out / "journal.jsonl").is_file() and (out / "journal.jsonl").stat().st_size:
+            raise ConfigError(f"{out} already holds a run; use --resume to continue it or another --out")
+        from ..methods import METHODS
+        from ..pricing import PriceTable
+
+        unknown = [m for m in cfg.methods if m not in METHODS]
+        if unknown:
+            raise ConfigError(f"unknown method '{unknown[0]}'; known: {', '.join(METHODS)}")
+        record = asdict(cfg)
+        record["price_table"] = PriceTable.load(cfg.prices).version
+        from .. import __version__
+
+        record["cope_version"] = __version__
+        cfg_path.write_text(json.dumps(record, indent=2))
+    return asyncio.run(_run(cfg, out, resume, use_cache, progress))

@@ -1,0 +1,197 @@
+"""The evaluation harness on real SmolLM2 runs: record, replay, resume, budget, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cope.errors import ConfigError
+from cope.eval.journal import read_journal
+from cope.eval.metrics import aiq, bootstrap_ci, frontier, replayed
+from cope.eval.replay import calibrate, load_recorded, sweep
+from cope.eval.runner import EvalConfig, load_results, run_eval
+
+SMOL = "local/smollm2-135m"
+PROBLEMS = [
+    ("What is 3 + 4?", "7"), ("What is 10 - 6?", "4"), ("What is 2 times 5?", "10"),
+    ("What is 9 + 9?", "18"), ("What is 20 divided by 4?", "5"),
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("data") / "arith.jsonl"
+    p.write_text("\n".join(json.dumps({"question": q, "answer": a, "uid": f"q{i}"})
+                           for i, (q, a) in enumerate(PROBLEMS)) + "\n")
+    return p
+
+
+def config(data: Path, **kw) -> EvalConfig:
+    base = dict(benchmark=f"jsonl:{data}", methods=["cope"], small=SMOL, large=SMOL, large_price_as="gpt-4o-mini",
+                n=2, max_tokens=40, mapping={"id": "uid"}, seed=7)
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def recorded(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rec")
+    run_eval(config(data, record=True, limit=4), out, use_cache=False, progress=False)
+    return out
+
+
+def test_record_holds_every_stage(recorded):
+    rows = load_results(recorded)
+    assert len(rows) == 4
+    for r in rows:
+        assert [s["stage"] for s in r["stages"]] == [1, 2, 3]
+        assert r["stage"] == 3  # a recording never stops early
+        assert all("clusters" in s and "cluster_correct" in s for s in r["stages"])
+
+
+def test_replay_equals_live(data, recorded, tmp_path):
+    tau1, tau2 = 0.5, 1.0
+    live_dir = tmp_path / "live"
+    run_eval(config(data, tau1=tau1, tau2=tau2, limit=4), live_dir, use_cache=False, progress=False)
+    live = {r["problem_id"]: r for r in load_results(live_dir)}
+    rec = {r["problem_id"]: replayed(r, tau1, tau2) for r in load_results(recorded)}
+    assert live.keys() == rec.keys()
+    for pid, r in rec.items():
+        assert live[pid]["stage"] == r["stage"], pid
+        assert live[pid]["answer"] == r["answer"], pid
+        assert live[pid]["correct"] == r["correct"], pid
+        assert live[pid]["cost_usd"] == pytest.approx(r["cost_usd"]), pid
+        assert live[pid]["tokens"] == r["tokens"], pid
+    # the vectorized sweep agrees with the per-problem replay
+    s = sweep(load_recorded(recorded), np.array([tau1]), np.array([tau2]))
+    assert s["accuracy"][0, 0] == pytest.approx(np.mean([r["correct"] for r in rec.values()]))
+    assert s["cost"][0, 0] == pytest.approx(np.mean([r["cost_usd"] for r in rec.values()]))
+
+
+def test_replay_subsets_and_smaller_n(recorded):
+    full = load_recorded(recorded)
+    one = load_recorded(recorded, n=1)
+    assert one.n == 1 and full.n == 2
+    assert set(np.unique(one.conf[:, :2])) <= {0.0, 1.0}  # one vote is unanimous or absent
+    only_large = sweep(full, np.array([0.0]), np.array([0.0]), stages=(3,))
+    assert only_large["accuracy"][0, 0] == pytest.approx(full.correct[:, 2].mean())
+    with pytest.raises(ConfigError):
+        sweep(full, np.array([0.5]), np.array([0.5]), stages=(1, 2))
+    with pytest.raises(ConfigError):
+        load_recorded(recorded, n=3)
+
+
+def test_calibrate_respects_target(recorded):
+    free = calibrate(recorded, target_cost=0.0, boot=100)
+    assert free["cost_usd_per_1m"] == 0.0  # only settings that never pay the large model
+    best = calibrate(recorded, target_accuracy=0.0, boot=100)
+    assert best["cost_usd_per_1m"] <= free["cost_usd_per_1m"] + 1e-9
+    assert best["accuracy_ci95"][0] <= best["accuracy"] <= best["accuracy_ci95"][1]
+    costs = [p["cost_usd_per_1m"] for p in best["frontier"]]
+    accs = [p["accuracy"] for p in best["frontier"]]
+    assert costs == sorted(costs) and accs == sorted(accs)
+
+
+def test_resume_after_kill_repeats_no_call(data, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "cope", "eval", f"jsonl:{data}", "--map", "id=uid", "--method", "cope", "large",
+           "--small", SMOL, "--large", SMOL, "--large-price-as", "gpt-4o-mini", "--n", "2", "--max-tokens", "40",
+           "--seed", "7", "--out", str(out), "--no-cache", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / "journal.jsonl"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            kinds = Counter(r.get("type") for r in read_journal(journal)) if journal.exists() else Counter()
+            if kinds["result"] >= 2:
+                break
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    before = [r for r in read_journal(journal) if r["type"] == "call"]
+    done_before = sum(1 for r in read_journal(journal) if r["type"] == "result")
+    assert 2 <= done_before < 2 * len(PROBLEMS)
+    p = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    calls = [r for r in read_journal(journal) if r["type"] == "call"]
+    keys = Counter(r["key"] for r in calls)
+    assert max(keys.values()) == 1, "a call was repeated after resume"
+    assert len(calls) > len(before)
+    results = load_results(out)
+    assert Counter(r["method"] for r in results) == {"cope": len(PROBLEMS), "large": len(PROBLEMS)}
+
+
+def test_budget_cap_stops_before_exceeding(data, tmp_path):
+    out = tmp_path / "capped"
+    cap = 0.0001
+    s = run_eval(config(data, methods=["large"], max_usd=cap), out, use_cache=False, progress=False)
+    assert "stopped" in s and "--max-usd" in s["stopped"]
+    spent = sum(r["usd"] for r in read_journal(out / "journal.jsonl") if r["type"] == "call")
+    assert 0 < spent <= cap
+    assert len(load_results(out)) < len(PROBLEMS)
+
+
+def test_bootstrap_interval_on_known_distribution():
+    rng = np.random.default_rng(1)
+    x = rng.random(1000) < 0.3
+    lo, hi = bootstrap_ci(x.astype(float))
+    assert lo < 0.3 < hi
+    assert 0.04 < hi - lo < 0.075  # ~ 2 * 1.96 * sqrt(0.21 / 1000)
+    assert bootstrap_ci([1.0] * 50) == (1.0, 1.0)
+
+
+def test_frontier_and_aiq():
+    pts = [(0, 0.5), (10, 0.7), (5, 0.4), (20, 0.7), (30, 0.9)]
+    assert frontier(pts) == [(0, 0.5), (10, 0.7), (30, 0.9)]
+    # upper hull of (0,.5),(10,.7),(30,.9) is the whole frontier: trapezoids / 30
+    assert aiq(pts) == pytest.approx(((0.5 + 0.7) / 2 * 10 + (0.7 + 0.9) / 2 * 20) / 30)
+    assert aiq([(0, 0.5), (10, 0.5)]) == pytest.approx(0.5)
+
+
+def test_report_renders(recorded, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "cope", "report", str(recorded), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    md = (tmp_path / "summary.md").read_text()
+    assert "| cope | 4 |" in md and f"cope report {recorded}" in md
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert (tmp_path / "accuracy_vs_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["report", "/nonexistent/run"], "not a run directory"),
+    (["calibrate", "/nonexistent/run", "--target-cost", "1"], "not a run directory"),
+    (["eval", "nosuch-bench"], "unknown benchmark"),
+    (["eval", "gsm", "--method", "nosuch"], "unknown method"),
+    (["eval", "jsonl:/nonexistent.jsonl"], "not found"),
+    (["eval", "gsm", "--limit", "0"], "--limit"),
+])
+def test_bad_input_one_line(args, needle, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "cope", *args, *(["--out", str(tmp_path / "o")] if args[0] == "eval" else [])],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert needle in p.stderr.strip().splitlines()[-1]
+
+
+def test_existing_run_needs_resume_and_calibrate_needs_record(data, recorded, tmp_path):
+    with pytest.raises(ConfigError, match="--resume"):
+        run_eval(config(data), recorded, progress=False)
+    out = tmp_path / "plain"
+    run_eval(config(data, methods=["small"], limit=1), out, use_cache=False, progress=False)
+    with pytest.raises(ConfigError, match="--record"):
+        calibrate(out, target_cost=1.0)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "1+1", "answer": "2"}\nnot json\n')
+    with pytest.raises(ConfigError, match="bad.jsonl:2"):
+        run_eval(config(bad, methods=["small"]), tmp_path / "b", progress=False)

@@ -46,3 +46,8 @@ class BackendError(CopeError):
     def __init__(self, message: str, spent: list[Any] | None = None) -> None:
         super().__init__(message)
         self.spent: list[Any] = list(spent or [])
+
+
+class GameError(CopeError):
+    """A game that cannot be generated, loaded or played: a bad seed, kind or level,
+    a file that is not a game, or a step after the episode ended."""

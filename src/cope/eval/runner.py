@@ -152,7 +152,8 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
             for role, bound in c.models.items():
                 bound.model = JournaledModel(bound.model, bound.price, cache, journal, budget, use_cache=True)
             solvers[m] = c
-        todo = [(m, p) for m in cfg.methods for p in bench.problems if (m, p.id) not in done]
+        # problem-major, so a stopped run has every method on the same problems
+        todo = [(m, p) for p in bench.problems for m in cfg.methods if (m, p.id) not in done]
         sem = asyncio.Semaphore(max(1, cfg.concurrency))
         stats = {m: {"done": 0, "correct": 0, "cost": 0.0} for m in cfg.methods}
         for rec in load_results(out) if resume and journal_path.is_file() else []:

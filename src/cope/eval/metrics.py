@@ -57,13 +57,12 @@ def aiq(points: Sequence[tuple[float, float]]) -> float:
     return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
 
 
-def replayed(r: dict[str, Any], tau1: float, tau2: float) -> dict[str, Any]:
-    """A recorded result as the cascade would have ended at (tau1, tau2)."""
+def replayed(r: dict[str, Any], *thresholds: float) -> dict[str, Any]:
+    """A recorded result as the cascade would have ended with these stage thresholds."""
     stages = r["stages"]
-    taus = [tau1, tau2]
     stop = len(stages)
     for i, s in enumerate(stages[:-1]):
-        if s["confidence"] >= taus[min(i, 1)]:
+        if s["confidence"] >= thresholds[i]:
             stop = i + 1
             break
     used = stages[:stop]
@@ -123,11 +122,17 @@ def summarize_run(out: Path) -> dict[str, Any]:
     for r in results:
         by_method.setdefault(r["method"], []).append(r)
     notes = []
-    if cfg.record and "cope" in by_method:
-        # A recording ran every stage; what COPE would have done is its replay
-        # at the run's thresholds.
-        by_method["cope"] = [replayed(r, cfg.tau1, cfg.tau2) for r in by_method["cope"]]
-        notes.append(f"cope: replayed from the recording at tau1={cfg.tau1:g}, tau2={cfg.tau2:g}")
+    if cfg.record:
+        # A recording ran every stage; what a cascade would have done is its
+        # replay at the method's own thresholds.
+        from ..methods import method_config
+
+        for m, rows in by_method.items():
+            stages = method_config(m, n=cfg.n, tau1=cfg.tau1, tau2=cfg.tau2).stages
+            if len(stages) > 1:
+                taus = [st.threshold for st in stages[:-1]]
+                by_method[m] = [replayed(r, *taus) for r in rows]
+                notes.append(f"{m}: replayed from the recording at thresholds {', '.join(f'{t:g}' for t in taus)}")
     methods = {m: method_metrics(rs, rs[0].get("n_stages")) for m, rs in sorted(by_method.items())}
     points = [(v["cost_usd_per_1m"], v["accuracy"]) for v in methods.values() if v["problems"]]
     if cfg.large_price_as:

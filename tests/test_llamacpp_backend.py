@@ -138,3 +138,8 @@ def test_cancelled_call_stops_decoding(smol):
     eng.lock.release()
     assert eng.tokens_generated - before < 4 * 1500
     assert gen(smol, max_tokens=4).completions[0].completion_tokens > 0  # still usable
+
+
+def test_lone_surrogate_is_a_config_error(smol):
+    with pytest.raises(ConfigError, match="not valid Unicode"):
+        gen(smol, [{"role": "user", "content": "bad \udc80 text"}], max_tokens=2)

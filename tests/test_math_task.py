@@ -196,7 +196,7 @@ def test_assess_all_none() -> None:
     assert a.confidence == 0.0
     assert a.support == []
     assert a.extracted == [None, None, None]
-    assert a.output == ""
+    assert a.output == "no idea"  # the text is still shown
     assert a.info["clusters"] == [None, None, None]
     assert a.info["votes"] == {}
 

@@ -81,6 +81,11 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dirs", nargs="+")
     rep.add_argument("--out", default=None, help="where to write (default: the first run directory)")
 
+    from .server import add_arguments as add_serve_arguments
+
+    srv = sub.add_parser("serve", help="serve COPE presets as an OpenAI-compatible endpoint")
+    add_serve_arguments(srv)
+
     m = sub.add_parser("models", help="list the named local models and the price table")
     m.add_argument("--prices", default=None, help="a TOML price file that overrides or adds prices")
     m.add_argument("--json", action="store_true", help="print JSON")
@@ -215,13 +220,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    return serve(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     args = _build_parser().parse_args(argv)
     try:
         handler = {"solve": _cmd_solve, "eval": _cmd_eval, "calibrate": _cmd_calibrate,
-                   "report": _cmd_report, "models": _cmd_models}[args.command]
+                   "report": _cmd_report, "serve": _cmd_serve, "models": _cmd_models}[args.command]
         return handler(args)
     except CopeError as exc:
         sys.stderr.write(f"cope: error: {exc}\n")

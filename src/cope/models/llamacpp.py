@@ -163,7 +163,10 @@ class _Engine:
         return buf.raw[: max(n, 0)]
 
     def tokenize(self, text: str) -> list[int]:
-        data = text.encode("utf-8")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError("the prompt contains characters that are not valid Unicode (a lone surrogate)") from None
         cap = len(data) + 16
         arr = (self.lib.llama_token * cap)()
         n = self.lib.llama_tokenize(self.vocab, data, len(data), arr, cap, False, True)

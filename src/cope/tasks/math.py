@@ -397,7 +397,7 @@ class MathTask:
                 confidence=0.0,
                 support=[],
                 extracted=extracted,
-                output="",
+                output=outputs[0] if outputs else "",  # still show what the model wrote
                 info={"clusters": clusters, "votes": {}},
             )
         # Ids follow first appearance, so the lowest id wins a tie.

@@ -1,0 +1,381 @@
+"""The HTTP application: OpenAI-compatible routes over lazily built Cope presets.
+
+Routes: ``POST /v1/chat/completions`` (plain and streamed), ``GET /v1/models``,
+``GET /v1/models/{id}``, ``GET /v1/cope/usage`` (the caller's spend) and
+``GET /health``. Every failure a client can cause is a 4xx with an OpenAI-style
+``{"error": {...}}`` body; the official SDK raises the matching exception.
+A solve whose client hangs up is cancelled (local decoding stops at the next
+step), and what it had spent is still charged to the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import time
+from dataclasses import replace
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import BackendError, CopeError, ModelFileError
+from .config import Preset, ServerConfig
+from .ledger import Account, AuthError, BudgetExceeded, Ledger
+from ..tasks.base import Problem
+from .protocol import ChatRequest, Reply, RequestError, content_of, error_body, to_problem
+
+log = logging.getLogger("cope.server")
+
+# Seconds between SSE comments while a streamed solve runs, so proxies and
+# clients with read timeouts see a live connection during a long cascade.
+KEEPALIVE_S = 10.0
+
+# Errors that must not be retried by the client: retrying them costs money
+# (the upstream already failed after our own retries) or cannot succeed.
+_NO_RETRY = {"x-should-retry": "false"}
+
+
+class Gate:
+    """At most ``running`` solves at once and ``waiting`` queued; beyond that, 429 at once."""
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self.max_running = running
+        self.max_waiting = waiting
+        self.running = 0
+        self.waiting = 0
+        self._sem: asyncio.Semaphore | None = None
+
+    def full(self) -> bool:
+        return self.running + self.waiting >= self.max_running + self.max_waiting
+
+    def enter(self) -> "_Ticket":
+        if self.full():
+            raise RequestError("the server is busy; retry shortly", 429, kind="rate_limit_error",
+                               code="server_busy")
+        self.waiting += 1
+        return _Ticket(self)
+
+
+class _Ticket:
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    async def __aenter__(self) -> None:
+        g = self.gate
+        if g._sem is None:
+            g._sem = asyncio.Semaphore(g.max_running)
+        try:
+            await g._sem.acquire()
+        finally:
+            g.waiting -= 1
+        g.running += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.gate.running -= 1
+        assert self.gate._sem is not None
+        self.gate._sem.release()
+
+
+class Presets:
+    """One :class:`cope.Cope` per preset, built on first use and then shared."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._built: dict[str, Any] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def get_preset(self, name: str) -> Preset:
+        try:
+            return self.config.presets[name]
+        except KeyError:
+            raise RequestError(f"the model '{name}' does not exist; available: "
+                               f"{', '.join(self.config.presets)}", 404, param="model",
+                               code="model_not_found") from None
+
+    def loaded(self) -> list[str]:
+        return list(self._built)
+
+    async def cope(self, preset: Preset) -> Any:
+        if preset.name in self._built:
+            return self._built[preset.name]
+        lock = self._locks.setdefault(preset.name, asyncio.Lock())
+        async with lock:
+            if preset.name not in self._built:
+                from ..api import Cope
+
+                kwargs = preset.cope_kwargs(self.config.prices)
+                try:
+                    # Building resolves (and on first run verifies) model files: off the loop.
+                    self._built[preset.name] = await asyncio.to_thread(Cope, **kwargs)
+                except CopeError as exc:  # the server's setup, not the request, is at fault
+                    log.error("preset %s cannot be built: %s", preset.name, exc)
+                    raise RequestError(f"the model '{preset.name}' is unavailable: {exc}", 503,
+                                       kind="server_error", code="model_unavailable") from None
+        return self._built[preset.name]
+
+
+def _capped(cope: Any, cap: int | None) -> Any:
+    """The same Cope with each executor sample capped at ``cap`` tokens (models shared)."""
+    if cap is None or all(st.max_tokens <= cap for st in cope.config.stages):
+        return cope
+    capped = copy.copy(cope)
+    capped.config = replace(cope.config, stages=tuple(replace(st, max_tokens=min(st.max_tokens, cap))
+                                                      for st in cope.config.stages))
+    return capped
+
+
+def _failure(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, OpenAI-style body and headers for an exception."""
+    if isinstance(exc, RequestError):
+        headers = {"retry-after": "1"} if exc.code == "server_busy" else _NO_RETRY
+        return exc.status, error_body(str(exc), exc.kind, param=exc.param, code=exc.code), headers
+    if isinstance(exc, AuthError):
+        return 401, error_body(str(exc), code="invalid_api_key"), _NO_RETRY
+    if isinstance(exc, BudgetExceeded):
+        return 429, error_body(str(exc), "insufficient_quota", code="insufficient_quota"), _NO_RETRY
+    if isinstance(exc, BackendError):
+        return 502, error_body(f"a model backend failed: {exc}", "upstream_error"), _NO_RETRY
+    if isinstance(exc, ModelFileError):
+        return 503, error_body(str(exc), "server_error", code="model_unavailable"), _NO_RETRY
+    if isinstance(exc, CopeError):
+        return 400, error_body(str(exc)), _NO_RETRY
+    if isinstance(exc, TimeoutError):
+        return 504, error_body("the solve ran past this server's time limit", "timeout"), _NO_RETRY
+    log.exception("unexpected error", exc_info=exc)
+    return 500, error_body("internal server error", "server_error"), {}
+
+
+def _json_error(exc: BaseException) -> JSONResponse:
+    status, body, headers = _failure(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _sse(data: Any) -> str:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+class Service:
+    """Everything a request needs: presets, keys, the gate; one per app."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.presets = Presets(config)
+        self.ledger = Ledger(config.keys)
+        self.gate = Gate(config.limits.max_concurrent, config.limits.max_waiting)
+        self.started = int(time.time())
+        from ..pricing import PriceTable
+
+        self.fingerprint = f"cope-{__version__}-{PriceTable.load(config.prices).version}"
+
+    async def solve(self, preset: Preset, problem: Problem, request: ChatRequest, account: Account) -> Any:
+        """Run the cascade and charge the key, also for a solve that fails or is cancelled."""
+        spent = 0.0
+
+        def on_event(event: Any) -> None:  # cost of the calls finished so far
+            nonlocal spent
+            spent = max(spent, event.cost_usd)
+
+        account.in_flight += 1
+        try:
+            # Built outside the time limit: a first build may verify a large model
+            # file, and a cancelled build would only be repeated by the next request.
+            c = _capped(await self.presets.cope(preset), request.token_cap)
+            async with asyncio.timeout(self.config.timeout_for(preset)):
+                result = await c.asolve(problem, preset.task, seed=request.seed, on_event=on_event)
+        except BackendError as exc:
+            self.ledger.charge(account, sum(getattr(r, "cost_usd", 0.0) for r in exc.spent) or spent)
+            raise
+        except BaseException:
+            self.ledger.charge(account, spent)
+            raise
+        finally:
+            account.in_flight -= 1
+        self.ledger.charge(account, result.cost_usd)
+        log.info("%s key=%s stage=%s cost=$%.6f latency=%.2fs", preset.name, account.name, result.stage,
+                 result.cost_usd, result.latency_s)
+        return result
+
+    def extension(self, preset: Preset, result: Any, account: Account) -> dict[str, Any]:
+        acct = account.to_dict()
+        return {**result.to_dict(), "preset": preset.name,
+                "key": {k: acct[k] for k in ("key", "spent_usd", "budget_usd", "remaining_usd")}}
+
+    def admit(self, request: Request, model: str | None = None) -> tuple[Account, Preset | None]:
+        account = self.ledger.authenticate(request.headers.get("authorization"))
+        preset = self.presets.get_preset(model) if model is not None else None
+        return account, preset
+
+    async def completion(self, request: Request, body: ChatRequest, problem: Problem, preset: Preset,
+                         account: Account) -> Response:
+        ticket = self.gate.enter()
+        reply = Reply(preset.name, self.fingerprint)
+        async with ticket:
+            work = asyncio.ensure_future(self.solve(preset, problem, body, account))
+            hangup = asyncio.ensure_future(_until_disconnect(request))
+            try:
+                await asyncio.wait({work, hangup}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (work, hangup):
+                    if not task.done():
+                        task.cancel()
+            if not work.done() or work.cancelled():
+                await asyncio.gather(work, return_exceptions=True)
+                log.info("%s key=%s: client disconnected, solve cancelled", preset.name, account.name)
+                return Response(status_code=499)
+            result = work.result()
+        return JSONResponse(reply.completion(result, self.extension(preset, result, account)))
+
+    async def stream(self, body: ChatRequest, problem: Problem, preset: Preset,
+                     account: Account) -> AsyncIterator[str]:
+        reply = Reply(preset.name, self.fingerprint)
+        try:
+            ticket = self.gate.enter()
+        except RequestError as exc:
+            yield _sse(_failure(exc)[1])
+            return
+        yield _sse(reply.chunk({"role": "assistant", "content": ""}))
+        async with ticket:
+            work = asyncio.ensure_future(self.solve(preset, problem, body, account))
+            try:
+                while not work.done():
+                    await asyncio.wait({work}, timeout=KEEPALIVE_S)
+                    if not work.done():
+                        yield ": keep-alive\n\n"
+                result = work.result()
+            except Exception as exc:  # after the 200 header: an error event, which the SDK raises
+                yield _sse(_failure(exc)[1])
+                return
+            finally:
+                if not work.done():
+                    work.cancel()  # the client hung up
+        yield _sse(reply.chunk({"content": content_of(result)}))
+        yield _sse(reply.chunk({}, "stop", cope=self.extension(preset, result, account)))
+        if body.include_usage:
+            yield _sse(reply.usage_chunk(result))
+        yield "data: [DONE]\n\n"
+
+
+async def _until_disconnect(request: Request) -> None:
+    """Return when the client closes the connection (the body is already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class _BodyLimit:
+    """Refuse a declared body above the limit before reading it (413)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            declared = dict(scope.get("headers") or []).get(b"content-length")
+            try:
+                too_big = declared is not None and int(declared) > self.limit
+            except ValueError:
+                too_big = False
+            if too_big:
+                body = error_body(f"request body exceeds {self.limit} bytes", param=None)
+                await JSONResponse(body, status_code=413, headers=_NO_RETRY)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """An ASGI app serving ``config``'s presets."""
+    svc = Service(config)
+    app = FastAPI(title="cope", version=__version__, docs_url=None, redoc_url=None)
+    app.state.service = svc
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = "no such route" if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse(error_body(f"{message}: {request.method} {request.url.path}"),
+                            status_code=exc.status_code, headers=_NO_RETRY)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        # "solving" counts cascades still executing, which can briefly outlive
+        # their slot ("running") while a cancelled one stops.
+        return {"status": "ok", "running": svc.gate.running, "waiting": svc.gate.waiting,
+                "solving": sum(a.in_flight for a in svc.ledger.accounts), "loaded": svc.presets.loaded()}
+
+    def model_card(p: Preset) -> dict[str, Any]:
+        return {"id": p.name, "object": "model", "created": svc.started, "owned_by": "cope",
+                "cope": {"small": p.small, "large": p.large, "task": p.task, "method": p.method, "n": p.n,
+                         "tau1": p.tau1, "tau2": p.tau2, "max_tokens": p.max_tokens,
+                         "loaded": p.name in svc.presets.loaded()}}
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        try:
+            svc.admit(request)
+        except AuthError as exc:
+            return _json_error(exc)
+        return JSONResponse({"object": "list", "data": [model_card(p) for p in config.presets.values()]})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(request: Request, model_id: str) -> Response:
+        try:
+            _, preset = svc.admit(request, model_id)
+        except (AuthError, RequestError) as exc:
+            return _json_error(exc)
+        assert preset is not None
+        return JSONResponse(model_card(preset))
+
+    @app.get("/v1/cope/usage")
+    async def usage(request: Request) -> Response:
+        """The caller's spend since the server started (kept in memory only)."""
+        try:
+            account, _ = svc.admit(request)
+        except AuthError as exc:
+            return _json_error(exc)
+        return JSONResponse(account.to_dict())
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        try:
+            account = svc.ledger.authenticate(request.headers.get("authorization"))
+            body = await _parse(request)
+            preset = svc.presets.get_preset(body.model)
+            problem = to_problem(body, system=preset.system, max_chars=config.limits.max_input_chars)
+            if svc.gate.full():
+                svc.gate.enter()  # raises the 429 now, while a status code can still say so
+            svc.ledger.admit(account)
+            if body.stream:
+                return StreamingResponse(svc.stream(body, problem, preset, account), media_type="text/event-stream",
+                                         headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+            return await svc.completion(request, body, problem, preset, account)
+        except Exception as exc:
+            return _json_error(exc)
+
+    app.add_middleware(_BodyLimit, limit=config.limits.max_body_bytes)
+    return app
+
+
+async def _parse(request: Request) -> ChatRequest:
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise RequestError("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise RequestError("the request body must be a JSON object")
+    try:
+        body = ChatRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first.get("loc", ()))
+        raise RequestError(f"{param}: {first.get('msg')}" if param else str(first.get("msg")),
+                           param=param or None) from None
+    body.check()
+    return body

@@ -1,0 +1,303 @@
+"""Server configuration: presets, API keys with budgets, and limits, from TOML.
+
+Everything a deployment decides is data in one file, checked when the server
+starts: a typo in a preset, an unknown task or a model without a price stops
+the server with one clear line instead of failing the first request an hour
+later. Models themselves are not loaded here (that happens on first use).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+# System (and "developer") messages: a task family's own system prompt fixes
+# the output format its confidence signal reads (\boxed{} for voting), so by
+# default a client's system prompt is left out; "prepend" puts its text before
+# the problem instead, for clients whose instructions matter.
+SYSTEM_MODES = ("drop", "prepend")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One model name clients can ask for, and the Cope it stands for.
+
+    ``price_as`` charges the large model at another model's price row (None:
+    the library's default, which prices the offline default large model as
+    gpt-4o-mini; "": its own price). ``api_key_env`` names the environment
+    variable holding the upstream key, so no secret sits in the file.
+    """
+
+    name: str
+    small: str
+    large: str
+    task: str = "math"
+    method: str = "cope"
+    n: int = 8
+    tau1: float = 0.75
+    tau2: float = 0.5
+    max_tokens: int = 512
+    price_as: str | None = None
+    small_price_as: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    system: str = "drop"
+    timeout_s: float | None = None  # None: the server-wide limit
+    n_threads: int | None = None
+
+    def cope_kwargs(self, prices: Any) -> dict[str, Any]:
+        """Keyword arguments for :class:`cope.Cope`."""
+        kwargs: dict[str, Any] = dict(
+            small=self.small, large=self.large, n=self.n, tau1=self.tau1, tau2=self.tau2,
+            method=self.method, max_tokens=self.max_tokens, small_price_as=self.small_price_as or None,
+            prices=prices, base_url=self.base_url, n_threads=self.n_threads,
+        )
+        if self.price_as is not None:
+            kwargs["large_price_as"] = self.price_as or None
+        if self.api_key_env:
+            kwargs["api_key"] = os.environ.get(self.api_key_env)
+        return kwargs
+
+
+@dataclass(frozen=True)
+class KeyConfig:
+    """A client key: a label for logs and reports, the secret, an optional budget."""
+
+    name: str
+    secret: str
+    budget_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Protection for a shared machine: bounded work in flight and bounded input."""
+
+    max_concurrent: int = 2  # solves running at once
+    max_waiting: int = 16  # admitted requests waiting for a slot; more get 429
+    max_input_chars: int = 50_000  # characters over all messages
+    max_body_bytes: int = 1 << 20
+    timeout_s: float = 600.0  # per solve; a preset may set its own
+
+
+@dataclass
+class ServerConfig:
+    presets: dict[str, Preset]
+    keys: list[KeyConfig] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    prices: str | None = None  # a price file on top of the shipped table
+    source: str = "built-in defaults"
+
+    def timeout_for(self, preset: Preset) -> float:
+        return preset.timeout_s if preset.timeout_s is not None else self.limits.timeout_s
+
+
+_PRESET_KEYS = {f.name for f in fields(Preset)} - {"name"}
+_LIMIT_KEYS = {f.name for f in fields(Limits)}
+_TOP_KEYS = {"prices", "defaults", "presets", "keys", "limits"}
+
+
+def _types(name: str) -> tuple[type, ...]:
+    if name in ("small", "large", "task", "method", "price_as", "small_price_as", "base_url",
+                "api_key_env", "system"):
+        return (str,)
+    if name in ("n", "max_tokens", "n_threads", "max_concurrent", "max_waiting", "max_input_chars",
+                "max_body_bytes"):
+        return (int,)
+    return (int, float)
+
+
+def _check_value(where: str, key: str, value: Any) -> Any:
+    kinds = _types(key)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "a string" if kinds == (str,) else "an integer" if kinds == (int,) else "a number"
+        raise ConfigError(f"{where}: '{key}' must be {kind}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: '{key}' must be finite, got {value!r}")
+    return value
+
+
+def _table(where: str, value: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(allowed))}")
+    return {k: _check_value(where, k, v) for k, v in value.items()}
+
+
+def builtin_presets(base: dict[str, Any] | None = None) -> dict[str, Preset]:
+    """``cope`` plus ``cope-<task>`` for every task family the library has now."""
+    from ..api import DEFAULT_LARGE, DEFAULT_SMALL
+    from ..tasks import TASKS
+
+    base = {"small": DEFAULT_SMALL, "large": DEFAULT_LARGE, **(base or {})}
+    presets = {"cope": Preset(name="cope", **base)}
+    for task in TASKS:
+        presets[f"cope-{task}"] = Preset(name=f"cope-{task}", **{**base, "task": task})
+    return presets
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
+    """The built-in presets, extended and overridden by a TOML file."""
+    if path is None:
+        config = ServerConfig(presets=builtin_presets())
+        validate(config)
+        return config
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
+    where = f"config file {path}"
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown section or key '{unknown[0]}'; allowed: {', '.join(sorted(_TOP_KEYS))}")
+
+    defaults = _table(f"{where}: [defaults]", data.get("defaults", {}), _PRESET_KEYS)
+    presets = builtin_presets(defaults)
+    base = presets["cope"]  # what a new preset starts from, before any override of "cope"
+    named = data.get("presets", {})
+    if not isinstance(named, dict):
+        raise ConfigError(f"{where}: 'presets' must hold [presets.NAME] tables")
+    for name, table in named.items():
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"{where}: preset name '{name}' must be letters, digits and . _ : - (at most 64)")
+        own = _table(f"{where}: [presets.{name}]", table, _PRESET_KEYS)
+        presets[name] = replace(presets.get(name, base), name=name, **own)
+
+    limits = Limits(**_table(f"{where}: [limits]", data.get("limits", {}), _LIMIT_KEYS))
+    keys = _keys(where, data.get("keys", {}))
+
+    prices = data.get("prices")
+    if prices is not None:
+        if not isinstance(prices, str) or not prices:
+            raise ConfigError(f"{where}: 'prices' must be a path to a price file")
+        prices = str((file.parent / prices) if not Path(prices).is_absolute() else Path(prices))
+    config = ServerConfig(presets=presets, keys=keys, limits=limits, prices=prices, source=str(path))
+    validate(config)
+    return config
+
+
+def _keys(where: str, table: Any) -> list[KeyConfig]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: 'keys' must hold [keys.NAME] tables")
+    keys, seen = [], set()
+    for name, row in table.items():
+        at = f"{where}: [keys.{name}]"
+        if not isinstance(row, dict):
+            raise ConfigError(f"{at} must be a table")
+        unknown = sorted(set(row) - {"key", "key_env", "budget_usd"})
+        if unknown:
+            raise ConfigError(f"{at}: unknown key '{unknown[0]}'; allowed: budget_usd, key, key_env")
+        if ("key" in row) == ("key_env" in row):
+            raise ConfigError(f"{at}: give exactly one of 'key' (the secret) or 'key_env' (a variable holding it)")
+        if "key" in row:
+            secret = row["key"]
+            if not isinstance(secret, str):
+                raise ConfigError(f"{at}: 'key' must be a string")
+        else:
+            var = row["key_env"]
+            if not isinstance(var, str) or not var:
+                raise ConfigError(f"{at}: 'key_env' must name an environment variable")
+            secret = os.environ.get(var, "")
+            if not secret:
+                raise ConfigError(f"{at}: environment variable {var} is not set")
+        if len(secret) < 8 or secret != secret.strip():
+            raise ConfigError(f"{at}: a key must be at least 8 characters, without surrounding spaces")
+        if secret in seen:
+            raise ConfigError(f"{at}: the same key is listed twice")
+        seen.add(secret)
+        budget = row.get("budget_usd")
+        if budget is not None:
+            if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
+                raise ConfigError(f"{at}: 'budget_usd' must be a number >= 0, got {budget!r}")
+            budget = float(budget)
+        keys.append(KeyConfig(name=name, secret=secret, budget_usd=budget))
+    return keys
+
+
+def validate(config: ServerConfig) -> None:
+    """Check every preset without loading a model, so mistakes surface at startup."""
+    from ..methods import METHODS
+    from ..models.registry import parse_spec
+    from ..pricing import PriceTable
+    from ..tasks import TASKS
+
+    lim = config.limits
+    for key in ("max_concurrent", "max_input_chars", "max_body_bytes"):
+        if getattr(lim, key) < 1:
+            raise ConfigError(f"[limits] {key} must be >= 1, got {getattr(lim, key)}")
+    if lim.max_waiting < 0:
+        raise ConfigError(f"[limits] max_waiting must be >= 0, got {lim.max_waiting}")
+    if lim.timeout_s <= 0:
+        raise ConfigError(f"[limits] timeout_s must be > 0, got {lim.timeout_s}")
+
+    table = PriceTable.load(config.prices)
+    for p in config.presets.values():
+        at = f"preset '{p.name}'"
+        if p.task not in TASKS:
+            raise ConfigError(f"{at}: unknown task '{p.task}'; available: {', '.join(TASKS)}")
+        if p.method not in METHODS:
+            raise ConfigError(f"{at}: unknown method '{p.method}'; known: {', '.join(METHODS)}")
+        if p.n < 1:
+            raise ConfigError(f"{at}: n must be >= 1, got {p.n}")
+        for label, tau in (("tau1", p.tau1), ("tau2", p.tau2)):
+            if not 0.0 <= tau <= 1.0:
+                raise ConfigError(f"{at}: {label} must be in [0, 1], got {tau}")
+        if p.max_tokens < 1:
+            raise ConfigError(f"{at}: max_tokens must be >= 1, got {p.max_tokens}")
+        if p.system not in SYSTEM_MODES:
+            raise ConfigError(f"{at}: system must be one of {', '.join(SYSTEM_MODES)}, got '{p.system}'")
+        if p.timeout_s is not None and p.timeout_s <= 0:
+            raise ConfigError(f"{at}: timeout_s must be > 0, got {p.timeout_s}")
+        if p.n_threads is not None and p.n_threads < 1:
+            raise ConfigError(f"{at}: n_threads must be >= 1, got {p.n_threads}")
+        if p.api_key_env and not os.environ.get(p.api_key_env):
+            raise ConfigError(f"{at}: environment variable {p.api_key_env} is not set")
+        for role, spec, price_as in (("small", p.small, p.small_price_as), ("large", p.large, p.price_as)):
+            try:
+                parse_spec(spec)
+                _check_local(spec)
+                table.for_spec(spec, _effective_price_as(role, spec, price_as))
+            except ConfigError:
+                raise
+            except Exception as exc:  # UnknownModelError, PriceError: name the preset
+                raise type(exc)(f"{at}: {role} model: {exc}") from None
+            if spec.startswith("openai/") and not (p.base_url or os.environ.get("OPENAI_BASE_URL")
+                                                   or p.api_key_env or os.environ.get("OPENAI_API_KEY")):
+                raise ConfigError(f"{at}: {spec} needs OPENAI_API_KEY, api_key_env or a base_url")
+
+
+def _effective_price_as(role: str, spec: str, price_as: str | None) -> str | None:
+    """The row a model is charged at, following ``cope.Cope``'s default for the large model."""
+    from ..api import DEFAULT_LARGE, DEFAULT_LARGE_PRICE_AS
+
+    if price_as is None:
+        return DEFAULT_LARGE_PRICE_AS if role == "large" and spec == DEFAULT_LARGE else None
+    return price_as or None
+
+
+def _check_local(spec: str) -> None:
+    """A local model must be a named one or an existing .gguf (loading waits for first use)."""
+    from ..errors import UnknownModelError
+    from ..models.local_files import NAMED_MODELS
+
+    provider, _, name = spec.partition("/")
+    if provider != "local" or name in NAMED_MODELS:
+        return
+    if not name.endswith(".gguf"):
+        raise UnknownModelError(f"unknown local model '{name}'; named models: {', '.join(NAMED_MODELS)}, "
+                                f"or a path to a .gguf file")
+    if not Path(name).expanduser().is_file():
+        raise UnknownModelError(f"local model file not found: {name}")

@@ -1,0 +1,196 @@
+"""The OpenAI chat-completions wire format, mapped onto a COPE solve.
+
+The cascade answers one problem; a chat request holds a conversation. The last
+user message is the problem, earlier user/assistant turns become
+``Problem.history`` (planner and executor both see them), and system messages
+are dropped or prepended per preset (see ``config.SYSTEM_MODES``). Parameters
+that would change what the cascade is (temperature, top_p) are ignored: the
+cascade sets its own per stage; ones it cannot honour (n > 1, tools) are
+refused, so a client never silently gets something other than it asked for.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..tasks.base import Problem
+
+Role = Literal["system", "developer", "user", "assistant"]
+
+
+class RequestError(Exception):
+    """A request the server will not run; becomes an OpenAI-style error body."""
+
+    def __init__(self, message: str, status: int = 400, *, param: str | None = None,
+                 code: str | None = None, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.param = param
+        self.code = code
+        self.kind = kind
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+class CopeOptions(BaseModel):
+    """The request's ``cope`` extension: what a task family may need beyond text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tests: list[str] = Field(default_factory=list, description="visible tests (code tasks)")
+    entry_point: str | None = Field(default=None, description="function the tests call (code tasks)")
+
+
+class ChatRequest(BaseModel):
+    """A chat completion request; unknown OpenAI parameters are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    messages: list[ChatMessage]
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int | None = None
+    seed: int | None = None
+    max_tokens: int | None = Field(default=None, description="caps each executor sample; never raises the preset's cap")
+    max_completion_tokens: int | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+    cope: CopeOptions | None = None
+
+    def check(self) -> None:
+        if self.n not in (None, 1):
+            raise RequestError("n must be 1: the cascade returns one answer per request", param="n")
+        if self.tools or self.functions:
+            raise RequestError("tools and functions are not supported", param="tools")
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            raise RequestError(f"response_format '{kind}' is not supported; only 'text'", param="response_format")
+        if self.seed is not None and not 0 <= self.seed < 2**53:
+            raise RequestError(f"seed must be in [0, 2**53), got {self.seed}", param="seed")
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise RequestError(f"{name} must be >= 1, got {value}", param=name)
+
+    @property
+    def token_cap(self) -> int | None:
+        caps = [c for c in (self.max_tokens, self.max_completion_tokens) if c is not None]
+        return min(caps) if caps else None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+
+def _text(message: ChatMessage, index: int) -> str:
+    content = message.content
+    if content is None:
+        raise RequestError(f"messages[{index}] has no content (tool calls are not supported)",
+                           param=f"messages.{index}.content")
+    if isinstance(content, str):
+        text = content
+    else:
+        parts = []
+        for j, part in enumerate(content):
+            if part.get("type") != "text":
+                raise RequestError(f"messages[{index}].content[{j}]: only text parts are supported, got "
+                                   f"type '{part.get('type')}'", param=f"messages.{index}.content")
+            if not isinstance(part.get("text"), str):
+                raise RequestError(f"messages[{index}].content[{j}]: a text part needs a string 'text'",
+                                   param=f"messages.{index}.content")
+            parts.append(part["text"])
+        text = "\n".join(parts)
+    try:  # JSON can carry lone surrogates ("\ud800"), which no tokenizer can encode
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(f"messages[{index}] is not valid Unicode text (a lone surrogate)",
+                           param=f"messages.{index}.content") from None
+    return text
+
+
+def to_problem(request: ChatRequest, *, system: str, max_chars: int) -> Problem:
+    """The last user message as the problem, earlier turns as its history."""
+    if not request.messages:
+        raise RequestError("messages must not be empty", param="messages")
+    texts = [_text(m, i) for i, m in enumerate(request.messages)]
+    total = sum(len(t) for t in texts)
+    if total > max_chars:
+        raise RequestError(f"messages hold {total} characters; this server accepts at most {max_chars}",
+                           param="messages", code="context_length_exceeded")
+    last = len(request.messages) - 1
+    if request.messages[last].role != "user":
+        raise RequestError("the last message must come from the user: it is the problem to solve",
+                           param=f"messages.{last}.role")
+    problem_text = texts[last]
+    if not problem_text.strip():
+        raise RequestError("the last user message is empty", param=f"messages.{last}.content")
+    instructions, history = [], []
+    for m, text in zip(request.messages[:last], texts[:last]):
+        if m.role in ("system", "developer"):
+            instructions.append(text)
+        else:
+            history.append({"role": m.role, "content": text})
+    if system == "prepend" and any(t.strip() for t in instructions):
+        problem_text = "\n\n".join([*(t.strip() for t in instructions if t.strip()), problem_text])
+    opts = request.cope or CopeOptions()
+    return Problem(text=problem_text, history=tuple(history), tests=tuple(opts.tests),
+                   entry_point=opts.entry_point)
+
+
+def error_body(message: str, kind: str = "invalid_request_error", *, param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def usage_of(result: Any) -> dict[str, int]:
+    """Tokens summed over every model call of the solve, small and large."""
+    prompt = sum(c.prompt_tokens for c in result.calls)
+    completion = sum(c.completion_tokens for c in result.calls)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def content_of(result: Any) -> str:
+    """The full text of a sample backing the answer (reasoning included), else the answer."""
+    return result.output or (result.answer or "")
+
+
+class Reply:
+    """Builds the body (or stream chunks) of one completion."""
+
+    def __init__(self, model: str, fingerprint: str) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+        self.fingerprint = fingerprint
+
+    def _head(self, obj: str) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                "system_fingerprint": self.fingerprint}
+
+    def completion(self, result: Any, extension: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **self._head("chat.completion"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content_of(result)},
+                         "finish_reason": "stop", "logprobs": None}],
+            "usage": usage_of(result),
+            "cope": extension,
+        }
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+        return {**self._head("chat.completion.chunk"),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+
+    def usage_chunk(self, result: Any) -> dict[str, Any]:
+        return {**self._head("chat.completion.chunk"), "choices": [], "usage": usage_of(result)}

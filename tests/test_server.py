@@ -1,0 +1,506 @@
+"""The OpenAI-compatible server, end to end: a real server process on 127.0.0.1,
+the official ``openai`` client, the embedded SmolLM2 model, and scripted
+upstream servers standing in for paid APIs (so their token counts and prices,
+and what they were sent, are exact).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+
+from cope.tasks import TASKS
+from fault_server import FaultServer, Reply, completion_body, error_body
+
+pytestmark = pytest.mark.timeout(180)
+
+SMOL = "local/smollm2-135m"
+BOB = "sk-bob-0000000002"  # no budget
+ALICE = "sk-alice-00000001"  # budget below the cost of one "remote" request
+# Price rows for the scripted upstreams: USD per 1M tokens. A scripted reply
+# bills 7 prompt and 2 completion tokens, so one "remote" call costs 1.1e-5.
+REMOTE_COST = (7 * 1.0 + 2 * 2.0) / 1e6
+REMOTE_TEXT = "Four legs less than a spider: \\boxed{6}."
+
+
+class ServerProcess:
+    """``python -m cope.server`` with a config file; stderr goes to a file we poll."""
+
+    def __init__(self, tmp: Path, config: str | None, extra: tuple[str, ...] = ()) -> None:
+        self.tmp = tmp
+        self.log = tmp / "server.err"
+        args = [sys.executable, "-m", "cope.server", "--port", "0", "--threads", "2", "--no-access-log", *extra]
+        if config is not None:
+            cfg = tmp / "serve.toml"
+            cfg.write_text(config)
+            args += ["--config", str(cfg)]
+        self._err = self.log.open("w")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._err, cwd=tmp)
+        self.base = self._wait_ready()
+        self.url = self.base + "/v1"
+
+    def _wait_ready(self, timeout: float = 90) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log.read_text()
+            for line in text.splitlines():
+                if line.startswith("cope serve: ready on "):
+                    return line.split()[4].removesuffix("/v1")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}: {text}")
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"server not ready in {timeout}s: {self.log.read_text()}")
+
+    def client(self, key: str = BOB, **kw) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url, api_key=key, max_retries=kw.pop("max_retries", 0), **kw)
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(self.base + "/health", timeout=10) as r:
+            return json.load(r)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._err.close()
+        return self.proc.returncode
+
+
+def http(url: str, body: bytes | dict | None = None, *, key: str | None = BOB, method: str | None = None,
+         headers: dict | None = None) -> tuple[int, dict, dict]:
+    """Raw HTTP: status, headers, parsed JSON body (4xx included)."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
+    req.add_header("Content-Type", "application/json")
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, dict(r.headers), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        return e.code, dict(e.headers), json.loads(raw)
+
+
+def wait_for(cond, timeout: float, step: float = 0.05) -> float:
+    """Seconds until ``cond()`` held; fails after ``timeout``."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("condition not reached in time")
+        time.sleep(step)
+    return time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def upstreams():
+    remote_reply = Reply(body=completion_body({"model": "remote"}, text=REMOTE_TEXT))
+    with FaultServer([remote_reply]) as remote, FaultServer([Reply(delay_s=60)]) as stuck, \
+            FaultServer([Reply(400, body=error_body("model overloaded", "invalid_request_error"))]) as broken:
+        yield {"remote": remote, "stuck": stuck, "broken": broken}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, upstreams):
+    tmp = tmp_path_factory.mktemp("serve")
+    (tmp / "prices.toml").write_text("".join(
+        f'[models."{m}"]\ninput = 1.0\noutput = 2.0\nsource = "test"\n' for m in ("remote", "stuck", "broken")))
+    up = {k: v.base_url for k, v in upstreams.items()}
+    (tmp / "gone.gguf").write_bytes(b"GGUF")  # present at startup, deleted by a test
+    config = f"""
+prices = "prices.toml"
+
+[presets.tiny]
+small = "{SMOL}"
+large = "{SMOL}"
+small_price_as = "gpt-4o-mini"
+price_as = "gpt-4o-mini"
+n = 2
+tau1 = 0.0
+max_tokens = 24
+
+[presets.remote]
+small = "{SMOL}"
+large = "openai/remote"
+method = "large"
+base_url = "{up['remote']}"
+
+[presets.remote-prepend]
+small = "{SMOL}"
+large = "openai/remote"
+method = "large"
+base_url = "{up['remote']}"
+system = "prepend"
+
+[presets.slow]
+small = "{SMOL}"
+large = "openai/stuck"
+method = "large"
+base_url = "{up['stuck']}"
+timeout_s = 1.5
+
+[presets.stuck]
+small = "{SMOL}"
+large = "openai/stuck"
+method = "large"
+base_url = "{up['stuck']}"
+
+[presets.broken]
+small = "{SMOL}"
+large = "openai/broken"
+method = "large"
+base_url = "{up['broken']}"
+
+[presets.vanishing]
+small = "local/{tmp / 'gone.gguf'}"
+large = "{SMOL}"
+
+[keys.alice]
+key = "{ALICE}"
+budget_usd = 1e-5
+
+[keys.bob]
+key_env = "TEST_BOB_KEY"
+
+[limits]
+max_concurrent = 1
+max_waiting = 0
+max_input_chars = 4000
+max_body_bytes = 20000
+"""
+    os.environ["TEST_BOB_KEY"] = BOB
+    srv = ServerProcess(tmp, config)
+    yield srv
+    assert srv.stop() == 0, srv.log.read_text()  # SIGTERM is a clean shutdown
+
+
+def usage_of(key: str, srv: ServerProcess) -> dict:
+    return http(srv.url + "/cope/usage", key=key)[2]
+
+
+def test_models_lists_every_preset_and_needs_a_key(server):
+    ids = [m.id for m in server.client().models.list()]
+    assert ids[: 1 + len(TASKS)] == ["cope", *(f"cope-{t}" for t in TASKS)]
+    assert {"tiny", "remote", "slow", "stuck", "broken"} <= set(ids)
+    card = server.client().models.retrieve("tiny").to_dict()
+    assert card["cope"]["small"] == SMOL and card["cope"]["n"] == 2 and card["owned_by"] == "cope"
+    with pytest.raises(openai.NotFoundError):
+        server.client().models.retrieve("gpt-5")
+    with pytest.raises(openai.AuthenticationError):
+        server.client(key="sk-not-a-key-at-all").models.list()
+    status, _, body = http(server.url + "/models", key=None)
+    assert status == 401 and "missing API key" in body["error"]["message"]
+
+
+def test_completion_usage_sums_every_call(server):
+    before = usage_of(BOB, server)["spent_usd"]
+    r = server.client(timeout=120).chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "What is 7 + 5?"}], seed=1)
+    d = r.to_dict()
+    ext = d["cope"]
+    calls = ext["calls"]
+    assert r.model == "tiny" and r.object == "chat.completion" and len(r.choices) == 1
+    assert ext["stage"] == 1 and len(calls) == 3  # 2 goals, then one execution per goal
+    assert r.usage.prompt_tokens == sum(c["prompt_tokens"] for c in calls) > 0
+    assert r.usage.completion_tokens == sum(c["completion_tokens"] for c in calls) > 0
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    # Both models are priced as gpt-4o-mini here, so every call costs something.
+    assert ext["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls)) and ext["cost_usd"] > 0
+    assert ext["stages"][0]["cost_usd"] == pytest.approx(ext["cost_usd"])
+    assert [p["kind"] for p in ext["plans"]] == ["goal", "goal"]
+    assert r.choices[0].message.content == ext["output"] and r.choices[0].message.content
+    assert ext["preset"] == "tiny" and ext["key"]["key"] == "bob"
+    assert any("priced as gpt-4o-mini" in n for n in ext["info"]["pricing"])
+    after = usage_of(BOB, server)
+    assert after["spent_usd"] == pytest.approx(before + ext["cost_usd"])
+    assert ext["key"]["spent_usd"] == pytest.approx(after["spent_usd"])
+
+
+def test_stream_sends_content_extension_and_usage(server):
+    stream = server.client(timeout=120).chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "What is 3 + 4?"}], seed=2, stream=True,
+        stream_options={"include_usage": True}, max_tokens=8)
+    chunks = [c.to_dict() for c in stream]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    ext = next(c["cope"] for c in chunks if "cope" in c)
+    finals = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"] == "stop"]
+    assert len(finals) == 1 and "cope" in finals[0]
+    assert text and text == ext["output"]
+    usage = chunks[-1]["usage"]
+    assert chunks[-1]["choices"] == []
+    assert usage["prompt_tokens"] == sum(c["prompt_tokens"] for c in ext["calls"])
+    assert usage["completion_tokens"] == sum(c["completion_tokens"] for c in ext["calls"])
+    assert len({c["id"] for c in chunks}) == 1
+    # max_tokens caps each executor sample below the preset's 24 (plans keep their own cap).
+    executions = [c for c in ext["calls"] if c["role"] == "execute"]
+    assert executions and all(c["completion_tokens"] <= 8 * c["n"] for c in executions)
+
+
+CONVERSATION = [
+    {"role": "system", "content": "Answer in French."},
+    {"role": "user", "content": "How many legs has a spider?"},
+    {"role": "assistant", "content": "Eight."},
+    {"role": "user", "content": [{"type": "text", "text": "And how many"}, {"type": "text", "text": "has an ant?"}]},
+]
+
+
+def test_history_and_system_messages_reach_the_model_as_documented(server, upstreams):
+    remote = upstreams["remote"]
+    n0 = remote.count
+    r = server.client().chat.completions.create(model="remote", messages=CONVERSATION)
+    assert remote.count == n0 + 1  # "large alone": one upstream call
+    sent = remote.seen[-1].body["messages"]
+    assert sent[0]["role"] == "system" and "French" not in sent[0]["content"]  # the task's own system prompt
+    assert sent[1:3] == [{"role": "user", "content": "How many legs has a spider?"},
+                         {"role": "assistant", "content": "Eight."}]
+    assert sent[-1]["role"] == "user" and "And how many\nhas an ant?" in sent[-1]["content"]
+    assert "French" not in json.dumps(sent)  # dropped by default
+    assert r.choices[0].message.content == REMOTE_TEXT and r.to_dict()["cope"]["answer"] == "6"
+    assert r.usage.to_dict() == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+    assert r.to_dict()["cope"]["cost_usd"] == pytest.approx(REMOTE_COST)
+
+    server.client().chat.completions.create(model="remote-prepend", messages=CONVERSATION)
+    last = remote.seen[-1].body["messages"][-1]["content"]
+    assert last.index("Answer in French.") < last.index("has an ant?")
+
+
+def test_budget_refuses_a_spent_key_without_calling_a_model(server, upstreams):
+    remote = upstreams["remote"]
+    alice = server.client(key=ALICE)
+    r = alice.chat.completions.create(model="remote", messages=[{"role": "user", "content": "2+2?"}])
+    assert r.to_dict()["cope"]["key"]["remaining_usd"] == 0.0
+    n = remote.count
+    with pytest.raises(openai.RateLimitError) as err:
+        server.client(key=ALICE, max_retries=2).chat.completions.create(
+            model="remote", messages=[{"role": "user", "content": "2+2?"}])
+    assert err.value.code == "insufficient_quota" and "alice" in err.value.message
+    assert remote.count == n  # refused before any model call, and not retried by the SDK
+    acct = usage_of(ALICE, server)
+    assert acct["spent_usd"] == pytest.approx(REMOTE_COST) and acct["budget_usd"] == 1e-5
+    assert acct["requests"] == 1 and acct["refused"] == 1
+    # Another key is unaffected.
+    assert server.client().chat.completions.create(model="remote", messages=[{"role": "user", "content": "1?"}])
+
+
+BAD_REQUESTS = [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "must be a JSON object"),
+    ({"model": "tiny"}, 400, "messages: Field required"),
+    ({"model": "tiny", "messages": []}, 400, "must not be empty"),
+    ({"model": "tiny", "messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0.role"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]},
+     400, "last message must come from the user"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "   "}]}, 400, "empty"),
+    ({"model": "tiny", "messages": [{"role": "assistant", "content": None}, {"role": "user", "content": "x"}]},
+     400, "no content"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+     400, "only text parts"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text"}]}]}, 400, "needs a string 'text'"),
+    (b'{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800"}]}', 400, "lone surrogate"),
+    (b"[" * 5_000 + b"]" * 5_000, 400, "not valid JSON"),  # nesting too deep to parse
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "n must be 1"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+     400, "tools"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
+     400, "response_format"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400, "max_tokens"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "seed": -1}, 400, "seed"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "cope": {"tests": "assert f()"}},
+     400, "cope.tests"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x" * 4001}]}, 400, "at most 4000"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x" * 30000}]}, 413, "exceeds 20000 bytes"),
+    ({"model": "gpt-5", "messages": [{"role": "user", "content": "x"}]}, 404, "does not exist"),
+]
+
+
+@pytest.mark.parametrize("body,status,needle", BAD_REQUESTS, ids=range(len(BAD_REQUESTS)))
+def test_bad_requests_get_openai_style_errors(server, body, status, needle):
+    got, headers, data = http(server.url + "/chat/completions", body)
+    assert got == status, data
+    err = data["error"]
+    assert needle in err["message"] and err["type"] and set(err) == {"message", "type", "param", "code"}
+    assert headers.get("x-should-retry") == "false"  # a client must not retry a mistake
+    if status == 404:
+        assert err["code"] == "model_not_found"
+    if "4000" in needle:
+        assert err["code"] == "context_length_exceeded"
+
+
+def test_unknown_routes_and_methods_are_json_errors(server):
+    assert http(server.base + "/v2/nothing")[0] == 404
+    status, _, data = http(server.url + "/chat/completions", method="GET")
+    assert status == 405 and "error" in data
+    assert server.health()["status"] == "ok"
+
+
+def test_sdk_raises_typed_errors(server):
+    c = server.client()
+    with pytest.raises(openai.BadRequestError) as err:
+        c.chat.completions.create(model="tiny", messages=[{"role": "assistant", "content": "hi"}])
+    assert err.value.param == "messages.0.role"
+    with pytest.raises(openai.NotFoundError):
+        c.chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError):  # a streamed request fails before the stream starts
+        c.chat.completions.create(model="tiny", messages=[], stream=True)
+
+
+def test_solve_past_the_time_limit_is_a_504(server, upstreams):
+    n = upstreams["stuck"].count
+    t0 = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as err:
+        server.client(max_retries=2, timeout=30).chat.completions.create(
+            model="slow", messages=[{"role": "user", "content": "2+2?"}])
+    assert err.value.status_code == 504 and "time limit" in err.value.message
+    assert time.monotonic() - t0 < 15  # the upstream would have held it for 60 s
+    assert upstreams["stuck"].count == n + 1  # reached the model once; the SDK did not retry
+    wait_for(lambda: server.health()["solving"] == 0, 5)
+
+
+def test_upstream_failure_is_a_502_not_retried(server, upstreams):
+    broken = upstreams["broken"]
+    n = broken.count
+    with pytest.raises(openai.APIStatusError) as err:
+        server.client(max_retries=2).chat.completions.create(
+            model="broken", messages=[{"role": "user", "content": "2+2?"}])
+    assert err.value.status_code == 502 and err.value.type == "upstream_error"
+    assert "model overloaded" in err.value.message
+    assert broken.count == n + 1
+
+
+def test_preset_that_cannot_be_built_is_a_503(server):
+    (server.tmp / "gone.gguf").unlink()
+    status, headers, data = http(server.url + "/chat/completions",
+                                 {"model": "vanishing", "messages": [{"role": "user", "content": "1+1?"}]})
+    assert status == 503 and data["error"]["code"] == "model_unavailable"
+    assert "gone.gguf" in data["error"]["message"] and headers.get("x-should-retry") == "false"
+    assert "vanishing" not in server.health()["loaded"]
+
+
+def test_busy_server_answers_429_and_a_hangup_frees_the_slot(server, upstreams):
+    stuck = upstreams["stuck"]
+    outcome: list[BaseException] = []
+
+    def hang() -> None:
+        try:
+            server.client(timeout=4).chat.completions.create(
+                model="stuck", messages=[{"role": "user", "content": "2+2?"}])
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+
+    n = stuck.count
+    t = threading.Thread(target=hang)
+    t.start()
+    wait_for(lambda: server.health()["running"] == 1 and stuck.count == n + 1, 20)
+    # max_concurrent = 1, max_waiting = 0: a second request is refused at once.
+    status, headers, data = http(server.url + "/chat/completions",
+                                 {"model": "tiny", "messages": [{"role": "user", "content": "1+1?"}]})
+    assert status == 429 and data["error"]["code"] == "server_busy" and headers.get("retry-after") == "1"
+    status, _, data = http(server.url + "/chat/completions",
+                           {"model": "tiny", "stream": True, "messages": [{"role": "user", "content": "1+1?"}]})
+    assert status == 429 and data["error"]["code"] == "server_busy"
+    t.join(timeout=30)
+    assert outcome and isinstance(outcome[0], openai.APITimeoutError)
+    # The client hung up after 4 s; the upstream would hold the solve for 60 s.
+    # The server notices, cancels the solve and frees the slot within seconds.
+    assert wait_for(lambda: server.health()["solving"] == 0, 10) < 10
+    assert server.health()["running"] == 0
+    r = server.client().chat.completions.create(model="remote", messages=[{"role": "user", "content": "ok?"}])
+    assert r.choices[0].message.content == REMOTE_TEXT
+
+
+def test_stream_hangup_cancels_the_solve(server, upstreams):
+    stuck = upstreams["stuck"]
+    n = stuck.count
+    t0 = time.monotonic()
+    with pytest.raises(Exception) as err:  # the read timeout surfaces while iterating
+        with server.client(timeout=3).chat.completions.create(
+                model="stuck", messages=[{"role": "user", "content": "2+2?"}], stream=True) as stream:
+            for _ in stream:
+                pass
+    assert "timeout" in type(err.value).__name__.lower() or "timed out" in str(err.value).lower(), repr(err.value)
+    assert stuck.count == n + 1
+    wait_for(lambda: server.health()["solving"] == 0, 10)  # the cascade itself stopped
+    assert time.monotonic() - t0 < 20  # not the 60 s the upstream would hold it
+    assert server.health()["running"] == 0
+
+
+def test_default_presets_open_server_and_clean_exit(tmp_path):
+    srv = ServerProcess(tmp_path, None)
+    try:
+        ids = [m.id for m in srv.client(key="anything").models.list()]
+        assert ids == ["cope", *(f"cope-{t}" for t in TASKS)]
+        status, _, acct = http(srv.url + "/cope/usage", key=None)  # no [keys]: open, one account
+        assert status == 200 and acct["key"] == "anonymous" and acct["spent_usd"] == 0
+        assert srv.health()["loaded"] == []  # presets are built on first use only
+    finally:
+        rc = srv.stop()
+    assert rc == 0
+    assert "Traceback" not in srv.log.read_text()
+
+
+BAD_CONFIGS = [
+    ('[presets.x]\ntau3 = 0.5\n', "unknown key 'tau3'"),
+    ('[presets.x]\ntask = "poetry"\n', "unknown task 'poetry'"),
+    ('[presets.x]\nsmall = "nosuch/model"\n', "unknown model spec 'nosuch/model'"),
+    ('[presets.x]\nlarge = "openai/unpriced"\nbase_url = "http://127.0.0.1:9/v1"\n', "no price for 'unpriced'"),
+    ('[presets.x]\ntau1 = 1.5\n', "tau1 must be in [0, 1]"),
+    ('[presets.x]\nn = "eight"\n', "'n' must be an integer"),
+    ('[presets.x]\nsystem = "keep"\n', "system must be one of"),
+    ('[presets."bad name"]\n', "preset name 'bad name'"),
+    ('[keys.a]\nkey = "short"\n', "at least 8 characters"),
+    ('[keys.a]\nkey_env = "COPE_TEST_UNSET_VARIABLE"\n', "COPE_TEST_UNSET_VARIABLE is not set"),
+    ('[limits]\nmax_concurrent = 0\n', "max_concurrent must be >= 1"),
+    ('[limitz]\n', "unknown section or key 'limitz'"),
+    ('[presets.x\n', "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("text,needle", BAD_CONFIGS, ids=range(len(BAD_CONFIGS)))
+def test_bad_config_is_one_error_line(tmp_path, text, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    p = subprocess.run([sys.executable, "-m", "cope.server", "--port", "0", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cope: error:") and needle in lines[0], p.stderr
+
+
+def test_busy_port_and_missing_config_are_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = subprocess.run([sys.executable, "-m", "cope.server", "--port", str(port)],
+                           capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.startswith("cope: error: cannot listen on 127.0.0.1:")
+    p = subprocess.run([sys.executable, "-m", "cope.server", "--config", str(tmp_path / "none.toml")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "config file not found" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_importing_the_server_modules_is_light():
+    code = ("import sys, cope, cope.server, cope.serve; "
+            "print([m for m in ('fastapi', 'uvicorn', 'openai', 'llama_cpp', 'numpy', 'pydantic') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,1 @@
+"""Benchmarks: loaders for the data sets that installed packages ship."""

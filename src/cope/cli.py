@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Sequence
 
-from .errors import CopeError
+from .errors import ConfigError, CopeError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,7 +24,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("solve", help="solve one problem with the cascade")
-    s.add_argument("problem", help="problem text, '@FILE' to read a file, or '-' for stdin")
+    s.add_argument("problem", nargs="?", help="problem text, '@FILE' to read a file, or '-' for stdin")
     s.add_argument("--task", default="math", help="task family (default: math)")
     s.add_argument("--small", default=DEFAULT_SMALL, help=f"small model spec (default: {DEFAULT_SMALL})")
     s.add_argument("--large", default=DEFAULT_LARGE, help=f"large model spec (default: {DEFAULT_LARGE})")
@@ -40,6 +40,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="charge the large model at this model's price (default large: gpt-4o-mini)")
     s.add_argument("--base-url", default=None, help="base URL for openai/ models (else $OPENAI_BASE_URL)")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for local models")
+    s.add_argument("--game", default=None, help="agent task: a TextWorld game SEED, KIND:SEED or FILE.z8")
+    s.add_argument("--game-kind", default=None, help="agent task: cooking (default), coin_collector, treasure_hunter")
+    s.add_argument("--level", type=int, default=None, help="agent task: game level (default: 1)")
+    s.add_argument("--max-steps", type=int, default=50, help="agent task: step budget (default: 50)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     s.add_argument("--quiet", action="store_true", help="no live progress on stderr")
 
@@ -104,6 +108,12 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         method=args.method, max_tokens=args.max_tokens, small_price_as=args.small_price_as,
         prices=args.prices, base_url=args.base_url, n_threads=args.threads, **kwargs,
     )
+    if args.task == "agent":
+        return _play(args, c, Progress)
+    if args.game is not None:
+        raise ConfigError("--game is for --task agent")
+    if args.problem is None:
+        raise ConfigError("give the problem text (or @FILE, or - for stdin)")
     problem = read_problem(args.problem)
     with Progress(enabled=not args.quiet, notes=c.pricing_notes) as progress:
         result = c.solve(problem, task=args.task, seed=args.seed, on_event=progress.on_event)
@@ -113,6 +123,21 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         from .display import print_result
 
         print_result(result, n_stages=len(c.config.stages))
+    return 0
+
+
+def _play(args: argparse.Namespace, c, Progress) -> int:
+    """``--task agent``: one TextWorld episode, a cascade per step."""
+    from .episode import run_game
+
+    if args.game is None:
+        raise ConfigError("--task agent needs --game SEED, KIND:SEED or a game file")
+    if args.problem is not None:
+        raise ConfigError("--task agent plays --game and takes no problem text")
+    with Progress(enabled=not args.quiet, notes=c.pricing_notes) as progress:
+        result = run_game(args.game, c, kind=args.game_kind, level=args.level, max_steps=args.max_steps,
+                          seed=args.seed, on_event=progress.on_event)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
     return 0
 
 
@@ -148,7 +173,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .api import DEFAULT_LARGE, DEFAULT_LARGE_PRICE_AS
-    from .errors import ConfigError
     from .eval.runner import EvalConfig, run_eval
 
     mapping = None
@@ -186,7 +210,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .errors import ConfigError
     from .eval.replay import calibrate
 
     try:

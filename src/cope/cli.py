@@ -30,8 +30,10 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--large", default=DEFAULT_LARGE, help=f"large model spec (default: {DEFAULT_LARGE})")
     s.add_argument("--method", default="cope", help="cascade preset: cope, large, small (default: cope)")
     s.add_argument("--n", type=int, default=8, help="samples per voting stage (default: 8)")
-    s.add_argument("--tau1", type=float, default=0.75, help="stage-1 consensus threshold (default: 0.75)")
-    s.add_argument("--tau2", type=float, default=0.5, help="stage-2 consensus threshold (default: 0.5)")
+    s.add_argument("--tau1", type=float, default=None,
+                   help="stage-1 confidence threshold (default: the task's; math 0.75, code 1.0)")
+    s.add_argument("--tau2", type=float, default=None,
+                   help="stage-2 confidence threshold (default: the task's; math 0.5, code 1.0)")
     s.add_argument("--seed", type=int, default=None, help="seed for every sampling call")
     s.add_argument("--max-tokens", type=int, default=512, help="cap per executor sample (default: 512)")
     s.add_argument("--prices", default=None, help="a TOML price file that overrides or adds prices")
@@ -40,6 +42,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="charge the large model at this model's price (default large: gpt-4o-mini)")
     s.add_argument("--base-url", default=None, help="base URL for openai/ models (else $OPENAI_BASE_URL)")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for local models")
+    s.add_argument("--tests", default=None, help="code task: visible tests (.py with asserts, or a .json list)")
     s.add_argument("--game", default=None, help="agent task: a TextWorld game SEED, KIND:SEED or FILE.z8")
     s.add_argument("--game-kind", default=None, help="agent task: cooking (default), coin_collector, treasure_hunter")
     s.add_argument("--level", type=int, default=None, help="agent task: game level (default: 1)")
@@ -100,6 +103,11 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     from .api import Cope, read_problem
     from .progress import Progress
 
+    from .tasks import get_task
+
+    taus = getattr(get_task(args.task), "default_taus", (0.75, 0.5))
+    args.tau1 = taus[0] if args.tau1 is None else args.tau1
+    args.tau2 = taus[1] if args.tau2 is None else args.tau2
     kwargs = {}
     if hasattr(args, "large_price_as"):
         kwargs["large_price_as"] = args.large_price_as or None
@@ -114,7 +122,13 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         raise ConfigError("--game is for --task agent")
     if args.problem is None:
         raise ConfigError("give the problem text (or @FILE, or - for stdin)")
+    if args.tests is not None and args.task != "code":
+        raise ConfigError("--tests is for --task code")
     problem = read_problem(args.problem)
+    if args.task == "code":
+        from .tasks.code import code_problem
+
+        problem = code_problem(problem, tests_file=args.tests)
     with Progress(enabled=not args.quiet, notes=c.pricing_notes) as progress:
         result = c.solve(problem, task=args.task, seed=args.seed, on_event=progress.on_event)
     if args.json:

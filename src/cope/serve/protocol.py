@@ -120,10 +120,13 @@ def _text(message: ChatMessage, index: int) -> str:
     return text
 
 
-def to_problem(request: ChatRequest, *, system: str, max_chars: int) -> Problem:
+def to_problem(request: ChatRequest, *, system: str, max_chars: int, max_messages: int) -> Problem:
     """The last user message as the problem, earlier turns as its history."""
     if not request.messages:
         raise RequestError("messages must not be empty", param="messages")
+    if len(request.messages) > max_messages:
+        raise RequestError(f"the request holds {len(request.messages)} messages; this server accepts at most "
+                           f"{max_messages} messages per request", param="messages", code="array_above_max_length")
     texts = [_text(m, i) for i, m in enumerate(request.messages)]
     total = sum(len(t) for t in texts)
     if total > max_chars:

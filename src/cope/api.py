@@ -13,7 +13,7 @@ from .methods import method_config
 from .models.base import Model
 from .models.registry import build_model
 from .pricing import PriceTable
-from .tasks.base import Problem
+from .tasks.base import Problem, Task
 
 DEFAULT_SMALL = "local/qwen2.5-coder-0.5b"
 DEFAULT_LARGE = "local/qwen2.5-coder-1.5b"
@@ -24,10 +24,13 @@ DEFAULT_LARGE_PRICE_AS = "gpt-4o-mini"
 _UNSET: Any = object()
 
 
-def _task(name: str):
+def _task(task: "str | Task") -> "Task":
+    """A task family by name, or a configured Task object (e.g. OpenTask(max_perplexity=2.0))."""
+    if not isinstance(task, str):
+        return task
     from .tasks import get_task
 
-    return get_task(name)
+    return get_task(task)
 
 
 class Cope:
@@ -79,7 +82,7 @@ class Cope:
         return [b.price.note for b in self.models.values() if b.price.note]
 
     async def asolve(
-        self, problem: Problem | str, task: str = "math", *, seed: int | None = None, on_event: EventSink | None = None
+        self, problem: Problem | str, task: "str | Task" = "math", *, seed: int | None = None, on_event: EventSink | None = None
     ) -> Result:
         """Solve one problem; async so servers and batch runners can run many at once.
 
@@ -93,7 +96,7 @@ class Cope:
         return result
 
     def solve(
-        self, problem: Problem | str, task: str = "math", *, seed: int | None = None, on_event: EventSink | None = None
+        self, problem: Problem | str, task: "str | Task" = "math", *, seed: int | None = None, on_event: EventSink | None = None
     ) -> Result:
         """Blocking wrapper around :meth:`asolve`."""
         try:

@@ -166,7 +166,9 @@ class Result:
             "task": self.task,
             "latency_s": round(self.latency_s, 3),
             "plans": [asdict(p) for p in self.plans],
-            "stages": [asdict(s) for s in self.stages],
+            # NEVER (infinity) is not JSON: a stage that could not accept says "never"
+            "stages": [{**asdict(s), "threshold": "never" if s.threshold == NEVER else s.threshold}
+                       for s in self.stages],
             "calls": [asdict(c) for c in self.calls],
             "tokens": {
                 who: {r: self.tokens(who, r) for r in ("plan", "execute")}

@@ -42,6 +42,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="charge the large model at this model's price (default large: gpt-4o-mini)")
     s.add_argument("--base-url", default=None, help="base URL for openai/ models (else $OPENAI_BASE_URL)")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for local models")
+    s.add_argument("--max-perplexity", type=float, default=None,
+                   help="open task: perplexity a stage's best candidate must reach at tau 0.5 (default: 1.7, measured)")
     s.add_argument("--tests", default=None, help="code task: visible tests (.py with asserts, or a .json list)")
     s.add_argument("--game", default=None, help="agent task: a TextWorld game SEED, KIND:SEED or FILE.z8")
     s.add_argument("--game-kind", default=None, help="agent task: cooking (default), coin_collector, treasure_hunter")
@@ -105,7 +107,14 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
     from .tasks import get_task
 
-    taus = getattr(get_task(args.task), "default_taus", (0.75, 0.5))
+    task = get_task(args.task)
+    if args.max_perplexity is not None:
+        if args.task != "open":
+            raise ConfigError("--max-perplexity is for --task open")
+        from .tasks.open import OpenTask
+
+        task = OpenTask(max_perplexity=args.max_perplexity)
+    taus = getattr(task, "default_taus", (0.75, 0.5))
     args.tau1 = taus[0] if args.tau1 is None else args.tau1
     args.tau2 = taus[1] if args.tau2 is None else args.tau2
     kwargs = {}
@@ -130,7 +139,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
         problem = code_problem(problem, tests_file=args.tests)
     with Progress(enabled=not args.quiet, notes=c.pricing_notes) as progress:
-        result = c.solve(problem, task=args.task, seed=args.seed, on_event=progress.on_event)
+        result = c.solve(problem, task=task, seed=args.seed, on_event=progress.on_event)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -15,9 +15,14 @@ def print_result(r: Result, n_stages: int) -> None:
     thr = "final stage" if st.threshold is None else f"threshold {st.threshold:g}"
     con.print(f"[bold]stage:[/bold] {r.stage} of {n_stages}  (confidence {r.confidence:.2f}, {thr})")
     for s in r.stages:
-        votes = ", ".join("-" if a is None else a for a in s.extracted)
-        con.print(f"  stage {s.stage}: {s.executor} x{s.n} -> {s.answer} "
-                  f"(confidence {s.confidence:.2f}{', accepted' if s.accepted else ''}) votes: {votes}")
+        if r.task == "code":  # the samples are programs: show how many tests each passed
+            votes = ", ".join(str(p) for p in s.info.get("tests_passed", []))
+        else:
+            votes = ", ".join("-" if a is None else a for a in s.extracted)
+        label = {"open": "perplexities", "code": "visible tests passed"}.get(r.task, "votes")
+        shown = s.answer if r.task == "math" or s.answer is None else f"{len(s.answer)} chars"
+        con.print(f"  stage {s.stage}: {s.executor} x{s.n} -> {shown} "
+                  f"(confidence {s.confidence:.2f}{', accepted' if s.accepted else ''}) {label}: {votes}")
     if r.plans:
         con.print("[bold]plans:[/bold]")
         for p in r.plans:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Assessment, Plan, Task
 
-TASKS = ("math", "code", "agent")
+TASKS = ("math", "code", "open", "agent")
 
 
 def get_task(name: str) -> Task:
@@ -17,6 +17,10 @@ def get_task(name: str) -> Task:
         from .code import CodeTask
 
         return CodeTask()
+    if name == "open":
+        from .open import OpenTask
+
+        return OpenTask()
     if name == "agent":
         from .agent import AgentTask
 

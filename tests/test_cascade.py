@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
+from recording import Recording
 
 from cope.api import Cope
 from cope.cascade import NEVER, Cascade
@@ -21,23 +22,6 @@ from cope.pricing import PriceTable
 
 PROBLEM = "A baker makes 12 muffins and sells 5 of them. How many muffins are left?"
 N = 2
-
-
-class Recording:
-    """Delegates to a real model and remembers every prompt it was sent."""
-
-    def __init__(self, model, spec):
-        self.model = model
-        self.spec = spec
-        self.prompts: list[str] = []
-
-    async def generate(self, messages, params):
-        self.prompts.append(messages[-1]["content"])
-        return await self.model.generate(messages, params)
-
-    async def generate_many(self, prompts, params):
-        self.prompts.extend(p[-1]["content"] for p in prompts)
-        return await self.model.generate_many(prompts, params)
 
 
 def run(smol, tau1, tau2, seed=5):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from recording import Recording
 
 from cope.errors import ConfigError, UnknownModelError
 from cope.judge import Judge, PairVerdict, combine, parse_verdict, win_rate
@@ -18,23 +19,6 @@ pytestmark = pytest.mark.timeout(180)
 QUESTION = "What is the capital of France? Answer in one sentence."
 GOOD = "The capital of France is Paris."
 BAD = "France is a country in Europe and it has many cities, I think maybe Lyon."
-
-
-class Recording:
-    """Delegates to a real model and keeps every message list it was sent."""
-
-    def __init__(self, model, spec="local/smollm2-135m"):
-        self.model = model
-        self.spec = spec
-        self.chats: list[list[dict[str, str]]] = []
-
-    async def generate(self, messages, params):
-        self.chats.append(list(messages))
-        return await self.model.generate(messages, params)
-
-    async def generate_many(self, prompts, params):
-        self.chats.extend(list(p) for p in prompts)
-        return await self.model.generate_many(prompts, params)
 
 
 PARSE_CASES = [

@@ -12,6 +12,7 @@ import math
 from dataclasses import replace
 
 import pytest
+from recording import Recording
 
 from cope.api import Cope
 from cope.benchmarks.mtbench import (
@@ -44,23 +45,6 @@ pytestmark = pytest.mark.timeout(240)
 
 N = 2
 REQUEST = "Write two sentences about the sea."
-
-
-class Recording:
-    """Delegates to a real model and keeps every full message list it was sent."""
-
-    def __init__(self, model, spec):
-        self.model = model
-        self.spec = spec
-        self.chats: list[list[dict[str, str]]] = []
-
-    async def generate(self, messages, params):
-        self.chats.append(list(messages))
-        return await self.model.generate(messages, params)
-
-    async def generate_many(self, prompts, params):
-        self.chats.extend(list(p) for p in prompts)
-        return await self.model.generate_many(prompts, params)
 
 
 def cascade(smol, task, tau1, tau2, max_tokens=16):

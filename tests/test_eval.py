@@ -195,3 +195,15 @@ def test_existing_run_needs_resume_and_calibrate_needs_record(data, recorded, tm
     bad.write_text('{"question": "1+1", "answer": "2"}\nnot json\n')
     with pytest.raises(ConfigError, match="bad.jsonl:2"):
         run_eval(config(bad, methods=["small"]), tmp_path / "b", progress=False)
+
+
+def test_corrupted_journal_is_a_clear_error(recorded, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad-run"
+    shutil.copytree(recorded, bad)
+    lines = (bad / "journal.jsonl").read_text().splitlines()
+    lines[1] = lines[1][: len(lines[1]) // 2]  # damage a line in the middle
+    (bad / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    p = subprocess.run([sys.executable, "-m", "cope", "report", str(bad)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "corrupted journal line" in p.stderr

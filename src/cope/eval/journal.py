@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..errors import ConfigError
+
 
 class Journal:
     def __init__(self, path: Path) -> None:
@@ -50,4 +52,4 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
         except ValueError:
             if i >= len(lines) - 2:  # only the last line may be torn
                 return
-            raise
+            raise ConfigError(f"{path}:{i + 1}: corrupted journal line (not JSON)") from None

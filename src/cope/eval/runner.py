@@ -176,7 +176,9 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                 except BudgetExceeded as exc:
                     stop.append(exc)
                     return
-                except BackendError as exc:
+                except (BackendError, ConfigError) as exc:
+                    # one problem failing (server down, prompt too long) must not end the run;
+                    # it is journaled, and --resume tries it again
                     journal.write({"type": "error", "method": method, "problem_id": problem.id, "error": str(exc)})
                     bar.advance(method, None)
                     return

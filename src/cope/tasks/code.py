@@ -90,11 +90,19 @@ def _is_body(code: str) -> bool:
     return not _compiles(code) and _compiles("def _f():\n" + textwrap.indent(textwrap.dedent(code), "    "))
 
 
+_TRIPLE_QUOTED = re.compile(r'("""|\'\'\')[\s\S]*?(\1|$)')
+
+
 def _strip_repl(code: str) -> str:
-    """A ``>>>`` transcript becomes its input lines."""
-    lines = code.splitlines()
-    if not any(line.lstrip().startswith(">>>") for line in lines):
+    """A ``>>>`` transcript becomes its input lines.
+
+    Doctest lines inside a docstring are not a transcript: a function that
+    keeps its docstring examples must come back whole.
+    """
+    outside = _TRIPLE_QUOTED.sub("", code)
+    if not any(line.lstrip().startswith(">>>") for line in outside.splitlines()):
         return code
+    lines = code.splitlines()
     keep = [re.sub(r"^\s*(>>>|\.\.\.) ?", "", ln) for ln in lines if re.match(r"^\s*(>>>|\.\.\.)", ln)]
     return "\n".join(keep)
 

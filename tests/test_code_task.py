@@ -467,3 +467,13 @@ def test_docstring_examples_are_not_a_repl_transcript() -> None:
     assert code is not None and "def inc" in code and "return x + 1" in code
     bare = extract_code("Sure:\n" + reply.strip("`").removeprefix("python\n"), "inc")
     assert bare is not None and "return x + 1" in bare
+
+
+def test_library_solve_reads_docstring_tests_from_a_bare_stub() -> None:
+    from cope.api import Cope
+
+    stub = 'def inc(x: int) -> int:\n    """Add one.\n    >>> inc(1)\n    2\n    """\n'
+    c = Cope(small="local/smollm2-135m", large="local/smollm2-135m", n=1, tau1=1.0, tau2=1.0, max_tokens=48)
+    r = c.solve(stub, task="code", seed=1)
+    assert r.stages[0].info["check"] == "visible tests"
+    assert r.stages[0].info["tests"] == 1  # one docstring example became one visible test

@@ -89,7 +89,13 @@ class Cope:
         ``problem`` is the text, or a :class:`Problem` carrying earlier turns of a
         conversation, visible tests or a reference answer.
         """
-        cascade = Cascade(self.config, self.models, _task(task))
+        task_obj = _task(task)
+        # A family may read more than text out of a bare prompt (code: the
+        # docstring examples of a stub become visible tests).
+        from_text = getattr(task_obj, "problem_from_text", None)
+        if isinstance(problem, str) and from_text is not None:
+            problem = from_text(problem)
+        cascade = Cascade(self.config, self.models, task_obj)
         result = await cascade.run(problem, seed=seed, on_event=on_event)
         result.info.setdefault("pricing", self.pricing_notes)
         result.info.setdefault("price_table", self.prices.version)

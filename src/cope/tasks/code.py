@@ -455,6 +455,11 @@ class CodeTask:
             self._sandbox = default_sandbox()
         return self._sandbox
 
+    @staticmethod
+    def problem_from_text(text: str) -> Problem:
+        """A bare prompt as a code problem (a stub's docstring examples become visible tests)."""
+        return code_problem(text)
+
     def executor_messages(self, problem: Problem, plans: Sequence[Plan]) -> list[Message]:
         """The task, its visible tests (unless the prompt already shows them) and the plans."""
         ep = problem.entry_point

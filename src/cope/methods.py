@@ -80,9 +80,21 @@ def abc(n: int = 8, *, max_tokens: int = 512, **_: object) -> CascadeConfig:
     ))
 
 
+def frugal(n: int = 8, *, max_tokens: int = 512, frugal_threshold: float = 0.5, **_: object) -> CascadeConfig:
+    """FrugalGPT-style: small votes; a trained scorer (see ``cope.frugal``) decides to accept.
+
+    The stage's confidence is the scorer's probability that the vote is right,
+    so the threshold is a probability. Needs the task wrapped in FrugalTask.
+    """
+    return CascadeConfig(stages=(
+        Stage(executor="small", n=n, temperature=0.8, threshold=frugal_threshold, max_tokens=max_tokens),
+        Stage(executor="large", n=1, temperature=0.0, max_tokens=max_tokens),
+    ))
+
+
 METHODS = {
     "cope": cope, "large": large_alone, "small": small_alone, "small-vote": small_vote,
-    "cascade-noplan": cascade_noplan, "plan-only": plan_only, "abc": abc,
+    "cascade-noplan": cascade_noplan, "plan-only": plan_only, "abc": abc, "frugal": frugal,
 }
 
 

@@ -47,6 +47,7 @@ class EvalConfig:
     base_url: str | None = None
     mapping: dict[str, str] | None = None
     task: str | None = None
+    frugal_train: str | None = None  # a run directory the frugal scorer is trained on
     format: int = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -153,6 +154,20 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                 bound.model = JournaledModel(bound.model, bound.price, cache, journal, budget, use_cache=True)
             solvers[m] = c
         # problem-major, so a stopped run has every method on the same problems
+        tasks = {m: task for m in cfg.methods}
+        if "frugal" in cfg.methods:
+            from ..frugal import FrugalScorer, FrugalTask, train_from_run
+
+            scorer_file = out / "frugal_scorer.json"
+            if resume and scorer_file.is_file():
+                scorer = FrugalScorer.load(scorer_file)  # the same scorer as before the stop
+            else:
+                scorer = train_from_run(Path(cfg.frugal_train or ""))
+                scorer.save(scorer_file)
+            overlap = len(set(scorer.trained_on) & {p.id for p in bench.problems})
+            if overlap:
+                journal.write({"type": "note", "message": f"frugal scorer trained on {overlap} of these problems"})
+            tasks["frugal"] = FrugalTask(task, scorer)
         todo = [(m, p) for p in bench.problems for m in cfg.methods if (m, p.id) not in done]
         sem = asyncio.Semaphore(max(1, cfg.concurrency))
         stats = {m: {"done": 0, "correct": 0, "cost": 0.0} for m in cfg.methods}
@@ -171,7 +186,7 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                     return
                 t0 = time.perf_counter()
                 try:
-                    r = await solvers[method].asolve(problem, task=bench.task,
+                    r = await solvers[method].asolve(problem, task=tasks[method],
                                                      seed=problem_seed(cfg.seed, problem.id))
                 except BudgetExceeded as exc:
                     stop.append(exc)
@@ -281,6 +296,9 @@ def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: boo
         unknown = [m for m in cfg.methods if m not in METHODS]
         if unknown:
             raise ConfigError(f"unknown method '{unknown[0]}'; known: {', '.join(METHODS)}")
+        if "frugal" in cfg.methods and not cfg.frugal_train:
+            raise ConfigError("--method frugal needs --frugal-train RUN_DIR (a run whose first stage voted, "
+                              "e.g. small-vote on other problems)")
         record = asdict(cfg)
         record["price_table"] = PriceTable.load(cfg.prices).version
         from .. import __version__

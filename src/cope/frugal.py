@@ -1,0 +1,135 @@
+"""FrugalGPT-style acceptance: a light scorer trained on recorded runs.
+
+FrugalGPT accepts a cheap model's answer when a learned scorer says it is
+likely right, instead of trusting a raw confidence number. Here the scorer is
+a logistic regression on features of the small model's vote (consensus share,
+number of distinct answers, share of samples without an answer), fitted by
+Newton's method in numpy (a handful of features needs no ML library), trained
+on a recorded run whose labels are the stage-1 answer's correctness. It plugs
+into the same engine as a task wrapper: the stage's confidence becomes the
+scorer's probability of being correct.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+from .models.base import Completion, Message
+from .tasks.base import Assessment, Plan, Problem, Task
+
+FEATURES = ("consensus", "distinct_share", "no_answer_share")
+
+
+def vote_features(confidence: float, clusters: Sequence[int | None]) -> list[float]:
+    """Features of one stage's vote; works on a live Assessment or a recorded stage."""
+    n = max(len(clusters), 1)
+    distinct = len({c for c in clusters if c is not None})
+    missing = sum(1 for c in clusters if c is None)
+    return [float(confidence), distinct / n, missing / n]
+
+
+@dataclass
+class FrugalScorer:
+    """Logistic regression over ``FEATURES`` (plus a bias)."""
+
+    weights: list[float]
+    trained_on: list[str] = field(default_factory=list)  # problem ids, to spot train/test overlap
+    accuracy: float | None = None  # training accuracy of the 0.5 rule, for the record
+
+    @classmethod
+    def fit(cls, X: np.ndarray, y: np.ndarray, *, l2: float = 1.0, ids: Sequence[str] = ()) -> "FrugalScorer":
+        """Newton's method on the L2-regularized log-loss; converges in a few steps."""
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y, dtype=float)
+        if X.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
+            raise ConfigError("the frugal scorer needs at least one recorded example")
+        A = np.hstack([X, np.ones((X.shape[0], 1))])
+        w = np.zeros(A.shape[1])
+        reg = l2 * np.eye(A.shape[1])
+        reg[-1, -1] = 0.0  # the bias is not shrunk
+        for _ in range(50):
+            p = 1.0 / (1.0 + np.exp(-A @ w))
+            grad = A.T @ (p - y) + reg @ w
+            hess = (A * (p * (1 - p))[:, None]).T @ A + reg + 1e-9 * np.eye(A.shape[1])
+            step = np.linalg.solve(hess, grad)
+            w -= step
+            if np.abs(step).max() < 1e-8:
+                break
+        scorer = cls(weights=[float(v) for v in w], trained_on=list(ids))
+        scorer.accuracy = float(np.mean((scorer.predict(X) >= 0.5) == (y >= 0.5)))
+        return scorer
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        A = np.hstack([np.asarray(X, dtype=float), np.ones((len(X), 1))])
+        return 1.0 / (1.0 + np.exp(-A @ np.asarray(self.weights)))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"features": FEATURES, "weights": self.weights,
+                                    "trained_on": self.trained_on, "accuracy": self.accuracy}, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "FrugalScorer":
+        try:
+            d = json.loads(Path(path).read_text())
+            if tuple(d["features"]) != FEATURES or len(d["weights"]) != len(FEATURES) + 1:
+                raise ValueError("feature mismatch")
+            return cls(weights=[float(w) for w in d["weights"]], trained_on=list(d.get("trained_on", [])),
+                       accuracy=d.get("accuracy"))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: not a frugal scorer file ({exc})") from None
+
+
+def train_from_run(out: Path, *, method: str | None = None, l2: float = 1.0) -> FrugalScorer:
+    """Fit a scorer on a run's stage-1 votes, labelled by whether stage 1's answer was right.
+
+    Any method whose first stage votes (small-vote, cascade-noplan, cope,
+    abc) gives training rows; ``method`` restricts to one.
+    """
+    from .eval.runner import load_results
+
+    X, y, ids = [], [], []
+    for r in load_results(out):
+        if method and r["method"] != method:
+            continue
+        s = r["stages"][0]
+        if "clusters" not in s or s["n"] < 2:
+            continue
+        X.append(vote_features(s["confidence"], s["clusters"]))
+        y.append(1.0 if s["correct"] else 0.0)
+        ids.append(r["problem_id"])
+    if not X:
+        raise ConfigError(f"{out} has no recorded stage-1 votes (n >= 2) to train the frugal scorer on")
+    return FrugalScorer.fit(np.array(X), np.array(y), l2=l2, ids=ids)
+
+
+class FrugalTask:
+    """A task whose stage confidence is the scorer's probability that the vote is right."""
+
+    default_taus = (0.5, 0.5)  # accept when the scorer thinks the vote is more likely right than wrong
+
+    def __init__(self, inner: Task, scorer: FrugalScorer) -> None:
+        self.inner = inner
+        self.scorer = scorer
+        self.name = inner.name
+        self.needs_logprobs = inner.needs_logprobs
+        self.slow_assess = getattr(inner, "slow_assess", False)
+
+    def executor_messages(self, problem: Problem, plans: Sequence[Plan]) -> list[Message]:
+        return self.inner.executor_messages(problem, plans)
+
+    def assess(self, problem: Problem, completions: Sequence[Completion]) -> Assessment:
+        a = self.inner.assess(problem, completions)
+        clusters = a.info.get("clusters")
+        if not isinstance(clusters, list) or len(completions) < 2:
+            return a  # nothing to score (a single greedy answer): keep the task's own confidence
+        p = float(self.scorer.predict(np.array([vote_features(a.confidence, clusters)]))[0])
+        return replace(a, confidence=p, info={**a.info, "consensus": a.confidence, "frugal_p": p})
+
+    def score(self, problem: Problem, answer: str | None) -> bool:
+        return self.inner.score(problem, answer)

@@ -207,3 +207,16 @@ def test_corrupted_journal_is_a_clear_error(recorded, tmp_path):
     (bad / "journal.jsonl").write_text("\n".join(lines) + "\n")
     p = subprocess.run([sys.executable, "-m", "cope", "report", str(bad)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "corrupted journal line" in p.stderr
+
+
+def test_textworld_benchmark_plays_episodes(tmp_path):
+    out = tmp_path / "tw"
+    s = run_eval(EvalConfig(benchmark="textworld", methods=["small"], limit=1, small=SMOL, large=SMOL,
+                            n=2, max_tokens=24, max_steps=2, seed=5), out, progress=False)
+    (r,) = load_results(out)
+    assert r["problem_id"] == "cooking-L1-s5" and r["answer"] in ("won", "lost", "max_steps")
+    assert 1 <= r["steps"] <= 2 and isinstance(r["correct"], bool)
+    assert sum(r["stage_counts"].values()) == r["steps"]
+    assert s["methods"]["small"]["steps_mean"] == r["steps"]
+    with pytest.raises(ConfigError, match="level"):
+        run_eval(EvalConfig(benchmark="textworld:cooking:x", methods=["small"]), tmp_path / "bad", progress=False)

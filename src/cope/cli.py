@@ -74,6 +74,7 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--base-url", default=None)
     e.add_argument("--map", default=None, help="jsonl field mapping, e.g. text=problem,reference=answer,id=uid")
     e.add_argument("--task", default=None, help="task family for jsonl: benchmarks (default: math)")
+    e.add_argument("--max-steps", type=int, default=50, help="textworld: step budget per episode (default: 50)")
     e.add_argument("--frugal-train", default=None, help="run directory to train the frugal method's scorer on")
     e.add_argument("--no-cache", action="store_true", help="do not use the cross-run call cache")
     e.add_argument("--quiet", action="store_true")
@@ -213,7 +214,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         large=args.large, small_price_as=args.small_price_as, large_price_as=price_as or None, n=args.n,
         tau1=args.tau1, tau2=args.tau2, max_tokens=args.max_tokens, record=args.record,
         concurrency=args.concurrency, max_usd=args.max_usd, prices=args.prices, base_url=args.base_url,
-        mapping=mapping, task=args.task, frugal_train=args.frugal_train,
+        mapping=mapping, task=args.task, frugal_train=args.frugal_train, max_steps=args.max_steps,
     )
     summary = run_eval(cfg, out, resume=args.resume, use_cache=not args.no_cache, progress=not args.quiet)
     for m, v in summary["methods"].items():

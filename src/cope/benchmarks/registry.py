@@ -92,6 +92,26 @@ def load_jsonl(path: str, limit: int | None, mapping: dict[str, str] | None = No
     return Benchmark(f"jsonl:{p.name}", task, problems, str(p))
 
 
+def load_textworld(spec: str, limit: int | None, seed: int) -> Benchmark:
+    """``textworld`` or ``textworld:KIND[:LEVEL]``: games generated from seeds seed, seed+1, ...
+
+    Generation happens when an episode starts (and is cached by seed), so
+    loading the benchmark is instant.
+    """
+    _, _, rest = spec.partition(":")
+    kind, _, level = (rest or "cooking").partition(":")
+    if level and not level.isdigit():
+        raise ConfigError(f"textworld level must be a number, got '{level}'")
+    size = limit or 10
+    problems = []
+    for i in range(size):
+        game = f"{kind}:{seed + i}"
+        pid = f"{kind}-L{level or 1}-s{seed + i}"
+        problems.append(Problem(text=f"play {pid}", id=pid,
+                                meta={"game": game, "level": int(level or 1)}))
+    return Benchmark(f"textworld:{kind}", "agent", problems, "textworld==1.7.0 (generated offline by seed)")
+
+
 def load_humaneval_bench(limit: int | None, seed: int) -> Benchmark:
     from .humaneval import load_humaneval
 
@@ -121,10 +141,12 @@ def load_benchmark(spec: str, *, limit: int | None = None, seed: int = 1234,
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     if spec.startswith("jsonl:"):
         return load_jsonl(spec[len("jsonl:"):], limit, mapping, task or "math")
+    if spec == "textworld" or spec.startswith("textworld:"):
+        return load_textworld(spec, limit, seed)
     if spec.startswith("mbpp:"):
         return load_mbpp_bench(spec[len("mbpp:"):], limit)
     try:
         loader = LOADERS[spec]
     except KeyError:
-        raise ConfigError(f"unknown benchmark '{spec}'; known: {', '.join(LOADERS)}, jsonl:PATH, mbpp:PATH") from None
+        raise ConfigError(f"unknown benchmark '{spec}'; known: {', '.join(LOADERS)}, textworld[:KIND], jsonl:PATH, mbpp:PATH") from None
     return loader(limit, seed)

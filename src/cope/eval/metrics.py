@@ -105,6 +105,7 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
         "cost_usd_per_1m_ci95": (1e6 * cost_ci[0], 1e6 * cost_ci[1]),
         "large_tokens": large,
         "funnel": funnel,
+        **({"steps_mean": float(np.mean([r["steps"] for r in results]))} if results and "steps" in results[0] else {}),
         "latency_s_mean": float(np.mean(lat)) if lat else float("nan"),
         "latency_s_p50": float(np.median(lat)) if lat else float("nan"),
     }

@@ -41,6 +41,9 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
                 f"{_fmt_ci(v['cost_usd_per_1m'], v['cost_usd_per_1m_ci95'], pct=False)} | "
                 f"{lt['plan']['prompt'] + lt['plan']['completion']:,} | "
                 f"{lt['execute']['prompt'] + lt['execute']['completion']:,} | {funnel} | {v['latency_s_p50']:.1f} |")
+        episodes = [f"{m} {v['steps_mean']:.1f}" for m, v in s["methods"].items() if "steps_mean" in v]
+        if episodes:
+            lines += ["", "Episodes (accuracy is the success rate); mean steps: " + ", ".join(episodes)]
         if s.get("aiq") is not None:
             lines += ["", f"AIQ (area under the cost-accuracy frontier of these methods): {s['aiq']:.3f}"]
         if s.get("errors"):

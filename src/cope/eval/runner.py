@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendError, ConfigError
+from ..errors import ConfigError, CopeError
 from ..tasks.base import Problem
 from .calls import Budget, BudgetExceeded, CallCache, JournaledModel
 from .journal import Journal, read_journal
@@ -48,6 +48,7 @@ class EvalConfig:
     mapping: dict[str, str] | None = None
     task: str | None = None
     frugal_train: str | None = None  # a run directory the frugal scorer is trained on
+    max_steps: int = 50  # agent benchmarks: the step budget of an episode
     format: int = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -186,12 +187,15 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                     return
                 t0 = time.perf_counter()
                 try:
+                    if bench.task == "agent":
+                        await play(method, problem, t0)
+                        return
                     r = await solvers[method].asolve(problem, task=tasks[method],
                                                      seed=problem_seed(cfg.seed, problem.id))
                 except BudgetExceeded as exc:
                     stop.append(exc)
                     return
-                except (BackendError, ConfigError) as exc:
+                except CopeError as exc:
                     # one problem failing (server down, prompt too long) must not end the run;
                     # it is journaled, and --resume tries it again
                     journal.write({"type": "error", "method": method, "problem_id": problem.id, "error": str(exc)})
@@ -209,6 +213,29 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                     "plans": d["plans"],
                 })
                 bar.advance(method, (correct, r.cost_usd))
+
+        async def play(method: str, problem: Problem, t0: float) -> None:
+            """An agent benchmark item is an episode: success is its score, cost is per episode."""
+            from ..envs.textworld_env import open_game
+            from ..episode import arun_episode
+
+            env = await asyncio.to_thread(open_game, problem.meta["game"], level=problem.meta.get("level"))
+            try:
+                ep = await arun_episode(env, solvers[method], max_steps=cfg.max_steps,
+                                        seed=problem_seed(cfg.seed, problem.id))
+            finally:
+                env.close()
+            counts = ep.stage_counts()
+            journal.write({
+                "type": "result", "method": method, "problem_id": problem.id, "answer": ep.outcome,
+                "reference": None, "correct": ep.success, "stage": max(counts, default=1),
+                "n_stages": len(solvers[method].config.stages), "confidence": None,
+                "cost_usd": ep.cost_usd, "latency_s": sum(c.latency_s for c in ep.calls),
+                "wall_s": time.perf_counter() - t0, "calls": len(ep.calls), "stages": [],
+                "tokens": _tokens(ep.calls), "steps": ep.steps, "score": ep.score,
+                "stage_counts": {str(k): v for k, v in counts.items()},
+            })
+            bar.advance(method, (ep.success, ep.cost_usd))
 
         with bar:
             await asyncio.gather(*(one(m, p) for m, p in todo))

@@ -220,3 +220,23 @@ def test_textworld_benchmark_plays_episodes(tmp_path):
     assert s["methods"]["small"]["steps_mean"] == r["steps"]
     with pytest.raises(ConfigError, match="level"):
         run_eval(EvalConfig(benchmark="textworld:cooking:x", methods=["small"]), tmp_path / "bad", progress=False)
+
+
+def test_mtbench_run_is_judged_pairwise(tmp_path):
+    out = tmp_path / "mt"
+    s = run_eval(EvalConfig(benchmark="mtbench", methods=["small", "large"], limit=1, small=SMOL, large=SMOL,
+                            n=2, max_tokens=24, seed=5), out, progress=False)
+    assert s["methods"]["small"]["accuracy"] is None  # no reference answer to score against
+    p = subprocess.run([sys.executable, "-m", "cope", "judge", str(out), "--judge", SMOL, "--baseline", "large"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    verdicts = [r for r in read_journal(out / "journal.jsonl") if r["type"] == "judgement"]
+    assert len(verdicts) == 1 and verdicts[0]["verdict"] in ("win", "tie", "loss")
+    again = subprocess.run([sys.executable, "-m", "cope", "judge", str(out), "--judge", SMOL, "--baseline", "large"],
+                           capture_output=True, text=True, timeout=300)
+    assert "0 pair(s) judged now" in again.stdout  # judged pairs are not judged again
+    p = subprocess.run([sys.executable, "-m", "cope", "report", str(out)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "Judged: small vs large" in (out / "summary.md").read_text()
+    bad = subprocess.run([sys.executable, "-m", "cope", "judge", str(out), "--judge", SMOL, "--baseline", "nosuch"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no results for the baseline" in bad.stderr

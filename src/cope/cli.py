@@ -88,6 +88,13 @@ def _build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--stages", default="1,2,3", help="stage subset ending in 3, e.g. 2,3")
     cal.add_argument("--json", action="store_true")
 
+    jd = sub.add_parser("judge", help="pairwise-judge an open-ended run's answers against a baseline method")
+    jd.add_argument("dir")
+    jd.add_argument("--judge", required=True, help="judge model spec, e.g. openai/gpt-4o or local/qwen2.5-coder-1.5b")
+    jd.add_argument("--baseline", default="large", help="method to compare against (default: large)")
+    jd.add_argument("--base-url", default=None)
+    jd.add_argument("--threads", type=int, default=None)
+
     rep = sub.add_parser("report", help="Markdown + HTML report with plots from run directories")
     rep.add_argument("dirs", nargs="+")
     rep.add_argument("--out", default=None, help="where to write (default: the first run directory)")
@@ -218,9 +225,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     summary = run_eval(cfg, out, resume=args.resume, use_cache=not args.no_cache, progress=not args.quiet)
     for m, v in summary["methods"].items():
-        lo, hi = v["accuracy_ci95"]
-        print(f"{m:<15} {v['problems']:>4} problems  accuracy {100 * v['accuracy']:5.1f}% "
-              f"[{100 * lo:.1f}, {100 * hi:.1f}]  ${v['cost_usd_per_1m']:,.2f} per 1M problems")
+        if v["accuracy"] is None:
+            acc = "accuracy -  (no reference: see cope judge)"
+        else:
+            lo, hi = v["accuracy_ci95"]
+            acc = f"accuracy {100 * v['accuracy']:5.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+        print(f"{m:<15} {v['problems']:>4} problems  {acc}  ${v['cost_usd_per_1m']:,.2f} per 1M problems")
     inv = summary["this_invocation"]
     print(f"run directory {out}: {inv['real_calls']} model calls made, {inv['cached_calls']} answered from "
           f"journal/cache, ${inv['spent_usd']:.6f} spent; report: cope report {out}")
@@ -258,6 +268,20 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_judge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .eval.judging import judge_run
+
+    r = judge_run(Path(args.dir), args.judge, args.baseline, base_url=args.base_url, n_threads=args.threads)
+    for name, w in r["win_rates"].items():
+        lo, hi = w["adjusted_ci95"]
+        print(f"{name}: {w['wins']}/{w['ties']}/{w['losses']} (win/tie/loss) of {w['n']}; "
+              f"ties as half: {100 * w['adjusted_win_rate']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]")
+    print(f"{r['judged_now']} pair(s) judged now; verdicts are in {args.dir}/journal.jsonl")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -280,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         handler = {"solve": _cmd_solve, "eval": _cmd_eval, "calibrate": _cmd_calibrate,
-                   "report": _cmd_report, "serve": _cmd_serve, "models": _cmd_models}[args.command]
+                   "report": _cmd_report, "judge": _cmd_judge, "serve": _cmd_serve, "models": _cmd_models}[args.command]
         return handler(args)
     except CopeError as exc:
         sys.stderr.write(f"cope: error: {exc}\n")

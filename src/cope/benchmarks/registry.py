@@ -126,11 +126,18 @@ def load_mbpp_bench(spec: str, limit: int | None) -> Benchmark:
     return Benchmark(f"mbpp:{Path(path).name}", "code", load_mbpp(path, hidden=hidden or None, limit=limit), spec)
 
 
+def load_mtbench_bench(limit: int | None, seed: int) -> Benchmark:
+    from .mtbench import as_benchmark
+
+    return as_benchmark(limit, seed)
+
+
 LOADERS: dict[str, Callable[[int | None, int], Benchmark]] = {
     "gsm": load_gsm,
     "arith": load_arith,
     "champ": load_champ,
     "humaneval": load_humaneval_bench,
+    "mtbench": load_mtbench_bench,
 }
 
 

@@ -79,7 +79,7 @@ def replayed(r: dict[str, Any], *thresholds: float) -> dict[str, Any]:
 
 
 def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -> dict[str, Any]:
-    correct = [float(r["correct"]) for r in results]
+    correct = [float(r["correct"]) for r in results if r["correct"] is not None]
     cost = [float(r["cost_usd"]) for r in results]
     lat = [float(r.get("latency_s", 0.0)) for r in results]
     n = len(results)
@@ -92,14 +92,16 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
     funnel = []
     for s in range(1, stages + 1):
         at = [r for r in results if r["stage"] == s]
+        scored = [r for r in at if r["correct"] is not None]
         funnel.append({"stage": s, "problems": len(at),
-                       "accuracy": (sum(r["correct"] for r in at) / len(at)) if at else None})
+                       "accuracy": (sum(r["correct"] for r in scored) / len(scored)) if scored else None})
     acc_ci = bootstrap_ci(correct)
     cost_ci = bootstrap_ci(cost)
     return {
         "problems": n,
-        "accuracy": sum(correct) / n if n else float("nan"),
-        "accuracy_ci95": acc_ci,
+        # None when nothing could be scored (open-ended answers: see the judged win rates)
+        "accuracy": sum(correct) / len(correct) if correct else None,
+        "accuracy_ci95": acc_ci if correct else None,
         "cost_usd_total": sum(cost),
         "cost_usd_per_1m": 1e6 * sum(cost) / n if n else float("nan"),
         "cost_usd_per_1m_ci95": (1e6 * cost_ci[0], 1e6 * cost_ci[1]),
@@ -135,7 +137,9 @@ def summarize_run(out: Path) -> dict[str, Any]:
                 by_method[m] = [replayed(r, *taus) for r in rows]
                 notes.append(f"{m}: replayed from the recording at thresholds {', '.join(f'{t:g}' for t in taus)}")
     methods = {m: method_metrics(rs, rs[0].get("n_stages")) for m, rs in sorted(by_method.items())}
-    points = [(v["cost_usd_per_1m"], v["accuracy"]) for v in methods.values() if v["problems"]]
+    points = [(v["cost_usd_per_1m"], v["accuracy"]) for v in methods.values()
+              if v["problems"] and v["accuracy"] is not None]
+    judged = judged_win_rates(out)
     if cfg.large_price_as:
         notes.append(f"{cfg.large} priced as {cfg.large_price_as}")
     if cfg.small_price_as:
@@ -151,8 +155,31 @@ def summarize_run(out: Path) -> dict[str, Any]:
         "errors": errors,
         "frontier": frontier(points),
         "aiq": aiq(points) if len(points) > 1 else None,
+        "judged": judged,
         "regenerate": f"cope report {out}",
     }
+
+
+def judged_win_rates(out: Path) -> dict[str, dict[str, Any]]:
+    """Win rates from the run's judgement records: {"METHOD vs BASELINE (JUDGE)": {...}}."""
+    from .journal import read_journal
+
+    latest: dict[tuple[str, str, str, str], str] = {}
+    for r in read_journal(out / "journal.jsonl"):
+        if r.get("type") == "judgement":
+            latest[(r["method"], r["baseline"], r["judge"], r["problem_id"])] = r["verdict"]
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for (m, b, j, _), v in latest.items():
+        groups.setdefault((m, b, j), []).append(v)
+    table = {}
+    for (m, b, j), vs in sorted(groups.items()):
+        points = [{"win": 1.0, "tie": 0.5, "loss": 0.0}[v] for v in vs]
+        table[f"{m} vs {b} ({j})"] = {
+            "n": len(vs), "wins": vs.count("win"), "ties": vs.count("tie"), "losses": vs.count("loss"),
+            "win_rate": vs.count("win") / len(vs), "adjusted_win_rate": float(np.mean(points)),
+            "adjusted_ci95": bootstrap_ci(points),
+        }
+    return table
 
 
 def write_summary(out: Path) -> dict[str, Any]:

@@ -16,7 +16,9 @@ from typing import Any
 from .metrics import summarize_run
 
 
-def _fmt_ci(v: float, ci: tuple[float, float] | list[float], pct: bool = True) -> str:
+def _fmt_ci(v: float | None, ci: tuple[float, float] | list[float] | None, pct: bool = True) -> str:
+    if v is None or ci is None:
+        return "- (judged)"
     if pct:
         return f"{100 * v:.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
     return f"{v:,.2f} [{ci[0]:,.2f}, {ci[1]:,.2f}]"
@@ -41,6 +43,11 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
                 f"{_fmt_ci(v['cost_usd_per_1m'], v['cost_usd_per_1m_ci95'], pct=False)} | "
                 f"{lt['plan']['prompt'] + lt['plan']['completion']:,} | "
                 f"{lt['execute']['prompt'] + lt['execute']['completion']:,} | {funnel} | {v['latency_s_p50']:.1f} |")
+        for name, w in s.get("judged", {}).items():
+            lo, hi = w["adjusted_ci95"]
+            lines += ["", f"Judged: {name}: {w['wins']} wins, {w['ties']} ties, {w['losses']} losses of {w['n']}; "
+                         f"win rate {100 * w['win_rate']:.1f}%, counting ties as half {100 * w['adjusted_win_rate']:.1f}% "
+                         f"[{100 * lo:.1f}, {100 * hi:.1f}]"]
         episodes = [f"{m} {v['steps_mean']:.1f}" for m, v in s["methods"].items() if "steps_mean" in v]
         if episodes:
             lines += ["", "Episodes (accuracy is the success rate); mean steps: " + ", ".join(episodes)]
@@ -62,6 +69,8 @@ def _plots(summaries: list[dict[str, Any]], sweeps: dict[str, Any]) -> list[tupl
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for s in summaries:
         for m, v in s["methods"].items():
+            if v["accuracy"] is None:
+                continue
             x, y = v["cost_usd_per_1m"], 100 * v["accuracy"]
             xe = [[x - v["cost_usd_per_1m_ci95"][0]], [v["cost_usd_per_1m_ci95"][1] - x]]
             ye = [[y - 100 * v["accuracy_ci95"][0]], [100 * v["accuracy_ci95"][1] - y]]
@@ -75,7 +84,10 @@ def _plots(summaries: list[dict[str, Any]], sweeps: dict[str, Any]) -> list[tupl
     ax.set_ylabel("accuracy (%)")
     ax.set_title("accuracy vs cost (95% bootstrap intervals)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:  # nothing scored against a reference (open-ended runs are judged pairwise)
+        ax.text(0.5, 0.5, "no reference-scored methods", ha="center", transform=ax.transAxes)
     out.append(("accuracy_vs_cost.png", _png(fig)))
     plt.close(fig)
 

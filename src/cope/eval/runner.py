@@ -84,6 +84,14 @@ def load_results(out: Path) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
+def _score(task, problem: Problem, answer: str | None) -> bool | None:
+    """Correctness, or None for families without a right answer (open: judged pairwise later)."""
+    try:
+        return bool(task.score(problem, answer))
+    except ConfigError:
+        return None
+
+
 def _tokens(calls) -> dict[str, dict[str, dict[str, int]]]:
     out: dict[str, dict[str, dict[str, int]]] = {}
     for c in calls:
@@ -104,7 +112,7 @@ def _stage_records(task, problem: Problem, result) -> list[dict[str, Any]]:
             "latency_s": sum(c.latency_s for c in result.calls if c.stage == s.stage),
             "plan_cost_usd": sum(c.cost_usd for c in result.calls if c.stage == s.stage and c.role == "plan"),
             "tokens": _tokens([c for c in result.calls if c.stage == s.stage]),
-            "correct": bool(task.score(problem, s.answer)),
+            "correct": _score(task, problem, s.answer),
         }
         clusters = s.info.get("clusters")
         if isinstance(clusters, list):
@@ -113,7 +121,7 @@ def _stage_records(task, problem: Problem, result) -> list[dict[str, Any]]:
                 if cid is not None and cid not in reps:
                     reps[cid] = ans
             rec["clusters"] = clusters
-            rec["cluster_correct"] = {str(c): bool(task.score(problem, a)) for c, a in reps.items()}
+            rec["cluster_correct"] = {str(c): bool(_score(task, problem, a)) for c, a in reps.items()}
         out.append(rec)
     return out
 
@@ -176,7 +184,7 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
             st = stats.get(rec["method"])
             if st is not None:
                 st["done"] += 1
-                st["correct"] += int(rec["correct"])
+                st["correct"] += int(bool(rec["correct"]))
                 st["cost"] += rec["cost_usd"]
         bar = _Bar(len(todo), stats, budget, enabled=progress)
         stop: list[BaseException] = []
@@ -201,7 +209,7 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                     journal.write({"type": "error", "method": method, "problem_id": problem.id, "error": str(exc)})
                     bar.advance(method, None)
                     return
-                correct = bool(task.score(problem, r.answer))
+                correct = _score(task, problem, r.answer)
                 d = r.to_dict()
                 journal.write({
                     "type": "result", "method": method, "problem_id": problem.id, "answer": r.answer,
@@ -282,11 +290,11 @@ class _Bar:
             parts.append(f"{m} {acc} ${s['cost']:.4f}")
         return " | ".join(parts) + f" | spent ${self.budget.spent:.4f}"
 
-    def advance(self, method: str, outcome: tuple[bool, float] | None) -> None:
+    def advance(self, method: str, outcome: tuple[bool | None, float] | None) -> None:
         if outcome is not None:
             s = self.stats[method]
             s["done"] += 1
-            s["correct"] += int(outcome[0])
+            s["correct"] += int(bool(outcome[0]))
             s["cost"] += outcome[1]
         if self.progress is not None:
             self.progress.update(self.task_id, advance=1, description=self._text())

@@ -240,3 +240,18 @@ def test_mtbench_run_is_judged_pairwise(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cope", "judge", str(out), "--judge", SMOL, "--baseline", "nosuch"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no results for the baseline" in bad.stderr
+
+
+def test_thresholds_default_to_the_task_family(data, tmp_path):
+    run_eval(config(data, methods=["small"], limit=1), tmp_path / "m", progress=False)
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["tau1"] == 0.75
+    from cope.benchmarks.registry import benchmark_task
+
+    assert benchmark_task("humaneval") == "code" and benchmark_task("mbpp:x.jsonl") == "code"
+    assert benchmark_task("mtbench") == "open" and benchmark_task("textworld:coin_collector") == "agent"
+    code = tmp_path / "code.jsonl"
+    code.write_text(json.dumps({"text": "Write add(a, b).", "test_list": ["assert add(1, 2) == 3"]}) + "\n")
+    run_eval(EvalConfig(benchmark=f"mbpp:{code}", methods=["small"], small=SMOL, large=SMOL, max_tokens=24),
+             tmp_path / "c", progress=False)
+    cfg = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert (cfg["tau1"], cfg["tau2"]) == (1.0, 1.0)  # code accepts only a sample that passes every test

@@ -141,6 +141,19 @@ LOADERS: dict[str, Callable[[int | None, int], Benchmark]] = {
 }
 
 
+def benchmark_task(spec: str, task: str | None = None) -> str:
+    """The task family of a benchmark spec, known without loading its data."""
+    if spec.startswith("jsonl:"):
+        return task or "math"
+    if spec == "humaneval" or spec.startswith("mbpp:"):
+        return "code"
+    if spec == "mtbench":
+        return "open"
+    if spec == "textworld" or spec.startswith("textworld:"):
+        return "agent"
+    return "math"
+
+
 def load_benchmark(spec: str, *, limit: int | None = None, seed: int = 1234,
                    mapping: dict[str, str] | None = None, task: str | None = None) -> Benchmark:
     """``gsm``, ``arith``, ``champ``, ``humaneval``, ``jsonl:PATH`` or ``mbpp:PATH``."""

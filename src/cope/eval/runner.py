@@ -37,8 +37,8 @@ class EvalConfig:
     small_price_as: str | None = None
     large_price_as: str | None = "gpt-4o-mini"
     n: int = 8
-    tau1: float = 0.75
-    tau2: float = 0.5
+    tau1: float | None = None  # None: the task family's default (math 0.75/0.5, code 1.0/1.0)
+    tau2: float | None = None
     max_tokens: int = 512
     record: bool = False
     concurrency: int = 1
@@ -328,6 +328,12 @@ def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: boo
         from ..methods import METHODS
         from ..pricing import PriceTable
 
+        from ..benchmarks.registry import benchmark_task
+        from ..tasks import get_task
+
+        taus = getattr(get_task(benchmark_task(cfg.benchmark, cfg.task)), "default_taus", (0.75, 0.5))
+        cfg.tau1 = taus[0] if cfg.tau1 is None else cfg.tau1
+        cfg.tau2 = taus[1] if cfg.tau2 is None else cfg.tau2
         unknown = [m for m in cfg.methods if m not in METHODS]
         if unknown:
             raise ConfigError(f"unknown method '{unknown[0]}'; known: {', '.join(METHODS)}")

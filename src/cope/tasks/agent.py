@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 from ..errors import ConfigError
 from ..models.base import Completion, Message
-from .base import Assessment, Plan, Problem, chat
+from .base import Assessment, Plan, Problem, chat, plan_lines
 
 __all__ = ["AgentTask", "FALLBACK_ACTION", "fallback_action", "match_action", "normalize_action", "step_problem"]
 
@@ -54,7 +54,6 @@ _SYSTEM_PROMPT = (
     "You play a text adventure game. Each turn you choose the next action. "
     "Reply with exactly one action from the list of admissible actions, and nothing else."
 )
-_PLAN_LABELS = {"goal": "Goal", "guideline": "Guideline"}
 
 # ---------------------------------------------------------------------------
 # Normalisation and matching
@@ -286,8 +285,8 @@ class AgentTask:
         if admissible:
             parts.append("Admissible actions:\n" + "\n".join(f"- {a}" for a in admissible))
         if plans:
-            lines = [f"{_PLAN_LABELS.get(p.kind, p.kind.capitalize())}: {p.text.strip()}" for p in plans]
-            parts.append("Plan (a Goal says what to achieve, a Guideline says how):\n" + "\n".join(lines))
+            lines = plan_lines(plans)
+            parts.append("Plan (a Goal says what to achieve, a Guideline says how):\n" + lines)
         if admissible:
             parts.append("What is your next action? Reply with one action copied from the admissible actions.")
         else:

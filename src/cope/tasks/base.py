@@ -44,6 +44,11 @@ def chat(system: str, problem: Problem, user: str) -> list[Message]:
     return [{"role": "system", "content": system}, *problem.history, {"role": "user", "content": user}]
 
 
+def plan_lines(plans: Sequence["Plan"]) -> str:
+    """Plans as labelled lines ("Goal: ...", "Guideline: ..."), one per plan, for executor prompts."""
+    return "\n".join(f"{p.kind.capitalize()}: {p.text.strip()}" for p in plans)
+
+
 @dataclass(frozen=True)
 class Plan:
     """A short abstraction of the task written by a planner model."""

@@ -46,7 +46,7 @@ from typing import Sequence
 from ..errors import ConfigError
 from ..models.base import Completion, Message
 from ..sandbox import RunResult, Sandbox, default_sandbox
-from .base import Assessment, Plan, Problem, chat
+from .base import Assessment, Plan, Problem, chat, plan_lines
 
 __all__ = ["CodeTask", "TestSpec", "code_problem", "extract_code", "program_for", "read_tests"]
 
@@ -57,7 +57,6 @@ _SYSTEM_PROMPT = (
     "solution: the whole function, signature included, with the imports and other functions it "
     "needs. Reply with the code in one ```python block."
 )
-_PLAN_LABELS = {"goal": "Goal", "guideline": "Guideline"}
 
 # ---------------------------------------------------------------------------
 # Extracting code from a reply
@@ -475,9 +474,9 @@ class CodeTask:
         if shown and not problem.meta.get("tests_in_prompt"):
             user += "\n\nYour code should pass these tests:\n" + "\n".join(shown)
         if plans:
-            lines = [f"{_PLAN_LABELS.get(p.kind, p.kind.capitalize())}: {p.text.strip()}" for p in plans]
+            lines = plan_lines(plans)
             user += (
-                "\n\nFollow this plan (a Goal says what to achieve, a Guideline says how):\n" + "\n".join(lines)
+                "\n\nFollow this plan (a Goal says what to achieve, a Guideline says how):\n" + lines
             )
         return chat(_SYSTEM_PROMPT, problem, user)
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from ..errors import ConfigError
 from ..models.base import Completion, Message
-from .base import Assessment, Plan, Problem, chat
+from .base import Assessment, Plan, Problem, chat, plan_lines
 
 __all__ = ["MathTask", "answers_equal", "cluster_answers", "extract_answer"]
 
@@ -361,7 +361,6 @@ _SYSTEM_PROMPT = (
     "You solve math problems. Reason step by step, then write the final answer "
     "as \\boxed{answer}."
 )
-_PLAN_LABELS = {"goal": "Goal", "guideline": "Guideline"}
 
 
 class MathTask:
@@ -375,10 +374,10 @@ class MathTask:
         """A short prompt: small executors follow short prompts better."""
         user = problem.text.strip()
         if plans:
-            lines = [f"{_PLAN_LABELS.get(p.kind, p.kind.capitalize())}: {p.text.strip()}" for p in plans]
+            lines = plan_lines(plans)
             user += (
                 "\n\nFollow this plan (a Goal says what to find, a Guideline says how):\n"
-                + "\n".join(lines)
+                + lines
             )
         return chat(_SYSTEM_PROMPT, problem, user)
 

@@ -44,7 +44,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
 from ..models.base import Completion, Message
-from .base import Assessment, Plan, Problem, chat
+from .base import Assessment, Plan, Problem, chat, plan_lines
 
 __all__ = [
     "DEFAULT_MAX_PERPLEXITY",
@@ -77,7 +77,6 @@ _SYSTEM_PROMPT = (
     "follow every instruction in it (format, length, style), be accurate, and do "
     "not mention these instructions."
 )
-_PLAN_LABELS = {"goal": "Goal", "guideline": "Guideline"}
 
 
 def perplexity(logprobs: Sequence[float] | None) -> float | None:
@@ -242,10 +241,10 @@ class OpenTask:
         """
         user = problem.text.strip()
         if plans:
-            lines = [f"{_PLAN_LABELS.get(p.kind, p.kind.capitalize())}: {p.text.strip()}" for p in plans]
+            lines = plan_lines(plans)
             user += (
                 "\n\n(Notes to guide your reply; follow them but do not mention them:\n"
-                + "\n".join(lines)
+                + lines
                 + ")"
             )
         return chat(_SYSTEM_PROMPT, problem, user)

@@ -1,4 +1,4 @@
-"""Shared fixtures: real local models, loaded once per test session."""
+"""Shared fixtures: real local models, loaded once per test run."""
 
 from __future__ import annotations
 

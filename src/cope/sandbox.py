@@ -17,7 +17,7 @@ Always (both isolation levels)
   * not root: when cope runs as root the program drops to ``nobody`` first
     (root ignores the process limit). In the fallback that needs an
     interpreter ``nobody`` can read; if it cannot (say, Python under a
-    private /root), the program stays root and a warning says so.
+    private home directory), the program stays root and a warning says so.
 
 ``bwrap`` (bubblewrap, Debian/Ubuntu package ``bubblewrap``): real OS isolation
   New PID, network, IPC and UTS namespaces (no network at all: only a loopback

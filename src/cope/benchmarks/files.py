@@ -2,7 +2,7 @@
 
 The data packages are read by path and never imported (some pull heavy
 dependencies, some have none installed on purpose), and every user file error
-names the file and line, so one helper serves every loader.
+names the file and line, so one reader serves every loader.
 """
 
 from __future__ import annotations

@@ -154,3 +154,30 @@ def test_async_variant(smol):
         async def inside():
             return c.solve("What is 2 + 2?")
         asyncio.run(inside())
+
+
+def test_planners_get_the_task_familys_wording(smol):
+    """A code cascade's planner is asked about a function, a math one about a quantity."""
+    from cope.tasks.code import CodeTask
+
+    small = Recording(smol, "local/smollm2-135m")
+    c = Cope(small=small, large=Recording(smol), n=N, max_tokens=24, tau1=0.0, tau2=0.0)
+    stub = 'def add(a, b):\n    """Return a + b.\n    >>> add(1, 2)\n    3\n    """\n'
+    c.solve(stub, task="code", seed=2)
+    plan_prompt = small.prompts[0]
+    assert CodeTask.plan_asks["goal"] in plan_prompt and "def add(a, b)" in plan_prompt
+    assert "Find" not in plan_prompt
+
+    small.chats.clear()
+    c.solve(PROBLEM, seed=2)
+    assert 'starting with "Find" or "Determine"' in small.prompts[0]
+
+
+def test_clean_plan_drops_code_and_leaked_answers():
+    from cope.plans import clean_plan
+
+    text = "Goal: Return the sum of the list.\n```python\ndef f(x):\n    return sum(x)\n```"
+    assert clean_plan(text, "goal") == "Return the sum of the list."
+    assert clean_plan("**Guideline:** Add the parts. Then divide. Then \\boxed{7}.", "guideline") == (
+        "Add the parts. Then divide."
+    )

@@ -328,7 +328,8 @@ class Cascade:
         bound = self.models[ps.planner]
         params = GenParams(n=ps.count, temperature=ps.temperature, max_tokens=MAX_TOKENS[ps.kind], seed=seed)
         with self._progress(emit, "plan", idx, ps.planner, ps.count, calls, f"{ps.kind}s"):
-            gen = await bound.model.generate(planner_messages(problem, ps.kind), params)
+            asks = getattr(self.task, "plan_asks", None)
+            gen = await bound.model.generate(planner_messages(problem, ps.kind, asks), params)
         self._record(calls, idx, "plan", ps.planner, gen, ps.count)
         return [Plan(ps.kind, clean_plan(c.text, ps.kind), bound.spec, idx) for c in gen.completions]
 

@@ -1,5 +1,11 @@
 """Planner prompts: goals (what to find) and guidelines (how to find it).
 
+The default asks are written for problems with an answer to find (math). A
+task family can word its own through a ``plan_asks`` attribute (a goal for a
+function is what it must return; for a request, what the reply must deliver),
+so the plan speaks the task's language; the system prompt and the cleanup are
+shared.
+
 A plan must stay a plan. Small models asked for a "plan" tend to solve the
 problem and leak a (often wrong) number, which then anchors every executor
 sample on the same mistake. So the prompts forbid computing, ask for one short
@@ -9,6 +15,7 @@ sentence, and :func:`clean_plan` cuts what still runs past that.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from .models.base import Message
 from .tasks.base import PlanKind, Problem, chat
@@ -37,9 +44,16 @@ _ASK = {
 MAX_TOKENS = {"goal": 80, "guideline": 160}
 
 
-def planner_messages(problem: Problem, kind: PlanKind) -> list[Message]:
-    """Chat messages asking a planner for one plan of ``kind`` (after any earlier turns)."""
-    return chat(_SYSTEM, problem, f"Problem:\n{problem.text.strip()}\n\n{_ASK[kind]}")
+def planner_messages(
+    problem: Problem, kind: PlanKind, asks: Mapping[PlanKind, str] | None = None
+) -> list[Message]:
+    """Chat messages asking a planner for one plan of ``kind`` (after any earlier turns).
+
+    ``asks`` is a task family's own wording per plan kind; a kind it does not
+    word falls back to the default.
+    """
+    ask = (asks or {}).get(kind) or _ASK[kind]
+    return chat(_SYSTEM, problem, f"Problem:\n{problem.text.strip()}\n\n{ask}")
 
 
 _LABEL = re.compile(r"^\s*(\*\*)?\s*(goal|guideline|plan)\s*(\*\*)?\s*[:\-]\s*(\*\*)?\s*", re.I)
@@ -53,6 +67,9 @@ def clean_plan(text: str, kind: PlanKind) -> str:
     and drop ``\\boxed{}``, where small models put their premature answers.
     """
     text = text.strip()
+    # Code is never part of a plan: a planner that starts writing it has
+    # stopped planning, so everything from the first fence on is dropped.
+    text = text.split("```", 1)[0].strip()
     text = _LABEL.sub("", text)
     text = re.sub(r"\\boxed\{[^{}]*\}", "", text)
     paragraphs = [p.strip() for p in text.split("\n") if p.strip()]

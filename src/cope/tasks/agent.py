@@ -274,6 +274,20 @@ class AgentTask:
 
     name = "agent"
     needs_logprobs = False
+    # Plans for a game turn: the next sub-goal toward the objective, then the
+    # order of moves to reach it.
+    plan_asks = {
+        "goal": (
+            "Write the GOAL for the next part of this game: one sentence that names the "
+            "next sub-goal on the way to the objective (what to find, open, take or reach), "
+            "starting with a verb. Do not list actions. Reply with that one sentence only."
+        ),
+        "guideline": (
+            "Write a GUIDELINE for this game: one or two sentences on the order in which "
+            "to do things from here to complete the objective, and what to check in the "
+            "observation first. Reply with the guideline only."
+        ),
+    }
 
     def executor_messages(self, problem: Problem, plans: Sequence[Plan]) -> list[Message]:
         """Objective and observation (``problem.text``), admissible actions and plans; asks for one action.

@@ -79,7 +79,12 @@ class Assessment:
 
 
 class Task(Protocol):
-    """A task family: prompts, answer extraction, confidence and scoring."""
+    """A task family: prompts, answer extraction, confidence and scoring.
+
+    Optional attributes the engine reads when present: ``plan_asks`` (the
+    family's wording of the goal / guideline request, see :mod:`cope.plans`),
+    ``default_taus`` and ``slow_assess``.
+    """
 
     name: str
     # Whether assess() needs per-token logprobs (perplexity-based confidence).

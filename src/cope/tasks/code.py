@@ -436,6 +436,22 @@ class CodeTask:
     default_taus = (1.0, 1.0)
     # Running tests takes seconds: the cascade runs assess off the event loop.
     slow_assess = True
+    # Plans for a function: what it must return, then how (no code: a
+    # planner's code would anchor every executor sample on its bugs).
+    plan_asks = {
+        "goal": (
+            "Write the GOAL of this programming task: one sentence that states what the "
+            "function must return or do for its inputs, including any edge case the "
+            "description implies, starting with \"Return\" or \"Implement\". Do not write "
+            "any code. Reply with that one sentence only."
+        ),
+        "guideline": (
+            "Write a GUIDELINE for this programming task: one or two sentences on the "
+            "approach (which algorithm or data structure to use, which edge cases to "
+            "handle, what in the description is easy to misread). Do not write any code. "
+            "Reply with the guideline only."
+        ),
+    }
 
     def __init__(self, sandbox: Sandbox | None = None, *, untested: str = "smoke", workers: int | None = None,
                  max_prompt_tests: int = 5) -> None:

@@ -228,6 +228,20 @@ class OpenTask:
 
     name = "open"
     needs_logprobs = True
+    # Plans for a request: what the reply must deliver, then how to shape it.
+    plan_asks = {
+        "goal": (
+            "Write the GOAL of this request: one sentence that states what a complete, "
+            "helpful reply must deliver (its content, its form, any constraint the "
+            "request sets), starting with \"Deliver\" or \"Give\". Do not write the reply. "
+            "Reply with that one sentence only."
+        ),
+        "guideline": (
+            "Write a GUIDELINE for answering this request: one or two sentences on how "
+            "to structure the reply, which key points it must cover and what to avoid. "
+            "Do not write the reply itself. Reply with the guideline only."
+        ),
+    }
 
     def __init__(self, max_perplexity: float | None = None, *, guard: bool = True) -> None:
         self.max_perplexity = _check_max(DEFAULT_MAX_PERPLEXITY if max_perplexity is None else max_perplexity)

@@ -181,3 +181,22 @@ def test_clean_plan_drops_code_and_leaked_answers():
     assert clean_plan("**Guideline:** Add the parts. Then divide. Then \\boxed{7}.", "guideline") == (
         "Add the parts. Then divide."
     )
+
+
+def test_clean_plan_reads_a_list_as_steps():
+    """A listed plan keeps its top-level steps, not a lead-in plus a fragment of step 1."""
+    from cope.plans import MAX_STEPS, clean_plan
+
+    text = (
+        "To solve this problem, you can follow these steps:\n"
+        "1. **Identify the daily consumption**:\n   - Grandfather: 2 pizzas/day\n   - Wife: 1 pizza/day\n"
+        "2. **Scale to a month**: multiply by 30.\n3. Add them up.\n\nSo the answer is 90."
+    )
+    assert clean_plan(text, "guideline") == (
+        "Identify the daily consumption; Scale to a month: multiply by 30; Add them up."
+    )
+    many = "Use a set first.\n" + "\n".join(f"{i}. Step {i}" for i in range(1, 9))
+    out = clean_plan(many, "guideline")
+    assert out.startswith("Use a set first. Step 1; ") and out.count("Step") == MAX_STEPS
+    # a goal stays one sentence even when the planner lists
+    assert clean_plan("- Find the time.\n- Find the cost.", "goal") == "Find the time; Find the cost."

@@ -58,6 +58,9 @@ def planner_messages(
 
 _LABEL = re.compile(r"^\s*(\*\*)?\s*(goal|guideline|plan)\s*(\*\*)?\s*[:\-]\s*(\*\*)?\s*", re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
+_LIST_MARK = re.compile(r"^(\s*)(?:\d+[.)]|[-*\u2022+])\s+")
+# A list becomes one sentence of at most this many steps.
+MAX_STEPS = 4
 
 
 def clean_plan(text: str, kind: PlanKind) -> str:
@@ -65,16 +68,46 @@ def clean_plan(text: str, kind: PlanKind) -> str:
 
     The answer-leak guard is structural: we keep only the first sentence(s)
     and drop ``\\boxed{}``, where small models put their premature answers.
+
+    Planners often answer with a numbered list despite the ask. Cutting such
+    a reply at its second "sentence" used to keep "follow these steps: 1."
+    plus the first step, a partial plan that steered the executor to solve
+    only that step. So a list is read as a list: its top-level steps (at most
+    :data:`MAX_STEPS`, without their sub-items, which is where the numbers get
+    worked out) become one sentence, and a lead-in ending with a colon is dropped.
     """
-    text = text.strip()
     # Code is never part of a plan: a planner that starts writing it has
     # stopped planning, so everything from the first fence on is dropped.
-    text = text.split("```", 1)[0].strip()
-    text = _LABEL.sub("", text)
-    text = re.sub(r"\\boxed\{[^{}]*\}", "", text)
-    paragraphs = [p.strip() for p in text.split("\n") if p.strip()]
-    text = " ".join(paragraphs[:3]) if paragraphs else ""
+    text = text.strip().split("```", 1)[0]
+    text = re.sub(r"\\boxed\{[^{}]*\}", "", text).replace("**", "")
+    lead: list[str] = []
+    steps: list[str] = []
+    step_indent: int | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        mark = _LIST_MARK.match(raw)
+        if mark:
+            indent = len(mark.group(1).expandtabs())
+            if step_indent is None:
+                step_indent = indent
+            if indent <= step_indent:
+                steps.append(raw[mark.end():].strip().rstrip(":;.").strip())
+            continue
+        if step_indent is not None:
+            if raw[:1].isspace():
+                continue  # a step's continuation or sub-note
+            break  # prose after the list: a summary or, worse, the solution
+        lead.append(line)
+    sentences = _SENTENCE_END.split(_LABEL.sub("", " ".join(lead)).strip())
+    sentences = [x for x in sentences if x.strip()]
+    if steps:
+        if sentences and sentences[-1].rstrip().endswith(":"):
+            sentences.pop()  # "Follow these steps:" says nothing once the steps are inline
+        steps = [x for x in steps if x][:MAX_STEPS]
+        if steps:
+            sentences.append("; ".join(steps) + ".")
     limit = 1 if kind == "goal" else 2
-    parts = _SENTENCE_END.split(text)
-    text = " ".join(parts[:limit]).strip()
+    text = " ".join(sentences[:limit]).strip()
     return text.strip(" *\"'")

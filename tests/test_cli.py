@@ -107,3 +107,15 @@ def test_import_is_light():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_eval_help_names_every_method_and_benchmark():
+    from cope.benchmarks.registry import LOADERS
+    from cope.methods import METHODS
+
+    p = cope("eval", "--help")
+    text = " ".join(p.stdout.split())
+    for name in METHODS:
+        assert name in text
+    for name in [*LOADERS, "textworld", "jsonl:", "mbpp:"]:
+        assert name in text

@@ -156,7 +156,7 @@ def benchmark_task(spec: str, task: str | None = None) -> str:
 
 def load_benchmark(spec: str, *, limit: int | None = None, seed: int = 1234,
                    mapping: dict[str, str] | None = None, task: str | None = None) -> Benchmark:
-    """``gsm``, ``arith``, ``champ``, ``humaneval``, ``jsonl:PATH`` or ``mbpp:PATH``."""
+    """A name in :data:`LOADERS`, ``textworld[:KIND[:LEVEL]]``, ``jsonl:PATH`` or ``mbpp:PATH[,HIDDEN]``."""
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     if spec.startswith("jsonl:"):

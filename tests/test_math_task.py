@@ -152,6 +152,26 @@ def test_answers_equal_off_the_main_thread() -> None:
     assert results == [expected for _, _, expected in pairs]
 
 
+def test_astronomical_answers_do_not_hang() -> None:
+    """Towers and huge factorials would hold the GIL for good inside sympy.
+
+    Run in a child process: a hang there fails this test by its timeout
+    instead of freezing the test run.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "from cope.tasks.math import answers_equal\n"
+        "hostile = ['9^{9^{9^{9}}}', '(10^{10})!', '2^{2^{30}}', '10^{10000000}', '9^9^9']\n"
+        "print([answers_equal(h, '5') for h in hostile], answers_equal('9^{9^{9^{9}}}', '9^{9^{9^{9}}}'),"
+        " answers_equal('2^{10}', '1024'), answers_equal('5!', '120'))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[0] == "[False, False, False, False, False] True True True"
+
+
 def test_cluster_answers() -> None:
     answers = ["0.5", None, "\\frac{1}{2}", "3", "1/2", "x = 3", "7", None, "1,000", "1000"]
     assert cluster_answers(answers) == [0, None, 0, 1, 0, 1, 2, None, 3, 3]

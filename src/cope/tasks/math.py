@@ -275,9 +275,30 @@ def _parse(norm: str) -> tuple[Any, ...]:
     return tuple(parsed)
 
 
+# Answers sympy would evaluate into astronomically large integers: a power
+# whose exponent holds another power (9^{9^{9^9}}), a factorial of a large
+# number or of a power, or a power with a seven-digit exponent. One such
+# evaluation is a single C call that holds the GIL for minutes or forever;
+# math-verify's signal based timeout cannot interrupt it, so a reply like
+# "\boxed{9^{9^{9^{9}}}}" would freeze a whole server. They compare as text.
+_COSTLY_RE = re.compile(
+    r"\^\s*\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\^"  # ^{... ^ ...}: a tower
+    r"|\^\s*\(?[\d.]+\)?\s*\^"  # 9^9^9
+    r"|\^\s*\{?\s*\d{7,}"  # 10^{1000000}
+    r"|(?:\d{5,}|[})])\s*!"  # 100000!, (10^{10})!, {..}!
+)
+
+
+def _too_costly(norm: str) -> bool:
+    """Whether sympy might need unbounded time on ``norm`` (see _COSTLY_RE)."""
+    return len(norm) > 400 or bool(_COSTLY_RE.search(norm))
+
+
 @lru_cache(maxsize=16384)
 def _equivalent(a: str, b: str) -> bool:
     """Symbolic equality of two normalized answers (callers pass them sorted, so the cache is symmetric)."""
+    if _too_costly(a) or _too_costly(b):
+        return False
     pa, pb = _parse(a), _parse(b)
     if not pa or not pb:
         return False
@@ -306,7 +327,8 @@ def answers_equal(a: str | None, b: str | None) -> bool:
     Identical strings are equal without sympy, which is the common case in a
     vote. None (no answer) equals nothing, not even None, so that samples
     without an answer never agree with each other. Never raises: an answer
-    math-verify cannot parse equals only an identical string.
+    math-verify cannot parse equals only an identical string, and so does one
+    whose value would be astronomically large (see ``_COSTLY_RE``).
     """
     if a is None or b is None:
         return False

@@ -86,3 +86,59 @@ def test_frugal_needs_a_training_run(data, tmp_path):
     run_eval(cfg(data, methods=["small"], limit=1), empty, progress=False)
     with pytest.raises(ConfigError, match="no recorded stage-1 votes"):
         train_from_run(empty)
+
+
+def _recorded_row(i: int, consensus: float, small_right: bool) -> dict:
+    """A cascade-noplan result as a recording journals it: a stage-1 vote, then the large model."""
+    votes = 8
+    top = round(consensus * votes)
+    clusters = [0] * top + list(range(1, votes - top + 1))
+    stage1 = {"stage": 1, "n": votes, "confidence": top / votes, "clusters": clusters, "correct": small_right,
+              "answer": "s", "cost_usd": 0.0, "latency_s": 1.0, "tokens": {}}
+    stage2 = {"stage": 2, "n": 1, "confidence": 1.0, "correct": True, "answer": "L", "cost_usd": 1e-4,
+              "latency_s": 2.0, "tokens": {"large": {"execute": {"prompt": 10, "completion": 5}}}}
+    return {"method": "cascade-noplan", "problem_id": f"p{i}", "stages": [stage1, stage2], "stage": 2,
+            "n_stages": 2, "correct": True, "cost_usd": 1e-4, "latency_s": 3.0}
+
+
+def test_cross_fitted_frugal_replays_a_recording_without_leaking_labels():
+    from cope.frugal import cross_fitted
+
+    rng = np.random.default_rng(1)
+    cons = rng.choice([0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0], size=60)
+    rows = [_recorded_row(i, c, bool(c >= 0.6)) for i, c in enumerate(cons)]
+    out = cross_fitted(rows)
+    assert [r["method"] for r in out] == ["frugal-cv"] * 60
+    for r, c in zip(out, cons):
+        # high consensus is right here, so the scorer keeps it; low consensus pays the large model
+        assert r["stage"] == (1 if c >= 0.6 else 2)
+        assert r["cost_usd"] == (0.0 if c >= 0.6 else 1e-4)
+    assert all(r["correct"] for r in out)
+    # A problem's own label never reaches the scorer that scores it.
+    flipped = [dict(r) for r in rows]
+    flipped[7] = _recorded_row(7, cons[7], not bool(cons[7] >= 0.6))
+    again = cross_fitted(flipped)
+    assert again[7]["frugal_p"] == out[7]["frugal_p"]
+    assert any(a["frugal_p"] != b["frugal_p"] for a, b in zip(again, out))
+    with pytest.raises(ConfigError, match="at least 10"):
+        cross_fitted(rows[:9])
+
+
+def test_a_recorded_summary_adds_cross_fitted_frugal(tmp_path):
+    from dataclasses import asdict
+
+    from cope.eval.metrics import summarize_run
+
+    cfg = EvalConfig(benchmark="gsm", methods=["cascade-noplan"], record=True, n=8, tau1=0.75, tau2=0.5)
+    (tmp_path / "config.json").write_text(json.dumps(asdict(cfg)))
+    rng = np.random.default_rng(2)
+    cons = rng.choice([0.25, 0.5, 0.75, 1.0], size=20)
+    rows = [{"type": "result", **_recorded_row(i, c, bool(c >= 0.6))} for i, c in enumerate(cons)]
+    (tmp_path / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = summarize_run(tmp_path)
+    assert set(s["methods"]) == {"cascade-noplan", "frugal-cv"}
+    cv = s["methods"]["frugal-cv"]
+    assert cv["problems"] == 20 and cv["accuracy"] == 1.0
+    # the scorer escalates only the low-consensus half; the consensus rule at 0.75 agrees here
+    assert cv["cost_usd_per_1m"] == pytest.approx(1e6 * 1e-4 * float(np.mean(cons < 0.6)))
+    assert any(n.startswith("frugal-cv:") for n in s["pricing_notes"])

@@ -108,6 +108,39 @@ def train_from_run(out: Path, *, method: str | None = None, l2: float = 1.0) -> 
     return FrugalScorer.fit(np.array(X), np.array(y), l2=l2, ids=ids)
 
 
+def cross_fitted(rows: Sequence[dict], *, folds: int = 5, threshold: float = 0.5, seed: int = 0,
+                 l2: float = 1.0) -> list[dict]:
+    """FrugalGPT replayed on a recorded two-stage run, without a separate training run.
+
+    ``rows`` are recorded results of a method whose stage 1 votes and whose
+    stage 2 is the large model (cascade-noplan). Problems are split into
+    ``folds`` at random (seeded); each fold's stage-1 votes are scored by a
+    scorer fitted on the other folds only, so no problem is scored by a
+    scorer that saw its label. A problem keeps the small vote when the
+    score is >= ``threshold`` and pays for stage 2 otherwise. Returns result
+    rows shaped like a run's, with ``frugal_p`` per problem.
+    """
+    from .eval.metrics import replayed
+
+    usable = [r for r in rows if len(r["stages"]) >= 2 and "clusters" in r["stages"][0]
+              and r["stages"][0].get("n", 0) >= 2]
+    if len(usable) < 2 * folds:
+        raise ConfigError(f"cross-fitting needs at least {2 * folds} recorded problems, got {len(usable)}")
+    X = np.array([vote_features(r["stages"][0]["confidence"], r["stages"][0]["clusters"]) for r in usable])
+    y = np.array([1.0 if r["stages"][0]["correct"] else 0.0 for r in usable])
+    fold = np.random.default_rng(seed).permutation(len(usable)) % folds
+    p = np.zeros(len(usable))
+    for k in range(folds):
+        train = fold != k
+        p[~train] = FrugalScorer.fit(X[train], y[train], l2=l2).predict(X[~train])
+    out = []
+    for r, pk in zip(usable, p):
+        first = {**r["stages"][0], "confidence": float(pk)}
+        row = replayed({**r, "stages": [first, *r["stages"][1:]]}, threshold)
+        out.append({**row, "method": "frugal-cv", "frugal_p": float(pk)})
+    return out
+
+
 class FrugalTask:
     """A task whose stage confidence is the scorer's probability that the vote is right."""
 

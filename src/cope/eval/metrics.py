@@ -136,6 +136,18 @@ def summarize_run(out: Path) -> dict[str, Any]:
                 taus = [st.threshold for st in stages[:-1]]
                 by_method[m] = [replayed(r, *taus) for r in rows]
                 notes.append(f"{m}: replayed from the recording at thresholds {', '.join(f'{t:g}' for t in taus)}")
+        if "cascade-noplan" in by_method and "frugal-cv" not in by_method:
+            # FrugalGPT with no extra run: its scorer is cross-fitted on this
+            # recording's own stage-1 votes (each fold scored by the others).
+            from ..errors import ConfigError
+            from ..frugal import cross_fitted
+
+            try:
+                by_method["frugal-cv"] = cross_fitted(by_method["cascade-noplan"])
+                notes.append("frugal-cv: cascade-noplan's recording with a logistic-regression scorer "
+                             "cross-fitted over 5 folds of these problems instead of the consensus threshold")
+            except ConfigError:
+                pass  # too few problems to cross-fit
     methods = {m: method_metrics(rs, rs[0].get("n_stages")) for m, rs in sorted(by_method.items())}
     points = [(v["cost_usd_per_1m"], v["accuracy"]) for v in methods.values()
               if v["problems"] and v["accuracy"] is not None]

@@ -255,3 +255,41 @@ def test_thresholds_default_to_the_task_family(data, tmp_path):
              tmp_path / "c", progress=False)
     cfg = json.loads((tmp_path / "c" / "config.json").read_text())
     assert (cfg["tau1"], cfg["tau2"]) == (1.0, 1.0)  # code accepts only a sample that passes every test
+
+
+def _synthetic_recording(stage1_right: np.ndarray, conf1: np.ndarray) -> "Recorded":
+    from cope.eval.replay import Recorded
+
+    P = len(conf1)
+    conf = np.column_stack([conf1, np.full(P, 0.25), np.ones(P)])
+    correct = np.column_stack([stage1_right, np.zeros(P, dtype=bool), np.ones(P, dtype=bool)])
+    cost = np.column_stack([np.zeros(P), np.full(P, 1e-5), np.full(P, 2e-4)])
+    return Recorded([f"p{i}" for i in range(P)], conf, correct, cost, np.zeros((P, 3)), 8)
+
+
+def test_cross_validated_calibration_is_out_of_fold():
+    from cope.eval.replay import _cross_validated
+
+    grid = np.linspace(0, 1, 21)
+    # Consensus tells right from wrong: every fold finds the threshold, nothing is lost.
+    conf1 = np.tile([0.25, 0.5, 0.875, 1.0], 10)
+    clean = _synthetic_recording(conf1 >= 0.8, conf1)
+    cv = _cross_validated(clean, grid, (1, 2, 3), None, 1.0)
+    assert cv["folds"] == 5 and len(cv["chosen"]) == 5
+    assert cv["accuracy"] == 1.0 and cv["cost_usd_per_1m"] == pytest.approx(1e6 * 2.1e-4 / 2)
+    assert all(0.55 <= c["tau1"] <= 0.875 for c in cv["chosen"])
+    # A fold's thresholds are chosen without its problems: relabelling them
+    # changes what is scored, never what was chosen for them.
+    from cope.eval.metrics import fold_ids
+
+    rng = np.random.default_rng(4)
+    right, c1 = rng.random(60) < 0.5, rng.choice(grid, 60)
+    budget = 1e6 * 2.1e-4 * 0.5
+    base = _cross_validated(_synthetic_recording(right, c1), grid, (1, 2, 3), budget, None)
+    fold = fold_ids(60, 5)
+    flipped = right.copy()
+    flipped[fold == 2] = ~flipped[fold == 2]
+    again = _cross_validated(_synthetic_recording(flipped, c1), grid, (1, 2, 3), budget, None)
+    assert again["chosen"][2] == base["chosen"][2]
+    assert again["chosen"] != base["chosen"] and again["accuracy"] != base["accuracy"]
+    assert _cross_validated(_synthetic_recording(conf1[:9] > 0.8, conf1[:9]), grid, (1, 2, 3), None, 1.0) is None

@@ -267,6 +267,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"choice: --tau1 {r['tau1']:.2f} --tau2 {r['tau2']:.2f}: accuracy {100 * r['accuracy']:.1f}% "
           f"[{100 * lo:.1f}, {100 * hi:.1f}], ${r['cost_usd_per_1m']:.2f} per 1M problems [{clo:.2f}, {chi:.2f}]; "
           f"stops per stage: " + ", ".join(f"{100 * f:.0f}%" for f in r["stop_fraction"]))
+    cv = r["cross_validated"]
+    if cv:
+        lo, hi = cv["accuracy_ci95"]
+        clo, chi = cv["cost_usd_per_1m_ci95"]
+        print(f"expected on new problems ({cv['folds']}-fold, thresholds chosen without the scored problems): "
+              f"accuracy {100 * cv['accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}], "
+              f"${cv['cost_usd_per_1m']:.2f} per 1M problems [{clo:.2f}, {chi:.2f}]")
     return 0
 
 

@@ -120,7 +120,7 @@ def cross_fitted(rows: Sequence[dict], *, folds: int = 5, threshold: float = 0.5
     score is >= ``threshold`` and pays for stage 2 otherwise. Returns result
     rows shaped like a run's, with ``frugal_p`` per problem.
     """
-    from .eval.metrics import replayed
+    from .eval.metrics import fold_ids, replayed
 
     usable = [r for r in rows if len(r["stages"]) >= 2 and "clusters" in r["stages"][0]
               and r["stages"][0].get("n", 0) >= 2]
@@ -128,7 +128,7 @@ def cross_fitted(rows: Sequence[dict], *, folds: int = 5, threshold: float = 0.5
         raise ConfigError(f"cross-fitting needs at least {2 * folds} recorded problems, got {len(usable)}")
     X = np.array([vote_features(r["stages"][0]["confidence"], r["stages"][0]["clusters"]) for r in usable])
     y = np.array([1.0 if r["stages"][0]["correct"] else 0.0 for r in usable])
-    fold = np.random.default_rng(seed).permutation(len(usable)) % folds
+    fold = fold_ids(len(usable), folds, seed)
     p = np.zeros(len(usable))
     for k in range(folds):
         train = fold != k

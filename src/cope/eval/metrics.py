@@ -25,6 +25,11 @@ def bootstrap_ci(values: Sequence[float], *, b: int = 2000, level: float = 0.95,
     return (float(lo), float(hi))
 
 
+def fold_ids(count: int, folds: int, seed: int = 0) -> np.ndarray:
+    """A seeded, balanced assignment of ``count`` items to ``folds`` folds (cross-fitting)."""
+    return np.random.default_rng(seed).permutation(count) % folds
+
+
 def frontier(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """The cost-accuracy frontier: points no cheaper-or-equal point beats."""
     best: list[tuple[float, float]] = []

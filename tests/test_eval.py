@@ -158,15 +158,43 @@ def test_frontier_and_aiq():
     assert aiq([(0, 0.5), (10, 0.5)]) == pytest.approx(0.5)
 
 
-def test_report_renders(recorded, tmp_path):
-    p = subprocess.run([sys.executable, "-m", "cope", "report", str(recorded), "--out", str(tmp_path)],
+def test_report_renders(data, recorded, tmp_path):
+    plain = tmp_path / "plain"
+    run_eval(config(data, methods=["large", "small"], limit=4), plain, use_cache=False, progress=False)
+    out = tmp_path / "report"
+    p = subprocess.run([sys.executable, "-m", "cope", "report", str(recorded), str(plain), "--out", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    md = (tmp_path / "summary.md").read_text()
-    assert "| cope | 4 |" in md and f"cope report {recorded}" in md
-    page = (tmp_path / "report.html").read_text()
+    md = (out / "summary.md").read_text()
+    assert "| cope | 4 |" in md and f"cope report {recorded} {plain}" in md
+    assert "| USD total |" in md
+    # the plain run has the large model: the small one is compared with it pair by pair
+    assert "Against `large` on the same problems" in md and "\n| small | 4 | " in md
+    page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2
-    assert (tmp_path / "accuracy_vs_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<table>" in page and "<th>accuracy [95% CI]</th>" in page and "<code>" in page
+    assert (out / "accuracy_vs_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paired_comparison_with_the_large_model():
+    from cope.eval.metrics import paired_vs
+
+    def rows(method, right, cost):
+        return [{"method": method, "problem_id": f"p{i}", "correct": bool(r), "cost_usd": cost}
+                for i, r in enumerate(right)]
+
+    large = rows("large", [1, 1, 1, 1, 1, 0, 0, 0, 0, 0], 2e-4)
+    cope = rows("cope", [1, 1, 1, 1, 1, 1, 1, 1, 1, 0], 1e-4)
+    worse = rows("worse", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0.0)[:6]  # answered only 6 problems
+    p = paired_vs({"large": large, "cope": cope, "worse": worse}, "large")
+    assert set(p) == {"cope", "worse"}
+    assert p["cope"]["accuracy_diff"] == pytest.approx(0.4)
+    assert p["cope"]["only_method_right"] == 4 and p["cope"]["only_baseline_right"] == 0
+    lo, hi = p["cope"]["accuracy_diff_ci95"]
+    assert 0.0 < lo <= 0.4 <= hi  # never worse on a pair, better on four: the interval excludes 0
+    assert p["cope"]["cost_ratio"] == pytest.approx(0.5) and p["cope"]["cost_ratio_ci95"] == pytest.approx((0.5, 0.5))
+    assert p["worse"]["problems"] == 6 and p["worse"]["accuracy_diff"] == pytest.approx(-5 / 6)
+    assert p["worse"]["cost_ratio"] == 0.0
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -25,6 +25,50 @@ def bootstrap_ci(values: Sequence[float], *, b: int = 2000, level: float = 0.95,
     return (float(lo), float(hi))
 
 
+def paired_vs(results: dict[str, list[dict[str, Any]]], baseline: str, *, b: int = 2000,
+              seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Each method against ``baseline`` on the problems both answered, resampled together.
+
+    Two methods' separate intervals overlap even when one is reliably
+    better, because most problems are easy or hard for both; resampling the
+    problems as pairs gives the interval of the difference itself. Returns,
+    per method, the accuracy difference (method minus baseline) and the cost
+    ratio (method's total over the baseline's) with 95% intervals, and how
+    many problems each one alone got right.
+    """
+    base = {r["problem_id"]: r for r in results.get(baseline, []) if r.get("correct") is not None}
+    out: dict[str, dict[str, Any]] = {}
+    rng = np.random.default_rng(seed)
+    for m, rows in sorted(results.items()):
+        if m == baseline:
+            continue
+        pairs = [(r, base[r["problem_id"]]) for r in rows
+                 if r.get("correct") is not None and r["problem_id"] in base]
+        if not pairs:
+            continue
+        a = np.array([float(r["correct"]) for r, _ in pairs])
+        c = np.array([float(q["correct"]) for _, q in pairs])
+        ca = np.array([float(r["cost_usd"]) for r, _ in pairs])
+        cc = np.array([float(q["cost_usd"]) for _, q in pairs])
+        idx = rng.integers(0, len(pairs), size=(b, len(pairs)))
+        diffs = (a[idx] - c[idx]).mean(axis=1)
+        entry: dict[str, Any] = {
+            "problems": len(pairs), "baseline": baseline,
+            "accuracy_diff": float((a - c).mean()),
+            "accuracy_diff_ci95": tuple(float(x) for x in np.quantile(diffs, [0.025, 0.975])),
+            "only_method_right": int(((a == 1) & (c == 0)).sum()),
+            "only_baseline_right": int(((a == 0) & (c == 1)).sum()),
+            "cost_ratio": None, "cost_ratio_ci95": None,
+        }
+        if cc.sum() > 0:
+            base_sums = cc[idx].sum(axis=1)
+            ratios = ca[idx].sum(axis=1)[base_sums > 0] / base_sums[base_sums > 0]
+            entry["cost_ratio"] = float(ca.sum() / cc.sum())
+            entry["cost_ratio_ci95"] = tuple(float(x) for x in np.quantile(ratios, [0.025, 0.975]))
+        out[m] = entry
+    return out
+
+
 def fold_ids(count: int, folds: int, seed: int = 0) -> np.ndarray:
     """A seeded, balanced assignment of ``count`` items to ``folds`` folds (cross-fitting)."""
     return np.random.default_rng(seed).permutation(count) % folds
@@ -154,6 +198,7 @@ def summarize_run(out: Path) -> dict[str, Any]:
             except ConfigError:
                 pass  # too few problems to cross-fit
     methods = {m: method_metrics(rs, rs[0].get("n_stages")) for m, rs in sorted(by_method.items())}
+    paired = paired_vs(by_method, "large") if "large" in by_method else {}
     points = [(v["cost_usd_per_1m"], v["accuracy"]) for v in methods.values()
               if v["problems"] and v["accuracy"] is not None]
     judged = judged_win_rates(out)
@@ -173,6 +218,7 @@ def summarize_run(out: Path) -> dict[str, Any]:
         "frontier": frontier(points),
         "aiq": aiq(points) if len(points) > 1 else None,
         "judged": judged,
+        "paired_vs_large": paired,
         "regenerate": f"cope report {out}",
     }
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .metrics import summarize_run
 
 
@@ -30,9 +31,9 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
         lines += [f"## {s['benchmark']} ({s['run']})", "",
                   f"small `{s['small']}`, large `{s['large']}`"
                   + (f"; {'; '.join(s['pricing_notes'])}" if s["pricing_notes"] else ""), ""]
-        lines += ["| method | problems | accuracy [95% CI] | USD per 1M problems [95% CI] | large plan tokens | "
-                  "large execute tokens | stages (problems: accuracy) | latency p50 s |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| method | problems | accuracy [95% CI] | USD per 1M problems [95% CI] | USD total | "
+                  "large plan tokens | large execute tokens | stages (problems: accuracy) | latency p50 s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for m, v in s["methods"].items():
             lt = v["large_tokens"]
             funnel = ", ".join(
@@ -41,8 +42,22 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
             lines.append(
                 f"| {m} | {v['problems']} | {_fmt_ci(v['accuracy'], v['accuracy_ci95'])} | "
                 f"{_fmt_ci(v['cost_usd_per_1m'], v['cost_usd_per_1m_ci95'], pct=False)} | "
+                f"{v['cost_usd_total']:.4f} | "
                 f"{lt['plan']['prompt'] + lt['plan']['completion']:,} | "
                 f"{lt['execute']['prompt'] + lt['execute']['completion']:,} | {funnel} | {v['latency_s_p50']:.1f} |")
+        paired = s.get("paired_vs_large") or {}
+        if paired:
+            lines += ["", "Against `large` on the same problems (paired bootstrap over problems; a difference "
+                          "whose interval holds 0 is not established):", "",
+                      "| method | problems | accuracy difference [95% CI] | right only here / only large | "
+                      "cost ratio to large [95% CI] |", "|---|---|---|---|---|"]
+            for m, p in paired.items():
+                lo, hi = p["accuracy_diff_ci95"]
+                ratio = ("-" if p["cost_ratio"] is None else
+                         f"{p['cost_ratio']:.2f}x [{p['cost_ratio_ci95'][0]:.2f}, {p['cost_ratio_ci95'][1]:.2f}]")
+                lines.append(f"| {m} | {p['problems']} | {100 * p['accuracy_diff']:+.1f} pts "
+                             f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['only_method_right']} / "
+                             f"{p['only_baseline_right']} | {ratio} |")
         for name, w in s.get("judged", {}).items():
             lo, hi = w["adjusted_ci95"]
             lines += ["", f"Judged: {name}: {w['wins']} wins, {w['ties']} ties, {w['losses']} losses of {w['n']}; "
@@ -57,6 +72,40 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
             lines += ["", f"{s['errors']} problem(s) ended in a backend error (journaled; `--resume` retries them)."]
         lines.append("")
     return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    """Escape, then turn `code` spans into <code>."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _html(md: str) -> str:
+    """The Markdown this module writes (headings, tables, paragraphs) as HTML."""
+    out: list[str] = []
+    table: list[list[str]] = []
+
+    def flush() -> None:
+        if table:
+            head, body = table[0], [r for r in table[1:] if not all(set(c) <= {"-"} for c in r)]
+            out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body)
+                       + "</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        flush()
+        if line.startswith("## "):
+            out.append(f"<h2>{_inline(line[3:])}</h2>")
+        elif line.startswith("# "):
+            out.append(f"<h1>{_inline(line[2:])}</h1>")
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+    flush()
+    return "\n".join(out)
 
 
 def _plots(summaries: list[dict[str, Any]], sweeps: dict[str, Any]) -> list[tuple[str, bytes]]:
@@ -129,7 +178,7 @@ def write_report(dirs: list[Path], out: Path | None = None) -> dict[str, Path]:
         if s["record"] and "cope" in s["methods"]:
             try:
                 sweeps[s["run"]] = calibrate(d, target_accuracy=0.0, boot=50)["frontier"]
-            except Exception:  # a partial recording still gets a report, just no sweep curve
+            except (ConfigError, ValueError):  # a partial recording still gets a report, just no sweep curve
                 sweeps[s["run"]] = None
     out = out or dirs[0]
     out.mkdir(parents=True, exist_ok=True)
@@ -143,8 +192,8 @@ def write_report(dirs: list[Path], out: Path | None = None) -> dict[str, Path]:
         (out / name).write_bytes(data)
         imgs.append(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">')
     page = ("<!doctype html><meta charset='utf-8'><title>cope report</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style>"
-            f"<pre>{html.escape(md)}</pre>" + "".join(imgs))
+            "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
+            "table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px}"
+            "code{background:#f3f3f3}</style>" + _html(md) + "".join(imgs))
     (out / "report.html").write_text(page)
     return {"markdown": out / "summary.md", "html": out / "report.html"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 
 from cope.errors import ConfigError
 from cope.eval.journal import read_journal
-from cope.eval.metrics import aiq, bootstrap_ci, frontier, replayed
+from cope.eval.metrics import aiq, bootstrap_ci, frontier, replayed, summarize_run
 from cope.eval.replay import calibrate, load_recorded, sweep
 from cope.eval.runner import EvalConfig, load_results, run_eval
 
@@ -223,6 +224,25 @@ def test_existing_run_needs_resume_and_calibrate_needs_record(data, recorded, tm
     bad.write_text('{"question": "1+1", "answer": "2"}\nnot json\n')
     with pytest.raises(ConfigError, match="bad.jsonl:2"):
         run_eval(config(bad, methods=["small"]), tmp_path / "b", progress=False)
+
+
+def test_an_archived_run_reports_and_replays_but_does_not_grow(data, recorded, tmp_path):
+    import gzip
+
+    arch = tmp_path / "archived"
+    arch.mkdir()
+    shutil.copy(recorded / "config.json", arch / "config.json")
+    with gzip.open(arch / "journal.jsonl.gz", "wb") as f:
+        f.write((recorded / "journal.jsonl").read_bytes())
+    assert summarize_run(arch)["methods"] == summarize_run(recorded)["methods"]
+    assert calibrate(arch, target_accuracy=0.0, boot=10)["tau1"] == calibrate(recorded, target_accuracy=0.0,
+                                                                               boot=10)["tau1"]
+    with pytest.raises(ConfigError, match="archived run"):
+        run_eval(config(data, record=True, limit=4), arch, resume=True, progress=False)
+    assert not (arch / "journal.jsonl").exists()
+    (arch / "journal.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(ConfigError, match="unreadable archive"):
+        summarize_run(arch)
 
 
 def test_corrupted_journal_is_a_clear_error(recorded, tmp_path):

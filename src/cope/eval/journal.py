@@ -7,6 +7,7 @@ written; the reader skips a torn last line. The journal is also what
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from pathlib import Path
@@ -38,12 +39,36 @@ class Journal:
         self.close()
 
 
+def archived(path: Path) -> Path:
+    """The gzip archive of a journal: ``journal.jsonl.gz`` next to ``journal.jsonl``.
+
+    Finished runs can be kept (or committed) compressed, about a tenth of
+    the size; reports and replay read them as they are.
+    """
+    return path.with_name(path.name + ".gz")
+
+
+def journal_exists(path: Path) -> bool:
+    return path.is_file() or archived(path).is_file()
+
+
 def read_journal(path: Path) -> Iterator[dict[str, Any]]:
-    """Records in order; a torn final line (the run was killed mid-write) is skipped."""
-    if not path.is_file():
+    """Records in order; a torn final line (the run was killed mid-write) is skipped.
+
+    Reads the archive (see :func:`archived`) when only that exists.
+    """
+    if path.is_file():
+        with path.open(encoding="utf-8") as f:
+            text = f.read()
+    elif archived(path).is_file():
+        try:
+            with gzip.open(archived(path), "rt", encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, EOFError) as exc:
+            raise ConfigError(f"{archived(path)}: unreadable archive ({exc})") from None
+    else:
         return
-    with path.open(encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    lines = text.split("\n")
     for i, line in enumerate(lines):
         if not line.strip():
             continue

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .journal import Journal, read_journal
+from .journal import Journal, archived, read_journal
 from .metrics import judged_win_rates
 from .runner import load_config, load_results
 
@@ -32,6 +32,8 @@ def judge_run(out: Path, judge: str, baseline: str, *, base_url: str | None = No
         raise ConfigError(f"{out} has no results for the baseline method '{baseline}' (it has: {', '.join(methods)})")
     problems = {p.id: p for p in load_benchmark(cfg.benchmark, limit=cfg.limit, seed=cfg.seed,
                                                 mapping=cfg.mapping, task=cfg.task).problems}
+    if archived(out / "journal.jsonl").is_file():
+        raise ConfigError(f"{out} holds an archived run (journal.jsonl.gz); gunzip it before judging")
     done = {(r["method"], r["problem_id"]) for r in read_journal(out / "journal.jsonl")
             if r.get("type") == "judgement" and r["baseline"] == baseline and r["judge"] == judge}
     todo = [(m, pid) for (m, pid), a in sorted(answers.items())

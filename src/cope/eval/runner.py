@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import ConfigError, CopeError
 from ..tasks.base import Problem
 from .calls import Budget, BudgetExceeded, CallCache, JournaledModel
-from .journal import Journal, read_journal
+from .journal import Journal, archived, journal_exists, read_journal
 
 FORMAT = 1
 
@@ -75,7 +75,7 @@ def load_config(out: Path) -> EvalConfig:
 
 def load_results(out: Path) -> list[dict[str, Any]]:
     """The result records of a run, last one winning per (method, problem)."""
-    if not (out / "journal.jsonl").is_file():
+    if not journal_exists(out / "journal.jsonl"):
         raise ConfigError(f"{out} is not a run directory (no journal.jsonl)")
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for rec in read_journal(out / "journal.jsonl"):
@@ -311,6 +311,9 @@ def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: boo
         raise ConfigError("give at least one --method")
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
+    if archived(out / "journal.jsonl").is_file():
+        raise ConfigError(f"{out} holds an archived run (journal.jsonl.gz); gunzip it to continue the run, "
+                          "or use another --out")
     if resume:
         if not cfg_path.is_file():
             raise ConfigError(f"--resume: {out} holds no run to resume (no config.json)")

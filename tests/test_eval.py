@@ -246,8 +246,6 @@ def test_an_archived_run_reports_and_replays_but_does_not_grow(data, recorded, t
 
 
 def test_corrupted_journal_is_a_clear_error(recorded, tmp_path):
-    import shutil
-
     bad = tmp_path / "bad-run"
     shutil.copytree(recorded, bad)
     lines = (bad / "journal.jsonl").read_text().splitlines()

@@ -143,19 +143,21 @@ def _plots(summaries: list[dict[str, Any]], sweeps: dict[str, Any]) -> list[tupl
     staged = [(s, m, v) for s in summaries for m, v in s["methods"].items() if len(v["funnel"]) > 1]
     if staged:
         fig, ax = plt.subplots(figsize=(7, 0.6 + 0.5 * len(staged)))
+        labelled: set[int] = set()  # one legend entry per stage, whichever row shows it first
         for row, (s, m, v) in enumerate(staged):
             left = 0
             for f in v["funnel"]:
                 share = f["problems"] / max(v["problems"], 1)
                 ax.barh(row, share, left=left, color=f"C{f['stage'] - 1}",
-                        label=f"stage {f['stage']}" if row == 0 else None)
+                        label=f"stage {f['stage']}" if f["stage"] not in labelled else None)
+                labelled.add(f["stage"])
                 if share > 0.06:
                     ax.text(left + share / 2, row, f"{f['problems']}", ha="center", va="center", fontsize=8)
                 left += share
         ax.set_yticks(range(len(staged)), [f"{m} ({s['benchmark']})" for s, m, _ in staged])
         ax.set_xlabel("share of problems answered at each stage")
         ax.set_title("stage funnel")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not on them
         fig.tight_layout()
         out.append(("stage_funnel.png", _png(fig)))
         plt.close(fig)

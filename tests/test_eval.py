@@ -339,3 +339,14 @@ def test_cross_validated_calibration_is_out_of_fold():
     assert again["chosen"][2] == base["chosen"][2]
     assert again["chosen"] != base["chosen"] and again["accuracy"] != base["accuracy"]
     assert _cross_validated(_synthetic_recording(conf1[:9] > 0.8, conf1[:9]), grid, (1, 2, 3), None, 1.0) is None
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parent.parent / "results").iterdir()
+                                        if (p / "config.json").is_file()))
+def test_committed_results_regenerate_from_their_journals(name, tmp_path):
+    """Every committed table is what `cope report` makes of the committed journal today."""
+    root = Path(__file__).parent.parent
+    p = subprocess.run([sys.executable, "-m", "cope", "report", f"results/{name}", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, cwd=root)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "summary.md").read_text() == (root / "results" / name / "summary.md").read_text()

@@ -341,6 +341,29 @@ def test_cross_validated_calibration_is_out_of_fold():
     assert _cross_validated(_synthetic_recording(conf1[:9] > 0.8, conf1[:9]), grid, (1, 2, 3), None, 1.0) is None
 
 
+def test_stage3_without_plan_splices_the_large_answer():
+    from cope.eval.metrics import stage3_without_plan
+
+    def stage(k, conf, right, cost):
+        return {"stage": k, "n": 8, "confidence": conf, "correct": right, "answer": str(right), "cost_usd": cost,
+                "latency_s": 1.0, "tokens": {}}
+
+    cope = [{"method": "cope", "problem_id": "a", "stages": [stage(1, 0.9, True, 0.0), stage(2, 0.1, False, 1e-5),
+                                                              stage(3, 1.0, False, 2e-4)]},
+            {"method": "cope", "problem_id": "b", "stages": [stage(1, 0.1, False, 0.0), stage(2, 0.1, False, 1e-5),
+                                                              stage(3, 1.0, False, 2e-4)]},
+            {"method": "cope", "problem_id": "c", "stages": [stage(1, 0.1, False, 0.0), stage(2, 0.1, False, 1e-5),
+                                                              stage(3, 1.0, True, 2e-4)]}]
+    large = [{"method": "large", "problem_id": p, "stages": [stage(1, 1.0, right, 1.5e-4)]}
+             for p, right in (("a", False), ("b", True))]
+    out = {r["problem_id"]: r for r in stage3_without_plan(cope, large, 0.75, 0.5)}
+    assert set(out) == {"a", "b"}  # c has no large answer to splice in
+    assert out["a"]["stage"] == 1 and out["a"]["correct"] and out["a"]["cost_usd"] == 0.0
+    assert out["b"]["stage"] == 3 and out["b"]["correct"]  # the unplanned large answer, not COPE's stage 3
+    assert out["b"]["cost_usd"] == pytest.approx(1e-5 + 1.5e-4)  # stage 2 (its guideline included) + large
+    assert out["b"]["method"] == "cope-s3-noplan"
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parent.parent / "results").iterdir()
                                         if (p / "config.json").is_file()))
 def test_committed_results_regenerate_from_their_journals(name, tmp_path):

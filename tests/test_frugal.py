@@ -142,3 +142,4 @@ def test_a_recorded_summary_adds_cross_fitted_frugal(tmp_path):
     # the scorer escalates only the low-consensus half; the consensus rule at 0.75 agrees here
     assert cv["cost_usd_per_1m"] == pytest.approx(1e6 * 1e-4 * float(np.mean(cons < 0.6)))
     assert any(n.startswith("frugal-cv:") for n in s["pricing_notes"])
+

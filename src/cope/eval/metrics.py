@@ -127,6 +127,27 @@ def replayed(r: dict[str, Any], *thresholds: float) -> dict[str, Any]:
             "tokens": tokens}
 
 
+def stage3_without_plan(cope_rows: list[dict[str, Any]], large_rows: list[dict[str, Any]],
+                        tau1: float, tau2: float) -> list[dict[str, Any]]:
+    """COPE whose last stage ignores the guideline: an ablation a recording answers for free.
+
+    In a recorded run the ``large`` method is exactly stage 3 without g_L (the
+    same model, greedy, no plan), so splicing its answer in as stage 3 shows
+    what the guideline does to the large executor, with no model call.
+    Stage 2's planning cost stays: the guideline was still written for stage 2.
+    """
+    large = {r["problem_id"]: r for r in large_rows}
+    out = []
+    for r in cope_rows:
+        alone = large.get(r["problem_id"])
+        if alone is None or len(r["stages"]) != 3:
+            continue
+        s3 = {**alone["stages"][0], "stage": 3}
+        out.append({**replayed({**r, "stages": [r["stages"][0], r["stages"][1], s3]}, tau1, tau2),
+                    "method": "cope-s3-noplan"})
+    return out
+
+
 def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -> dict[str, Any]:
     correct = [float(r["correct"]) for r in results if r["correct"] is not None]
     cost = [float(r["cost_usd"]) for r in results]
@@ -197,6 +218,11 @@ def summarize_run(out: Path) -> dict[str, Any]:
                              "cross-fitted over 5 folds of these problems instead of the consensus threshold")
             except ConfigError:
                 pass  # too few problems to cross-fit
+        if "cope" in by_method and "large" in by_method and "cope-s3-noplan" not in by_method:
+            by_method["cope-s3-noplan"] = stage3_without_plan(by_method["cope"], by_method["large"],
+                                                              cfg.tau1, cfg.tau2)
+            notes.append("cope-s3-noplan: ablation replayed from the recording, COPE's stages 1-2 with the "
+                         "large model's unplanned greedy answer (the large method's) as stage 3")
     methods = {m: method_metrics(rs, rs[0].get("n_stages")) for m, rs in sorted(by_method.items())}
     paired = paired_vs(by_method, "large") if "large" in by_method else {}
     points = [(v["cost_usd_per_1m"], v["accuracy"]) for v in methods.values()

@@ -200,3 +200,21 @@ def test_clean_plan_reads_a_list_as_steps():
     assert out.startswith("Use a set first. Step 1; ") and out.count("Step") == MAX_STEPS
     # a goal stays one sentence even when the planner lists
     assert clean_plan("- Find the time.\n- Find the cost.", "goal") == "Find the time; Find the cost."
+
+
+def test_cope_s3_noplan_differs_from_cope_only_in_stage3_plans(smol):
+    from cope.methods import method_config
+
+    a, b = method_config("cope", n=N), method_config("cope-s3-noplan", n=N)
+    assert a.stages[:2] == b.stages[:2]
+    assert a.stages[2].use_plans == ("g_L",) and b.stages[2].use_plans == ()
+    assert replace(a.stages[2], use_plans=()) == b.stages[2]
+    # live: the large model's stage-3 prompt carries no guideline
+    large = Recording(smol, "local/smollm2-135m-as-large")
+    c = Cope(small=smol, large=large, n=N, max_tokens=24, method="cope-s3-noplan")
+    s1, s2, s3 = c.config.stages
+    c.config = replace(c.config, stages=(replace(s1, threshold=NEVER), replace(s2, threshold=NEVER), s3))
+    r = c.solve(PROBLEM, seed=4)
+    assert r.stage == 3
+    g_l = next(p for p in r.plans if p.name == "g_L")
+    assert len(large.prompts) == 2 and g_l.text not in large.prompts[1] and "Guideline" not in large.prompts[1]

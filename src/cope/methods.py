@@ -36,6 +36,18 @@ def cope(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: int =
     )
 
 
+def cope_s3_noplan(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: int = 512,
+                   strict: bool = False, **_: object) -> CascadeConfig:
+    """COPE whose stage 3 ignores the guideline: the large model answers unplanned.
+
+    An ablation: a sampled guideline from a weak large model can steer its own
+    greedy answer wrong, and this preset measures that (a recorded run with
+    ``cope`` and ``large`` replays it for free).
+    """
+    base = cope(n, tau1, tau2, max_tokens=max_tokens, strict=strict)
+    return replace(base, stages=(*base.stages[:-1], replace(base.stages[-1], use_plans=())))
+
+
 def large_alone(*, max_tokens: int = 512, **_: object) -> CascadeConfig:
     """The large model solves once, greedily, with no plan."""
     return CascadeConfig(stages=(Stage(executor="large", n=1, temperature=0.0, max_tokens=max_tokens),))
@@ -93,7 +105,7 @@ def frugal(n: int = 8, *, max_tokens: int = 512, frugal_threshold: float = 0.5, 
 
 
 METHODS = {
-    "cope": cope, "large": large_alone, "small": small_alone, "small-vote": small_vote,
+    "cope": cope, "cope-s3-noplan": cope_s3_noplan, "large": large_alone, "small": small_alone, "small-vote": small_vote,
     "cascade-noplan": cascade_noplan, "plan-only": plan_only, "abc": abc, "frugal": frugal,
 }
 

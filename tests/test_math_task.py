@@ -152,6 +152,16 @@ def test_answers_equal_off_the_main_thread() -> None:
     assert results == [expected for _, _, expected in pairs]
 
 
+def test_a_box_cut_off_by_the_token_limit_is_not_an_answer() -> None:
+    for text in ("so the answer is \\(\\boxed{\\frac{1}{", "Final answer: $\\boxed{12"):
+        assert "boxed" not in (extract_answer(text) or "")
+
+
+def test_executor_is_asked_to_reason_without_code() -> None:
+    msgs = MathTask().executor_messages(Problem("What is 2 + 2?"), [])
+    assert "do not write code" in msgs[0]["content"] and "\\boxed{answer}" in msgs[0]["content"]
+
+
 def test_astronomical_answers_do_not_hang() -> None:
     """Towers and huge factorials would hold the GIL for good inside sympy.
 

@@ -373,3 +373,20 @@ def test_committed_results_regenerate_from_their_journals(name, tmp_path):
                        capture_output=True, text=True, timeout=300, cwd=root)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "summary.md").read_text() == (root / "results" / name / "summary.md").read_text()
+
+
+def test_calibration_rule_on_both_targets():
+    from cope.eval.replay import _choose
+
+    # (tau1, tau2, accuracy, USD per 1M)
+    pairs = [(0.0, 0.0, 0.2, 0.0), (0.5, 0.0, 0.5, 50.0), (0.5, 0.5, 0.5, 40.0), (1.0, 1.0, 0.7, 200.0)]
+    assert _choose(pairs, 60.0, None, strict=True) == (0.5, 0.5, 0.5, 40.0)  # best within $60, then cheaper
+    assert _choose(pairs, None, 0.5, strict=True) == (0.5, 0.5, 0.5, 40.0)  # cheapest reaching 50%
+    assert _choose(pairs, None, 0.1, strict=True) == (0.0, 0.0, 0.2, 0.0)
+    with pytest.raises(ConfigError, match=r"no thresholds reach a cost of \$-1 .* cheapest costs \$0.00"):
+        _choose(pairs, -1.0, None, strict=True)
+    with pytest.raises(ConfigError, match="no thresholds reach accuracy 0.9; the best is 0.700"):
+        _choose(pairs, None, 0.9, strict=True)
+    # a cross-validation fold still picks the nearest setting
+    assert _choose(pairs, -1.0, None, strict=False) == (0.0, 0.0, 0.2, 0.0)
+    assert _choose(pairs, None, 0.9, strict=False) == (1.0, 1.0, 0.7, 200.0)

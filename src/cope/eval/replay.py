@@ -137,21 +137,24 @@ def _choose(pairs, target_cost: float | None, target_accuracy: float | None, *, 
     pair is taken (cheapest, or most accurate), as a fold in
     cross-validation must still pick something.
     """
+    # p = (tau1, tau2, accuracy, cost); the two targets are mirror images.
     if target_cost is not None:
-        ok = [p for p in pairs if p[3] <= target_cost]
-        if not ok:
-            if strict:
-                raise ConfigError(f"no thresholds reach a cost of ${target_cost:g} per 1M problems; "
-                                  f"the cheapest costs ${min(p[3] for p in pairs):.2f}")
-            ok = [min(pairs, key=lambda p: (p[3], -p[2]))]
-        return max(ok, key=lambda p: (p[2], -p[3]))
-    ok = [p for p in pairs if p[2] >= target_accuracy]
+        meets = lambda p: p[3] <= target_cost  # noqa: E731
+        best = lambda p: (p[2], -p[3])  # noqa: E731  most accurate, then cheapest
+        nearest = lambda p: (-p[3], p[2])  # noqa: E731  cheapest
+        miss = (f"no thresholds reach a cost of ${target_cost:g} per 1M problems; "
+                f"the cheapest costs ${min(p[3] for p in pairs):.2f}")
+    else:
+        meets = lambda p: p[2] >= target_accuracy  # noqa: E731
+        best = lambda p: (-p[3], p[2])  # noqa: E731  cheapest, then most accurate
+        nearest = lambda p: (p[2], -p[3])  # noqa: E731  most accurate
+        miss = f"no thresholds reach accuracy {target_accuracy:g}; the best is {max(p[2] for p in pairs):.3f}"
+    ok = [p for p in pairs if meets(p)]
     if not ok:
         if strict:
-            raise ConfigError(f"no thresholds reach accuracy {target_accuracy:g}; the best is "
-                              f"{max(p[2] for p in pairs):.3f}")
-        ok = [max(pairs, key=lambda p: (p[2], -p[3]))]
-    return min(ok, key=lambda p: (p[3], -p[2]))
+            raise ConfigError(miss)
+        ok = [max(pairs, key=nearest)]
+    return max(ok, key=best)
 
 
 def _cross_validated(rec: Recorded, grid: np.ndarray, stages: Sequence[int], target_cost: float | None,

@@ -105,8 +105,9 @@ def frugal(n: int = 8, *, max_tokens: int = 512, frugal_threshold: float = 0.5, 
 
 
 METHODS = {
-    "cope": cope, "cope-s3-noplan": cope_s3_noplan, "large": large_alone, "small": small_alone, "small-vote": small_vote,
-    "cascade-noplan": cascade_noplan, "plan-only": plan_only, "abc": abc, "frugal": frugal,
+    "cope": cope, "cope-s3-noplan": cope_s3_noplan, "large": large_alone, "small": small_alone,
+    "small-vote": small_vote, "cascade-noplan": cascade_noplan, "plan-only": plan_only, "abc": abc,
+    "frugal": frugal,
 }
 
 

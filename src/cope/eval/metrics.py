@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -185,12 +185,12 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
 
 def summarize_run(out: Path) -> dict[str, Any]:
     """Metrics per method from a run directory's journal (the one source of truth)."""
-    from .journal import read_journal
-    from .runner import load_config, load_results
+    from .runner import journal_records, latest_results, load_config
 
     cfg = load_config(out)
-    results = load_results(out)
-    errors = sum(1 for r in read_journal(out / "journal.jsonl") if r.get("type") == "error")
+    records = journal_records(out)  # one read (one decompression of an archive) for everything below
+    results = latest_results(records)
+    errors = sum(1 for r in records if r.get("type") == "error")
     by_method: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_method.setdefault(r["method"], []).append(r)
@@ -227,7 +227,7 @@ def summarize_run(out: Path) -> dict[str, Any]:
     paired = paired_vs(by_method, "large") if "large" in by_method else {}
     points = [(v["cost_usd_per_1m"], v["accuracy"]) for v in methods.values()
               if v["problems"] and v["accuracy"] is not None]
-    judged = judged_win_rates(out)
+    judged = win_rates(records)
     if cfg.large_price_as:
         notes.append(f"{cfg.large} priced as {cfg.large_price_as}")
     if cfg.small_price_as:
@@ -253,8 +253,13 @@ def judged_win_rates(out: Path) -> dict[str, dict[str, Any]]:
     """Win rates from the run's judgement records: {"METHOD vs BASELINE (JUDGE)": {...}}."""
     from .journal import read_journal
 
+    return win_rates(read_journal(out / "journal.jsonl"))
+
+
+def win_rates(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Win rates from judgement records, the latest verdict per pair counting."""
     latest: dict[tuple[str, str, str, str], str] = {}
-    for r in read_journal(out / "journal.jsonl"):
+    for r in records:
         if r.get("type") == "judgement":
             latest[(r["method"], r["baseline"], r["judge"], r["problem_id"])] = r["verdict"]
     groups: dict[tuple[str, str, str], list[str]] = {}

@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..errors import ConfigError, CopeError
 from ..tasks.base import Problem
@@ -73,15 +73,25 @@ def load_config(out: Path) -> EvalConfig:
         raise ConfigError(f"{path}: unreadable run config ({exc})") from None
 
 
-def load_results(out: Path) -> list[dict[str, Any]]:
-    """The result records of a run, last one winning per (method, problem)."""
+def journal_records(out: Path) -> list[dict[str, Any]]:
+    """Every record of a run's journal (or of its archive), read once."""
     if not journal_exists(out / "journal.jsonl"):
         raise ConfigError(f"{out} is not a run directory (no journal.jsonl)")
+    return list(read_journal(out / "journal.jsonl"))
+
+
+def latest_results(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The result records among ``records``, last one winning per (method, problem)."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for rec in read_journal(out / "journal.jsonl"):
+    for rec in records:
         if rec.get("type") == "result":
             latest[(rec["method"], rec["problem_id"])] = rec
     return list(latest.values())
+
+
+def load_results(out: Path) -> list[dict[str, Any]]:
+    """The result records of a run, last one winning per (method, problem)."""
+    return latest_results(journal_records(out))
 
 
 def _score(task, problem: Problem, answer: str | None) -> bool | None:

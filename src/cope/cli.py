@@ -55,7 +55,8 @@ def _build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="run methods over a benchmark into a run directory")
     e.add_argument("benchmark", help="gsm, arith, champ, humaneval, mtbench, textworld[:KIND[:LEVEL]], "
                    "jsonl:PATH or mbpp:PATH[,HIDDEN]")
-    e.add_argument("--method", nargs="+", default=["cope"], help="methods to run (default: cope): cope, cope-s3-noplan, large, small, "
+    e.add_argument("--method", nargs="+", default=["cope"],
+                   help="methods to run (default: cope): cope, cope-s3-noplan, large, small, "
                    "small-vote, cascade-noplan, plan-only, abc, frugal")
     e.add_argument("--limit", type=int, default=None, help="first N problems")
     e.add_argument("--seed", type=int, default=1234, help="benchmark and sampling seed (default: 1234)")

@@ -169,6 +169,13 @@ def test_report_renders(data, recorded, tmp_path):
     md = (out / "summary.md").read_text()
     assert "| cope | 4 |" in md and f"cope report {recorded} {plain}" in md
     assert "| USD total |" in md
+    # local compute is shown though it is free: the small model's generated tokens per problem
+    s = summarize_run(plain)["methods"]
+    small_rows = [r for r in load_results(plain) if r["method"] == "small"]
+    generated = sum(r["tokens"]["small"]["execute"]["completion"] for r in small_rows) / 4
+    assert s["large"]["small_generated_tokens_per_problem"] == 0
+    assert s["small"]["small_generated_tokens_per_problem"] == generated > 0
+    assert "| small tokens generated per problem |" in md
     # the plain run has the large model: the small one is compared with it pair by pair
     assert "Against `large` on the same problems" in md and "\n| small | 4 | " in md
     page = (out / "report.html").read_text()

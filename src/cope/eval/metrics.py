@@ -154,10 +154,13 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
     lat = [float(r.get("latency_s", 0.0)) for r in results]
     n = len(results)
     large = {"plan": {"prompt": 0, "completion": 0}, "execute": {"prompt": 0, "completion": 0}}
+    small_generated = 0
     for r in results:
-        for role, t in r.get("tokens", {}).get("large", {}).items():
+        tokens = r.get("tokens", {})
+        for role, t in tokens.get("large", {}).items():
             for k in ("prompt", "completion"):
                 large[role][k] += t[k]
+        small_generated += sum(t["completion"] for t in tokens.get("small", {}).values())
     stages = n_stages or max((r["stage"] for r in results), default=1)
     funnel = []
     for s in range(1, stages + 1):
@@ -176,6 +179,9 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
         "cost_usd_per_1m": 1e6 * sum(cost) / n if n else float("nan"),
         "cost_usd_per_1m_ci95": (1e6 * cost_ci[0], 1e6 * cost_ci[1]),
         "large_tokens": large,
+        # The local model is priced at 0, but its decoding is the CPU time COPE
+        # spends instead of money; generated tokens measure it on any machine.
+        "small_generated_tokens_per_problem": small_generated / n if n else float("nan"),
         "funnel": funnel,
         **({"steps_mean": float(np.mean([r["steps"] for r in results]))} if results and "steps" in results[0] else {}),
         "latency_s_mean": float(np.mean(lat)) if lat else float("nan"),

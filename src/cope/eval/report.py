@@ -32,8 +32,9 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
                   f"small `{s['small']}`, large `{s['large']}`"
                   + (f"; {'; '.join(s['pricing_notes'])}" if s["pricing_notes"] else ""), ""]
         lines += ["| method | problems | accuracy [95% CI] | USD per 1M problems [95% CI] | USD total | "
-                  "large plan tokens | large execute tokens | stages (problems: accuracy) | latency p50 s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "large plan tokens | large execute tokens | small tokens generated per problem | "
+                  "stages (problems: accuracy) | latency p50 s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for m, v in s["methods"].items():
             lt = v["large_tokens"]
             funnel = ", ".join(
@@ -44,7 +45,8 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
                 f"{_fmt_ci(v['cost_usd_per_1m'], v['cost_usd_per_1m_ci95'], pct=False)} | "
                 f"{v['cost_usd_total']:.4f} | "
                 f"{lt['plan']['prompt'] + lt['plan']['completion']:,} | "
-                f"{lt['execute']['prompt'] + lt['execute']['completion']:,} | {funnel} | {v['latency_s_p50']:.1f} |")
+                f"{lt['execute']['prompt'] + lt['execute']['completion']:,} | "
+                f"{v['small_generated_tokens_per_problem']:,.0f} | {funnel} | {v['latency_s_p50']:.1f} |")
         paired = s.get("paired_vs_large") or {}
         if paired:
             lines += ["", "Against `large` on the same problems (paired bootstrap over problems; a difference "

@@ -169,6 +169,7 @@ def test_report_renders(data, recorded, tmp_path):
     md = (out / "summary.md").read_text()
     assert "| cope | 4 |" in md and f"cope report {recorded} {plain}" in md
     assert "| USD total |" in md
+    assert "Confidence against accuracy" in md and "\n| cope | 1 | " in md  # the recorded run's reliability table
     # local compute is shown though it is free: the small model's generated tokens per problem
     s = summarize_run(plain)["methods"]
     small_rows = [r for r in load_results(plain) if r["method"] == "small"]
@@ -182,6 +183,28 @@ def test_report_renders(data, recorded, tmp_path):
     assert page.count("data:image/png;base64,") == 2
     assert "<table>" in page and "<th>accuracy [95% CI]</th>" in page and "<code>" in page
     assert (out / "accuracy_vs_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reliability_tables_of_a_recorded_cascade(recorded):
+    from cope.eval.metrics import reliability
+
+    def row(c1, ok1, c2, ok2):
+        return {"stages": [{"confidence": c1, "correct": ok1}, {"confidence": c2, "correct": ok2},
+                           {"confidence": 1.0, "correct": True}]}
+
+    rows = [row(1.0, True, 0.5, True), row(1.0, False, 0.5, False), row(0.25, False, 0.5, True),
+            row(0.25, False, 0.75, True)]
+    st1, st2 = reliability(rows)  # the last stage decides nothing: no table
+    assert st1["bins"] == [{"confidence": 0.25, "problems": 2, "right": 0}, {"confidence": 1.0, "problems": 2, "right": 1}]
+    assert st1["ece"] == pytest.approx((2 * 0.25 + 2 * 0.5) / 4)
+    assert st2["bins"][0] == {"confidence": 0.5, "problems": 3, "right": 2}
+    # perplexity-like confidences, all distinct, are binned by tenths
+    fine = [row(0.31 + i / 100, i % 2 == 0, 0.5, True) for i in range(12)]
+    assert [b["confidence"] for b in reliability(fine)[0]["bins"]] == [0.3, 0.4]
+    # the real recording: one table per deciding stage, over every recorded problem
+    cal = summarize_run(recorded)["calibration"]["cope"]
+    assert [t["stage"] for t in cal] == [1, 2]
+    assert all(sum(b["problems"] for b in t["bins"]) == 4 for t in cal)
 
 
 def test_paired_comparison_with_the_large_model():

@@ -148,6 +148,34 @@ def stage3_without_plan(cope_rows: list[dict[str, Any]], large_rows: list[dict[s
     return out
 
 
+def reliability(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How often a recorded stage's answer was right at each confidence it reported.
+
+    Consensus and perplexity are proxies, not probabilities: a vote can agree
+    and be wrong. A recording holds every stage of every problem, so each
+    deciding stage (all but the last) gets its confidence-to-accuracy table
+    and its expected calibration error (the problem-weighted gap between
+    confidence and accuracy), which says how far a threshold can be trusted.
+    """
+    out = []
+    n_stages = min((len(r["stages"]) for r in rows), default=0)
+    for i in range(n_stages - 1):
+        pairs = [(float(r["stages"][i]["confidence"]), bool(r["stages"][i]["correct"])) for r in rows
+                 if r["stages"][i].get("correct") is not None]
+        if not pairs:
+            continue
+        keys = {round(c, 2) for c, _ in pairs}
+        # votes of n samples give at most n + 1 values; anything finer is binned by tenths
+        key = (lambda c: round(c, 2)) if len(keys) <= 10 else (lambda c: min(int(c * 10), 9) / 10)
+        bins: dict[float, list[bool]] = {}
+        for c, ok in pairs:
+            bins.setdefault(key(c), []).append(ok)
+        table = [{"confidence": c, "problems": len(v), "right": sum(v)} for c, v in sorted(bins.items())]
+        ece = sum(abs(b["right"] / b["problems"] - b["confidence"]) * b["problems"] for b in table) / len(pairs)
+        out.append({"stage": i + 1, "bins": table, "ece": ece})
+    return out
+
+
 def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -> dict[str, Any]:
     correct = [float(r["correct"]) for r in results if r["correct"] is not None]
     cost = [float(r["cost_usd"]) for r in results]
@@ -201,7 +229,11 @@ def summarize_run(out: Path) -> dict[str, Any]:
     for r in results:
         by_method.setdefault(r["method"], []).append(r)
     notes = []
+    calibration: dict[str, list[dict[str, Any]]] = {}
     if cfg.record:
+        for m in ("cope", "cascade-noplan"):
+            if by_method.get(m):
+                calibration[m] = reliability(by_method[m])
         # A recording ran every stage; what a cascade would have done is its
         # replay at the method's own thresholds.
         from ..methods import method_config
@@ -251,6 +283,7 @@ def summarize_run(out: Path) -> dict[str, Any]:
         "aiq": aiq(points) if len(points) > 1 else None,
         "judged": judged,
         "paired_vs_large": paired,
+        "calibration": calibration,
         "regenerate": f"cope report {out}",
     }
 

@@ -60,6 +60,15 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
                 lines.append(f"| {m} | {p['problems']} | {100 * p['accuracy_diff']:+.1f} pts "
                              f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['only_method_right']} / "
                              f"{p['only_baseline_right']} | {ratio} |")
+        calibration = s.get("calibration") or {}
+        if any(calibration.values()):
+            lines += ["", "Confidence against accuracy, every recorded problem at every deciding stage "
+                          "(confidence: right / problems; ECE is the problem-weighted gap between the two):", "",
+                      "| method | stage | confidence: right / problems | ECE |", "|---|---|---|---|"]
+            for m, stages in calibration.items():
+                for st in stages:
+                    cells = ", ".join(f"{b['confidence']:.2f}: {b['right']}/{b['problems']}" for b in st["bins"])
+                    lines.append(f"| {m} | {st['stage']} | {cells} | {st['ece']:.2f} |")
         for name, w in s.get("judged", {}).items():
             lo, hi = w["adjusted_ci95"]
             lines += ["", f"Judged: {name}: {w['wins']} wins, {w['ties']} ties, {w['losses']} losses of {w['n']}; "

@@ -201,6 +201,9 @@ def test_reliability_tables_of_a_recorded_cascade(recorded):
     # perplexity-like confidences, all distinct, are binned by tenths
     fine = [row(0.31 + i / 100, i % 2 == 0, 0.5, True) for i in range(12)]
     assert [b["confidence"] for b in reliability(fine)[0]["bins"]] == [0.3, 0.4]
+    # ... and their gap uses the confidences themselves, not the bin's label
+    exact = sum(abs(sum(i % 2 == 0 for i in b) - sum(0.31 + i / 100 for i in b)) for b in (range(9), range(9, 12)))
+    assert reliability(fine)[0]["ece"] == pytest.approx(exact / 12)
     # the real recording: one table per deciding stage, over every recorded problem
     cal = summarize_run(recorded)["calibration"]["cope"]
     assert [t["stage"] for t in cal] == [1, 2]

@@ -167,11 +167,12 @@ def reliability(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         keys = {round(c, 2) for c, _ in pairs}
         # votes of n samples give at most n + 1 values; anything finer is binned by tenths
         key = (lambda c: round(c, 2)) if len(keys) <= 10 else (lambda c: min(int(c * 10), 9) / 10)
-        bins: dict[float, list[bool]] = {}
+        bins: dict[float, list[tuple[float, bool]]] = {}
         for c, ok in pairs:
-            bins.setdefault(key(c), []).append(ok)
-        table = [{"confidence": c, "problems": len(v), "right": sum(v)} for c, v in sorted(bins.items())]
-        ece = sum(abs(b["right"] / b["problems"] - b["confidence"]) * b["problems"] for b in table) / len(pairs)
+            bins.setdefault(key(c), []).append((c, ok))
+        table = [{"confidence": k, "problems": len(v), "right": sum(ok for _, ok in v)} for k, v in sorted(bins.items())]
+        # each bin's gap is between its right count and its summed confidences (not its label)
+        ece = sum(abs(sum(ok for _, ok in v) - sum(c for c, _ in v)) for v in bins.values()) / len(pairs)
         out.append({"stage": i + 1, "bins": table, "ece": ece})
     return out
 

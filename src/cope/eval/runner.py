@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import ConfigError, CopeError
+from ..models.worker import ModelProcessDied
 from ..tasks.base import Problem
 from .calls import Budget, BudgetExceeded, CallCache, JournaledModel
 from .journal import Journal, archived, journal_exists, read_journal
@@ -211,6 +212,12 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                     r = await solvers[method].asolve(problem, task=tasks[method],
                                                      seed=problem_seed(cfg.seed, problem.id))
                 except BudgetExceeded as exc:
+                    stop.append(exc)
+                    return
+                except ModelProcessDied as exc:
+                    # a dead local model would fail every problem after it: stop; the calls
+                    # it answered before are in the journal, so --resume pays nothing twice
+                    journal.write({"type": "error", "method": method, "problem_id": problem.id, "error": str(exc)})
                     stop.append(exc)
                     return
                 except CopeError as exc:

@@ -28,6 +28,10 @@ def report_samples(k: int) -> None:
         hook(k)
 
 
+class Cancelled(Exception):
+    """A decode its caller gave up on (a timeout, a client that hung up); its samples are dropped."""
+
+
 @dataclass(frozen=True)
 class GenParams:
     """Sampling parameters shared by every backend."""

@@ -107,6 +107,12 @@ def _build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve COPE presets as an OpenAI-compatible endpoint")
     add_serve_arguments(srv)
 
+    d = sub.add_parser("doctor", help="check this install: build, CPU, models, sandbox, caches, keys")
+    d.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    d.add_argument("--model", nargs="+", default=None,
+                   help="time only these local models (default: every installed one)")
+    d.add_argument("--timeout", type=float, default=300, help="seconds a model's timed decode may take")
+
     m = sub.add_parser("models", help="list the named local models and the price table")
     m.add_argument("--prices", default=None, help="a TOML price file that overrides or adds prices")
     m.add_argument("--json", action="store_true", help="print JSON")
@@ -202,6 +208,21 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for p in prices:
         print(f"  {p['model']:<20} in {p['input_per_1m']:>7.3f}  out {p['output_per_1m']:>7.3f}  ({p['source']}, {p['date']})")
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import report, run_checks
+
+    step = None if args.json else (lambda s: sys.stderr.write(f"doctor: {s} ...\n"))
+    result = report(run_checks(args.model, timeout=args.timeout, on_step=step))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for c in result["checks"]:
+            print(f"{c['status'].upper():<5} {c['name']:<13} {c['summary']}")
+        print("doctor: everything the main job needs works" if result["ok"]
+              else "doctor: something the main job needs is broken (FAIL above)")
+    return 0 if result["ok"] else 1
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -314,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         handler = {"solve": _cmd_solve, "eval": _cmd_eval, "calibrate": _cmd_calibrate,
-                   "report": _cmd_report, "judge": _cmd_judge, "serve": _cmd_serve, "models": _cmd_models}[args.command]
+                   "report": _cmd_report, "judge": _cmd_judge, "serve": _cmd_serve, "models": _cmd_models,
+                   "doctor": _cmd_doctor}[args.command]
         return handler(args)
     except CopeError as exc:
         sys.stderr.write(f"cope: error: {exc}\n")

@@ -6,6 +6,8 @@ from ..errors import ConfigError
 from .base import Assessment, Plan, Task
 
 TASKS = ("math", "code", "open", "agent")
+# Variants of a family with another executor (same answers, same scoring): math whose programs are run.
+VARIANTS = ("math-pot", "math-exec")
 
 
 def get_task(name: str) -> Task:
@@ -13,6 +15,10 @@ def get_task(name: str) -> Task:
         from .math import MathTask
 
         return MathTask()
+    if name in VARIANTS:
+        from .math_pot import MathPoTTask
+
+        return MathPoTTask(mode=name.split("-", 1)[1])
     if name == "code":
         from .code import CodeTask
 
@@ -25,7 +31,7 @@ def get_task(name: str) -> Task:
         from .agent import AgentTask
 
         return AgentTask()
-    raise ConfigError(f"unknown task '{name}'; available: {', '.join(TASKS)}")
+    raise ConfigError(f"unknown task '{name}'; available: {', '.join(TASKS + VARIANTS)}")
 
 
-__all__ = ["Assessment", "Plan", "Task", "get_task", "TASKS"]
+__all__ = ["Assessment", "Plan", "Task", "get_task", "TASKS", "VARIANTS"]

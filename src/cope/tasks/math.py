@@ -381,6 +381,40 @@ def cluster_answers(answers: Sequence[str | None]) -> list[int | None]:
     return ids
 
 
+def vote(outputs: Sequence[str], extracted: Sequence[str | None]) -> Assessment:
+    """Majority vote over per-sample answers; confidence is the majority's share of all samples.
+
+    Samples without an answer count in the denominator, so a stage where
+    most samples failed to answer is not confident. Every way of reading an
+    answer (written, or printed by an executed program) votes through here.
+    """
+    extracted = list(extracted)
+    clusters = cluster_answers(extracted)
+    sizes = Counter(c for c in clusters if c is not None)
+    if not sizes:
+        return Assessment(
+            answer=None,
+            confidence=0.0,
+            support=[],
+            extracted=extracted,
+            output=outputs[0] if outputs else "",  # still show what the model wrote
+            info={"clusters": clusters, "votes": {}},
+        )
+    # Ids follow first appearance, so the lowest id wins a tie.
+    majority = min(sizes, key=lambda c: (-sizes[c], c))
+    support = [i for i, c in enumerate(clusters) if c == majority]
+    first_member = {c: extracted[clusters.index(c)] for c in sizes}
+    votes = {str(first_member[c]): sizes[c] for c in sorted(sizes)}
+    return Assessment(
+        answer=extracted[support[0]],
+        confidence=len(support) / len(outputs),
+        support=support,
+        extracted=extracted,
+        output=outputs[support[0]],
+        info={"clusters": clusters, "votes": votes},
+    )
+
+
 # ---------------------------------------------------------------------------
 # The task
 # ---------------------------------------------------------------------------
@@ -414,37 +448,9 @@ class MathTask:
         return chat(_SYSTEM_PROMPT, problem, user)
 
     def assess(self, problem: Problem, completions: Sequence[Completion]) -> Assessment:
-        """Majority vote over the samples' answers; confidence is the majority's share.
-
-        Samples without an answer count in the denominator, so a stage where
-        most samples failed to answer is not confident.
-        """
+        """Majority vote over the answers written in the samples (see :func:`vote`)."""
         outputs = [c.text for c in completions]
-        extracted = [extract_answer(o) for o in outputs]
-        clusters = cluster_answers(extracted)
-        sizes = Counter(c for c in clusters if c is not None)
-        if not sizes:
-            return Assessment(
-                answer=None,
-                confidence=0.0,
-                support=[],
-                extracted=extracted,
-                output=outputs[0] if outputs else "",  # still show what the model wrote
-                info={"clusters": clusters, "votes": {}},
-            )
-        # Ids follow first appearance, so the lowest id wins a tie.
-        majority = min(sizes, key=lambda c: (-sizes[c], c))
-        support = [i for i, c in enumerate(clusters) if c == majority]
-        first_member = {c: extracted[clusters.index(c)] for c in sizes}
-        votes = {str(first_member[c]): sizes[c] for c in sorted(sizes)}
-        return Assessment(
-            answer=extracted[support[0]],
-            confidence=len(support) / len(outputs),
-            support=support,
-            extracted=extracted,
-            output=outputs[support[0]],
-            info={"clusters": clusters, "votes": votes},
-        )
+        return vote(outputs, [extract_answer(o) for o in outputs])
 
     def is_correct(self, answer: str | None, reference: str) -> bool:
         """Equality with the reference; a worked reference ("... #### 72") is reduced to its answer first."""

@@ -1,0 +1,86 @@
+"""Program of thought: programs run in the real sandbox, their printed answers vote; failures are missing answers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cope.models.base import Completion
+from cope.tasks import get_task
+from cope.tasks.base import Problem
+from cope.tasks.math_pot import POT_LIMITS, MathPoTTask, printed_answer, program_answer
+
+SMOL = "local/smollm2-135m"
+
+
+def block(code: str) -> str:
+    return f"Here is the program:\n```python\n{code}\n```\n```output\n70\n```"  # an invented output, as models write
+
+
+@pytest.fixture(scope="module")
+def pot():
+    return MathPoTTask("pot")
+
+
+def test_printed_answer_reads_the_last_line():
+    assert printed_answer("working...\n72\n") == "72"
+    assert printed_answer("72.0") == "72"
+    assert printed_answer("The answer is 72") == "72"
+    assert printed_answer("\\boxed{18}\n") == "18"
+    assert printed_answer("3/4") == "3/4"
+    assert printed_answer("") is None and printed_answer("\n  \n") is None
+    assert printed_answer("x" * 500) is None
+
+
+def test_a_program_printing_the_right_answer_votes_right(pot):
+    ans, how = program_answer(block("a = 48\nb = a // 2\nprint(a + b)"), pot.sandbox)
+    assert (ans, how) == ("72", "ran")  # the executed value, not the invented ```output 70
+    assert pot.score(Problem("q", reference="72"), ans)
+
+
+def test_loops_crashes_and_silence_are_missing_answers(pot):
+    t0 = time.monotonic()
+    ans, how = program_answer(block("while True:\n    pass"), pot.sandbox)
+    assert ans is None and how == "timed out"
+    assert time.monotonic() - t0 < POT_LIMITS.timeout_s + 10  # the limit holds
+    ans, how = program_answer(block("print(1 / 0)"), pot.sandbox)
+    assert ans is None and how.startswith("error:") and "ZeroDivisionError" in how
+    assert program_answer(block("x = 72"), pot.sandbox) == (None, "printed nothing usable")
+    ans, how = program_answer(block("x = bytearray(2 * 1024 ** 3)\nprint(72)"), pot.sandbox)
+    assert ans is None  # 2 GiB is past the memory limit
+    assert program_answer("The answer is \\boxed{5}.", pot.sandbox) == (None, "no program")
+    assert program_answer("It is\n```\n48 + 24\n```\n\\boxed{72}", pot.sandbox) == (None, "no program")
+    assert program_answer("```\nx = 6 * 7\nprint(x)\n```", pot.sandbox) == ("42", "ran")  # untagged, but a program
+
+
+def test_assess_votes_executed_answers(pot):
+    outs = [block("print(48 + 24)"), block("print(72.0)"), block("raise SystemExit(1)"), "So \\boxed{70}."]
+    a = pot.assess(Problem("q"), [Completion(o, 10) for o in outs])
+    assert a.answer == "72" and a.confidence == 0.5 and a.support == [0, 1]
+    assert a.extracted[2] is None and a.extracted[3] == "70"  # no program: the written answer
+    assert a.info["executed"] == ["ran", "ran", a.info["executed"][2], "no program"]
+    assert a.info["executed"][2].startswith("error")
+
+
+def test_exec_mode_keeps_the_written_answer_when_the_program_fails():
+    ex = get_task("math-exec")
+    written_and_broken = "48 + 24 = 72, so \\boxed{72}.\n```python\nprint(undefined_name)\n```"
+    a = ex.assess(Problem("q"), [Completion(written_and_broken, 10), Completion(block("print(7 * 8)"), 10)])
+    assert a.extracted == ["72", "56"]
+    assert "do not write code" in ex.executor_messages(Problem("q"), [])[0]["content"]
+    assert "```python" in get_task("math-pot").executor_messages(Problem("q"), [])[0]["content"]
+
+
+def test_real_model_through_the_cascade_records_what_ran():
+    import cope
+
+    c = cope.Cope(small=SMOL, large=SMOL, large_price_as="gpt-4o-mini", n=2, tau1=0.0, max_tokens=96)
+    r = c.solve("What is 6 times 7?", task="math-pot", seed=3)
+    st = r.stages[0]
+    assert len(st.info["executed"]) == 2
+    assert set(st.info["executed"]) <= {"ran", "no program", "timed out", "printed nothing usable"} | {
+        e for e in st.info["executed"] if e.startswith("error:")}
+    assert r.stage == 1 and len(st.extracted) == 2
+    ran = [e for e, how in zip(st.extracted, st.info["executed"]) if how == "ran"]
+    assert all(isinstance(x, str) and x for x in ran)

@@ -84,3 +84,14 @@ def test_real_model_through_the_cascade_records_what_ran():
     assert r.stage == 1 and len(st.extracted) == 2
     ran = [e for e, how in zip(st.extracted, st.info["executed"]) if how == "ran"]
     assert all(isinstance(x, str) and x for x in ran)
+
+
+def test_math_benchmarks_take_the_program_variants():
+    from cope.benchmarks.registry import benchmark_task, load_benchmark
+    from cope.errors import ConfigError
+
+    assert load_benchmark("arith", limit=1, task="math-pot").task == "math-pot"
+    assert load_benchmark("arith", limit=1).task == "math"
+    assert benchmark_task("gsm", "math-exec") == "math-exec"
+    with pytest.raises(ConfigError, match="does not fit"):
+        benchmark_task("gsm", "code")

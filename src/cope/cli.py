@@ -25,7 +25,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("solve", help="solve one problem with the cascade")
     s.add_argument("problem", nargs="?", help="problem text, '@FILE' to read a file, or '-' for stdin")
-    s.add_argument("--task", default="math", help="task family (default: math)")
+    s.add_argument("--task", default="math",
+                   help="task family: math (default), code, open, agent; math-pot, math-exec run math programs")
     s.add_argument("--small", default=DEFAULT_SMALL, help=f"small model spec (default: {DEFAULT_SMALL})")
     s.add_argument("--large", default=DEFAULT_LARGE, help=f"large model spec (default: {DEFAULT_LARGE})")
     s.add_argument("--method", default="cope", help="cascade preset: cope, large, small (default: cope)")
@@ -76,7 +77,8 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--prices", default=None)
     e.add_argument("--base-url", default=None)
     e.add_argument("--map", default=None, help="jsonl field mapping, e.g. text=problem,reference=answer,id=uid")
-    e.add_argument("--task", default=None, help="task family for jsonl: benchmarks (default: math)")
+    e.add_argument("--task", default=None,
+                   help="task family for jsonl: benchmarks (default: math); math-pot or math-exec for any math one")
     e.add_argument("--max-steps", type=int, default=50, help="textworld: step budget per episode (default: 50)")
     e.add_argument("--frugal-train", default=None, help="run directory to train the frugal method's scorer on")
     e.add_argument("--no-cache", action="store_true", help="do not use the cross-run call cache")

@@ -151,7 +151,16 @@ def benchmark_task(spec: str, task: str | None = None) -> str:
         return "open"
     if spec == "textworld" or spec.startswith("textworld:"):
         return "agent"
-    return "math"
+    return _math_variant(task)
+
+
+def _math_variant(task: str | None) -> str:
+    """A math benchmark is solved by ``math`` or by one of its executor variants (math-pot, math-exec)."""
+    if task is None or task == "math":
+        return "math"
+    if task.startswith("math-"):
+        return task
+    raise ConfigError(f"--task {task} does not fit a math benchmark; use math, math-pot or math-exec")
 
 
 def load_benchmark(spec: str, *, limit: int | None = None, seed: int = 1234,
@@ -169,4 +178,7 @@ def load_benchmark(spec: str, *, limit: int | None = None, seed: int = 1234,
         loader = LOADERS[spec]
     except KeyError:
         raise ConfigError(f"unknown benchmark '{spec}'; known: {', '.join(LOADERS)}, textworld[:KIND], jsonl:PATH, mbpp:PATH") from None
-    return loader(limit, seed)
+    bench = loader(limit, seed)
+    if bench.task == "math" and task:
+        bench.task = _math_variant(task)
+    return bench

@@ -125,3 +125,20 @@ def test_eval_stops_on_a_dead_model_and_keeps_what_it_paid_for(tmp_path, sigill_
     assert sum(r["type"] == "result" for r in recs) == 1
     assert sum(r["type"] == "error" and "SIGILL" in r["error"] for r in recs) == 1  # stopped at the first
     assert "SIGILL" in json.loads((out / "summary.json").read_text())["stopped"]
+
+
+def test_worker_pipes_above_fd_1024_work():
+    """A server holding many sockets gets pipe fds past select()'s limit; the protocol uses poll()."""
+    code = ("import asyncio, os, resource\n"
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+            "if hard != resource.RLIM_INFINITY and hard < 1200: print('skip'); raise SystemExit\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))\n"
+            "held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]\n"
+            "from cope.models.llamacpp import LlamaCppModel; from cope.models.base import GenParams\n"
+            "m = LlamaCppModel('smollm2-135m', n_ctx=1024)\n"
+            "g = asyncio.run(m.generate([{'role': 'user', 'content': 'hi'}], GenParams(max_tokens=3)))\n"
+            "print(m.engine._resp > 1024, g.completions[0].completion_tokens > 0)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if p.stdout.strip() == "skip":
+        pytest.skip("the hard limit on open files is below 1200 here")
+    assert p.stdout.split() == ["True", "True"], p.stderr

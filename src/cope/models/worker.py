@@ -92,6 +92,13 @@ def _read(fd: int) -> Any | None:
     return None if body is None else pickle.loads(body)
 
 
+def _readable(fd: int, timeout_s: float) -> bool:
+    """poll(), not select(): a server holding a thousand sockets has pipe fds above select's 1024."""
+    p = select.poll()
+    p.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(p.poll(int(timeout_s * 1000)))
+
+
 # Errors the child may raise on purpose, re-raised as the same type in the caller.
 _KNOWN_ERRORS: dict[str, type[CopeError]] = {"ConfigError": ConfigError, "BackendError": BackendError}
 
@@ -165,8 +172,7 @@ class EngineClient:
                 except OSError:
                     pass
                 cancel_sent = True
-            ready, _, _ = select.select([self._resp], [], [], _POLL_S)
-            if not ready:
+            if not _readable(self._resp, _POLL_S):
                 if self.proc.poll() is not None:
                     self._died()
                 continue
@@ -233,7 +239,7 @@ class _PipeFlag:
         self.fd, self.job, self.set_ = fd, 0, False
 
     def is_set(self) -> bool:
-        while not self.set_ and select.select([self.fd], [], [], 0)[0]:
+        while not self.set_ and _readable(self.fd, 0):
             msg = _read(self.fd)
             if msg is None or msg[0] == "exit":
                 os._exit(0)  # the caller is gone: nobody wants these samples

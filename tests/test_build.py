@@ -102,4 +102,5 @@ def test_the_installed_build_was_recorded_by_install_sh():
 def test_levels_command_lists_this_machine(capsys):
     assert build.main(["levels"]) == 0
     out = capsys.readouterr().out
-    assert "portable" in out and ("reported" in out)
+    portable = next(line for line in out.splitlines() if line.startswith("portable"))
+    assert "not reported" not in portable  # every CPU this runs on claims the portable level

@@ -121,8 +121,8 @@ def check_build(probe: build.ProbeResult | None) -> Check:
         return Check("llama_build", "warn",
                      "llama-cpp-python was not installed by install.sh: its flags are unknown (pip's default "
                      "is -march=native, which breaks when the venv moves); run ./install.sh", details)
-    faster = [n for n in reported if build.levels_for().index(build.level(n)) >
-              build.levels_for().index(build.level(level))] if level in {lv.name for lv in build.levels_for()} else []
+    order = [lv.name for lv in build.levels_for()]
+    faster = [n for n in reported if level in order and order.index(n) > order.index(level)]
     summary = f"level '{level}': {', '.join(feats) or 'generic'}"
     if faster:
         summary += f" (the CPU reports '{faster[0]}': ./install.sh --cpu auto tries it)"

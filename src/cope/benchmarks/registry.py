@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError
+from ..tasks import VARIANTS
 from ..tasks.base import Problem
 from .files import package_file, read_jsonl
 
@@ -158,7 +159,7 @@ def _math_variant(task: str | None) -> str:
     """A math benchmark is solved by ``math`` or by one of its executor variants (math-pot, math-exec)."""
     if task is None or task == "math":
         return "math"
-    if task.startswith("math-"):
+    if task in VARIANTS:
         return task
     raise ConfigError(f"--task {task} does not fit a math benchmark; use math, math-pot or math-exec")
 

@@ -16,7 +16,7 @@ machine and libc), so the same flags reuse a wheel and different flags never do.
 
 ``python -m cope.models.build`` is what ``install.sh`` runs (with ``src`` on
 ``PYTHONPATH`` before cope itself is installed): ``install``, ``probe``,
-``auto``. Only the standard library is imported at module level.
+``auto``, ``try``. Nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
+
+from .worker import child_env, signal_name
 
 PACKAGE = "llama-cpp-python"
 VERSION = "0.3.36"
@@ -228,23 +230,16 @@ def probe_command(model: str, *, prompt_tokens: int = PROBE_PROMPT_TOKENS,
 
 def run_probe(command: Sequence[str], *, pythonpath: str | None = None, timeout: float = 300) -> ProbeResult:
     """Run a probe child; reject it if it dies of a signal, exits non-zero, hangs or says nothing."""
-    env = dict(os.environ)
-    parts = [pythonpath] if pythonpath else []
-    parts.append(str(Path(__file__).resolve().parents[2]))  # the folder that holds the cope package
-    parts += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(parts)
     try:
-        proc = subprocess.run(list(command), env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(list(command), env=child_env(pythonpath), capture_output=True, text=True,
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return ProbeResult(False, f"no answer within {timeout:.0f} s")
     except OSError as exc:
         return ProbeResult(False, f"could not start: {exc}")
     rc = proc.returncode
     if rc < 0:
-        try:
-            name = signal.Signals(-rc).name
-        except ValueError:
-            name = f"signal {-rc}"
+        name = signal_name(-rc)
         why = " (illegal instruction: the CPU does not run this build)" if -rc == signal.SIGILL else ""
         return ProbeResult(False, f"died of {name}{why}", rc, name)
     if rc != 0:
@@ -331,7 +326,17 @@ def _write_record(lv: Level, wheel: Path, probe: ProbeResult | None, note: str =
            "cmake_args": lv.cmake_args(), "key": build_key(lv), "wheel": wheel.name,
            "probe": probe.to_dict() if probe else None, "note": note,
            "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    _save_record(rec)
+
+
+def _save_record(rec: dict) -> None:
     record_path().write_text(json.dumps(rec, indent=2) + "\n")
+
+
+def _pip_install(wheel: Path, python: str = sys.executable) -> None:
+    """Replace whatever llama-cpp-python the venv holds by this wheel (its dependencies are cope's)."""
+    subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                           "--no-deps", "--force-reinstall", str(wheel)])
 
 
 def install_level(lv: Level, python: str = sys.executable) -> Path:
@@ -341,8 +346,7 @@ def install_level(lv: Level, python: str = sys.executable) -> Path:
     if rec and rec.get("key") == build_key(lv) and _installed_version() == VERSION:
         print(f"build: {PACKAGE} level '{lv.name}' is installed", file=sys.stderr)
         return wheel
-    subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           "--no-deps", "--force-reinstall", str(wheel)])
+    _pip_install(wheel, python)
     _write_record(lv, wheel, None, "installed; not yet probed")
     return wheel
 
@@ -369,7 +373,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     if rec:
         rec["probe"] = res.to_dict()
         rec["note"] = "probed"
-        record_path().write_text(json.dumps(rec, indent=2) + "\n")
+        _save_record(rec)
     if res.ok:
         print(f"build: level '{lv_name}' runs here: prompt {res.metrics['prompt_tok_s']} tok/s, "
               f"decode {res.metrics['decode_tok_s']} tok/s on {args.model}", file=sys.stderr)
@@ -390,8 +394,7 @@ def try_levels(names: Sequence[str], *, model: str = "smollm2-135m", timeout: fl
             unpack(wheel, Path(tmp))
             chosen, verdicts = choose([Candidate(lv.name, tmp)], model, timeout=timeout, log=log)
         if chosen:
-            subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet",
-                                   "--disable-pip-version-check", "--no-deps", "--force-reinstall", str(wheel)])
+            _pip_install(wheel)
             _write_record(lv, wheel, verdicts[lv.name], "probed before install")
             log(f"build: using level '{lv.name}' ({lv.description})")
             return lv

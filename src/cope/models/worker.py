@@ -43,15 +43,28 @@ class ModelProcessDied(BackendError):
         self.returncode = returncode
 
 
+def signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def child_env(first: str | None = None) -> dict[str, str]:
+    """This process's environment for a Python child that imports cope (and ``first`` before all else)."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])  # the folder that holds the cope package
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(([first] if first else []) + [root] + rest)
+    return env
+
+
 def describe_death(spec: str, returncode: int | None) -> str:
     """One line naming what killed a model process and what to do about it."""
     head = f"the local model process for {spec}"
     if returncode is not None and returncode < 0:
         sig = -returncode
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
+        name = signal_name(sig)
         if sig == signal.SIGILL:
             return (f"{head} died of SIGILL (illegal instruction): this llama.cpp build uses CPU "
                     "instructions this machine does not execute; run 'cope doctor', then "
@@ -120,9 +133,7 @@ class EngineClient:
         self.dead: ModelProcessDied | None = None
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[2])  # the folder that holds the cope package
-        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        env = child_env()
         try:
             out = sys.stderr.fileno()  # anything native code prints must not mix into --json on stdout
         except (AttributeError, OSError, ValueError):

@@ -27,6 +27,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
+from ..errors import ConfigError
 from ..models.base import Completion, Message
 from ..sandbox import Limits, Sandbox
 from .base import Assessment, Plan, Problem, chat, plan_lines
@@ -109,12 +110,9 @@ def program_answer(text: str, sandbox: Sandbox) -> tuple[str | None, str]:
 class MathPoTTask(MathTask):
     """Math where programs are run: ``mode="pot"`` asks for them, ``mode="exec"`` runs those written anyway."""
 
-    needs_logprobs = False
     slow_assess = True  # running programs: the cascade calls assess in a thread
 
     def __init__(self, mode: str = "pot", sandbox: Sandbox | None = None) -> None:
-        from ..errors import ConfigError
-
         if mode not in ("pot", "exec"):
             raise ConfigError(f"unknown math executor mode '{mode}'; use pot or exec")
         self.mode = mode

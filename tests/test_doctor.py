@@ -64,3 +64,9 @@ def test_a_failed_decode_of_a_main_model_fails_the_check():
     c = doctor.check_models({"qwen2.5-coder-0.5b": bad})
     assert c.status == "fail" and "SIGILL" in c.summary
     assert doctor.report([c])["ok"] is False
+
+
+def test_an_unknown_model_is_one_line():
+    p = run("--model", "no-such-model")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("cope: error: unknown local model 'no-such-model'")

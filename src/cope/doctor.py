@@ -214,6 +214,11 @@ def run_checks(models: list[str] | None = None, *, timeout: float = 300,
                on_step: Callable[[str], None] | None = None) -> list[Check]:
     """Every check; ``models`` limits the timed decodes (default: every installed local model)."""
     step = on_step or (lambda s: None)
+    from .errors import ConfigError
+
+    unknown = [m for m in models or [] if m not in NAMED_MODELS]
+    if unknown:
+        raise ConfigError(f"unknown local model '{unknown[0]}'; named models: {', '.join(NAMED_MODELS)}")
     installed = [m.name for m in NAMED_MODELS.values() if is_installed(m)]
     names = [m for m in (models or installed) if m in installed]
     checks = [check_python(), check_packages()]

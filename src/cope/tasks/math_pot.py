@@ -1,10 +1,10 @@
 """Program of thought for math: the answer a program prints, not the one a model writes.
 
 Why: in the 60-problem GSM recording (``results/gsm``), the 0.5B coder model
-wrote Python in 9-24% of its math samples despite being told not to, then
-invented the program's output; the invented value matched the real output in
-19 of 278 cases, while the programs themselves were right more often than
-chain-of-thought on the same problems (38.2% vs 25.4% per sample). Running the
+wrote Python in some of its math samples despite being told not to, then
+invented the program's output, which rarely matched what the program really
+prints; the programs themselves were right more often than chain-of-thought
+on the same problems. Running the
 program and voting on what it prints keeps the model's strength (writing
 code) and drops its weakness (arithmetic in its head).
 

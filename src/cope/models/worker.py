@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import BackendError, ConfigError, CopeError
-from .base import Cancelled, GenParams, Message
+from .base import Cancelled, GenParams, Message, report_samples
 
 _HEADER = struct.Struct("<Q")
 _POLL_S = 0.1  # how often a waiting caller looks at its cancel flag
@@ -165,15 +165,13 @@ class EngineClient:
 
     # --- plumbing -----------------------------------------------------------
     def _request(self, msg: tuple, cancel: threading.Event | None) -> Any:
-        from .base import report_samples
-
         if self.dead is not None:
             raise self.dead
         self._job += 1
         job = self._job
         try:
             _write(self._req, (msg[0], job) + msg[1:])
-        except (BrokenPipeError, OSError):
+        except OSError:  # a broken pipe: the worker is gone
             self._died()
         cancel_sent = False
         while True:
@@ -196,16 +194,17 @@ class EngineClient:
             if kind == "progress":
                 report_samples(reply[2])
                 continue
-            if len(reply) > 3 and isinstance(reply[3], dict):
-                self.tokens_evaluated = reply[3].get("evaluated", self.tokens_evaluated)
-                self.tokens_generated = reply[3].get("generated", self.tokens_generated)
+            # a final reply: (kind, job, payload, the engine's counters)
+            stats = reply[3] or {}
+            self.tokens_evaluated = stats.get("evaluated", self.tokens_evaluated)
+            self.tokens_generated = stats.get("generated", self.tokens_generated)
             if kind == "ok":
                 return reply[2]
             if kind == "cancelled":
                 raise Cancelled()
             if kind == "err":
-                cls = _KNOWN_ERRORS.get(reply[2], BackendError)
-                raise cls(reply[4] if len(reply) > 4 else str(reply[2]))
+                type_name, message = reply[2]
+                raise _KNOWN_ERRORS.get(type_name, BackendError)(message)
             raise BackendError(f"local model worker for {self.spec}: unexpected reply {kind!r}")
 
     def _died(self) -> None:
@@ -292,7 +291,7 @@ def _child(req: int, resp: int) -> None:
             _write(resp, ("cancelled", job, None, _stats(engine)))
             continue
         except Exception as exc:  # every failure goes back to the caller as a typed error
-            _write(resp, ("err", job, type(exc).__name__, _stats(engine), str(exc)))
+            _write(resp, ("err", job, (type(exc).__name__, str(exc)), _stats(engine)))
             if kind == "init":
                 return
             continue

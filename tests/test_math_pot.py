@@ -95,3 +95,39 @@ def test_math_benchmarks_take_the_program_variants():
     assert benchmark_task("gsm", "math-exec") == "math-exec"
     with pytest.raises(ConfigError, match="does not fit"):
         benchmark_task("gsm", "code")
+
+
+def test_mixed_vote_reads_each_style_its_own_way():
+    from cope.tasks.math_pot import executed_vote
+
+    outs = [block("print(72)"), "I add them.\n```python\nprint(1/0)\n```\nSo \\boxed{72}.",
+            block("print(1/0)") + "\nSo \\boxed{70}.", "48 + 24 = 72, so \\boxed{72}."]
+    a = executed_vote(outs, ["pot", "cot", "pot", "cot"])
+    # cot keeps its written answer when its program fails; a pot sample whose program fails has none
+    assert a.extracted == ["72", "72", None, "72"] and a.confidence == 0.75
+    assert a.info["styles"] == ["pot", "cot", "pot", "cot"] and a.info["executed"][0] == "ran"
+
+
+def test_mixed_stage_with_the_real_model(smol):
+    """A mot-cascade stage over SmolLM2: half the prompts ask for programs, every sample is assessed."""
+    from recording import Recording
+
+    from cope.api import Cope
+    from cope.cascade import NEVER
+    from cope.methods import method_config
+    from dataclasses import replace
+
+    small = Recording(smol, SMOL)
+    cfg = method_config("mot-cascade", n=4, max_tokens=96)
+    cfg = replace(cfg, stages=(replace(cfg.stages[0], threshold=NEVER, stop="none"), cfg.stages[1]))
+    c = Cope(small=small, large=smol, config=cfg)
+    r = c.solve(Problem("Tom has 48 apples and buys 24 more. How many apples does he have?", reference="72"),
+                task="math", seed=11)
+    s1 = r.stages[0]
+    assert s1.styles == ["cot", "pot", "cot", "pot"] and s1.drawn == 4
+    systems = [chat[0]["content"] for chat in small.chats]
+    # one batched call: the chain-of-thought prompt and the program prompt, two samples each
+    assert len(systems) == 2 and "do not" in systems[0] and "Python program" in systems[1]
+    assert [c.n for c in r.calls if c.stage == 1] == [2, 2]
+    assert len(s1.info["executed"]) == 4 and len(s1.extracted) == 4
+    assert r.stage == 2  # NEVER escalates; the stand-in large model answers

@@ -21,6 +21,7 @@ from .errors import BackendError, ConfigError
 from .models.base import Generation, GenParams, Model, on_samples_done
 from .plans import MAX_TOKENS, clean_plan, planner_messages
 from .pricing import Price
+from .stopping import RULES, StopRule, windows
 from .tasks.base import Assessment, Plan, PlanKind, Problem, Task
 
 Role = str  # "small" | "large" (any key of the models mapping)
@@ -59,11 +60,18 @@ class Stage:
     use_plans: tuple[str, ...] = ()
     threshold: float | None = None
     max_tokens: int = 512
+    styles: tuple[str, ...] = ()
+    window: int = 0
+    stop: StopRule = "none"
 
     def validate(self, index: int) -> None:
         where = f"stage {index}"
         if self.n < 1:
             raise ConfigError(f"{where}: n must be >= 1, got {self.n}")
+        if self.window < 0:
+            raise ConfigError(f"{where}: window must be >= 0, got {self.window}")
+        if self.stop not in RULES:
+            raise ConfigError(f"{where}: stop must be one of {', '.join(RULES)}, got '{self.stop}'")
         t = self.threshold
         if t is not None and not (0.0 <= t <= 1.0 or t == NEVER):
             raise ConfigError(f"{where}: threshold must be in [0, 1], got {t}")
@@ -131,6 +139,8 @@ class StageReport:
     cost_usd: float
     latency_s: float
     info: dict[str, object] = field(default_factory=dict)  # the task's assessment details
+    drawn: int = 0  # samples drawn: n, or fewer when the stage stopped early
+    styles: list[str] = field(default_factory=list)  # each drawn sample's executor style, if mixed
 
 
 @dataclass
@@ -233,14 +243,11 @@ class Cascade:
             emit(Event("stage", idx, len(stages), st.executor, 0, st.n, spent()))
             try:
                 new_plans = await self._plan(problem, st, idx, stage_seed, calls, emit)
-                completions, plan_of_sample = await self._execute(problem, st, idx, kept, new_plans, stage_seed, calls, emit)
+                completions, plan_of_sample, styles, assessment = await self._execute(
+                    problem, st, idx, kept, new_plans, stage_seed, calls, emit)
             except BackendError as exc:
                 exc.spent = list(calls)
                 raise
-            if getattr(self.task, "slow_assess", False):  # e.g. running programs: keep the loop free
-                assessment = await asyncio.to_thread(self.task.assess, problem, completions)
-            else:
-                assessment = self.task.assess(problem, completions)
             accepted = self.config.accepts(assessment.confidence, st.threshold)
             final_stage = idx
             used_plans += new_plans
@@ -264,11 +271,14 @@ class Cascade:
                     cost_usd=sum(c.cost_usd for c in stage_calls),
                     latency_s=time.perf_counter() - ts,
                     info=dict(assessment.info),
+                    drawn=len(completions),
+                    styles=list(styles),
                 )
             )
             verdict = "accepted" if accepted else "escalating"
-            emit(Event("done", idx, len(stages), st.executor, st.n, st.n, spent(),
-                       f"answer {assessment.answer}, confidence {assessment.confidence:.2f}, {verdict}"))
+            early = f" after {len(completions)} of {st.n} samples" if len(completions) < st.n else ""
+            emit(Event("done", idx, len(stages), st.executor, len(completions), st.n, spent(),
+                       f"answer {assessment.answer}, confidence {assessment.confidence:.2f}, {verdict}{early}"))
             if accepted:
                 break
         assert assessment is not None
@@ -333,30 +343,86 @@ class Cascade:
         self._record(calls, idx, "plan", ps.planner, gen, ps.count)
         return [Plan(ps.kind, clean_plan(c.text, ps.kind), bound.spec, idx) for c in gen.completions]
 
+    def _styles(self, st: Stage) -> tuple[str, ...]:
+        """The stage's executor styles that this task family offers; none unless two or more remain."""
+        offered = getattr(self.task, "executor_styles", ())
+        chosen = tuple(x for x in st.styles if x in offered)
+        return chosen if len(chosen) > 1 else ()
+
+    async def _assess(self, problem: Problem, completions, styles) -> Assessment:
+        kw = {"styles": list(styles)} if styles else {}
+        if styles or getattr(self.task, "slow_assess", False):  # e.g. running programs: keep the loop free
+            return await asyncio.to_thread(self.task.assess, problem, completions, **kw)
+        return self.task.assess(problem, completions, **kw)
+
+    def _settled(self, st: Stage, assessment: Assessment, drawn: int, need_answer: bool) -> bool:
+        """Whether the samples not drawn yet could still change the stage's decision (see cope.stopping)."""
+        if drawn >= st.n:
+            return True
+        settled = getattr(self.task, "settled", None)
+        if st.stop == "none" or settled is None:
+            return False
+        return bool(settled(assessment, drawn, st.n, st.threshold, strict=self.config.strict,
+                            need_answer=need_answer, rule=st.stop))
+
     async def _execute(self, problem, st: Stage, idx, kept, new_plans, seed, calls, emit):
+        """Draw the stage's samples window by window; stop once the rest cannot matter.
+
+        Sample i runs on plan i // (n / plans) and style i mod styles; the
+        samples of a window that share a prompt go into one call (several
+        prompts with the same count into one ``generate_many``), so one
+        window with no styles is exactly one call, as before windows existed.
+        """
         bound = self.models[st.executor]
         base = [kept[name] for name in st.use_plans if name in kept]
         seed_x = None if seed is None else seed + 1
-        progress = self._progress(emit, "execute", idx, st.executor, st.n, calls, "samples")
-        if len(new_plans) > 1:
-            per = st.n // len(new_plans)
-            prompts = [self.task.executor_messages(problem, base + [p]) for p in new_plans]
-            params = GenParams(n=per, temperature=st.temperature, max_tokens=st.max_tokens, seed=seed_x,
-                               logprobs=self.task.needs_logprobs)
-            with progress:
-                gens = await bound.model.generate_many(prompts, params)
-            outputs, plan_of_sample = [], []
-            for k, g in enumerate(gens):
-                self._record(calls, idx, "execute", st.executor, g, per)
-                outputs += g.completions
-                plan_of_sample += [k] * len(g.completions)
-        else:
-            prompt = self.task.executor_messages(problem, base + new_plans)
-            params = GenParams(n=st.n, temperature=st.temperature, max_tokens=st.max_tokens, seed=seed_x,
-                               logprobs=self.task.needs_logprobs)
-            with progress:
-                g = await bound.model.generate(prompt, params)
-            self._record(calls, idx, "execute", st.executor, g, st.n)
-            outputs, plan_of_sample = list(g.completions), [0] * len(g.completions)
-        return outputs, plan_of_sample
+        styles = self._styles(st)
+        n = st.n
+        per = n // len(new_plans) if new_plans else n
+        slot_plan = [i // per if new_plans else 0 for i in range(n)]
+        slot_style = [styles[i % len(styles)] if styles else "" for i in range(n)]
+        prompts: dict[tuple[int, str], list] = {}
 
+        def prompt(key: tuple[int, str]) -> list:
+            if key not in prompts:
+                plans = base + ([new_plans[key[0]]] if new_plans else [])
+                prompts[key] = (self.task.executor_messages(problem, plans, style=key[1]) if key[1]
+                                else self.task.executor_messages(problem, plans))
+            return prompts[key]
+
+        # A stage that keeps one of several plans keeps the majority's: its answer matters even when it escalates.
+        need_answer = bool(st.plan and st.plan.keep_as and len(new_plans) > 1)
+        can_stop = st.stop != "none" and hasattr(self.task, "settled")
+        outputs: list = [None] * n
+        drawn = 0
+        assessment: Assessment | None = None
+        with self._progress(emit, "execute", idx, st.executor, n, calls, "samples"):
+            for w, (lo, hi) in enumerate(windows(n, st.window)):
+                groups: dict[tuple[int, str], list[int]] = {}
+                for i in range(lo, hi):
+                    groups.setdefault((slot_plan[i], slot_style[i]), []).append(i)
+                by_count: dict[int, list[tuple[int, str]]] = {}
+                for key, slots in groups.items():
+                    by_count.setdefault(len(slots), []).append(key)
+                for g, (count, keys) in enumerate(by_count.items()):
+                    # each window (and each call within one) on its own stream; window 0's first call
+                    # keeps the stage seed, so one window is seeded as before windows existed
+                    call_seed = None if seed_x is None else seed_x + w * 1009 + g * 101
+                    params = GenParams(n=count, temperature=st.temperature, max_tokens=st.max_tokens,
+                                       seed=call_seed, logprobs=self.task.needs_logprobs)
+                    if len(keys) > 1:
+                        gens = await bound.model.generate_many([prompt(k) for k in keys], params)
+                    else:
+                        gens = [await bound.model.generate(prompt(keys[0]), params)]
+                    for key, gen in zip(keys, gens):
+                        self._record(calls, idx, "execute", st.executor, gen, count)
+                        for i, c in zip(groups[key], gen.completions):
+                            outputs[i] = c
+                drawn = hi
+                if hi < n and not can_stop:
+                    continue
+                assessment = await self._assess(problem, outputs[:hi], slot_style[:hi] if styles else ())
+                if self._settled(st, assessment, hi, need_answer):
+                    break
+        assert assessment is not None
+        return outputs[:drawn], slot_plan[:drawn], (slot_style[:drawn] if styles else []), assessment

@@ -104,10 +104,53 @@ def frugal(n: int = 8, *, max_tokens: int = 512, frugal_threshold: float = 0.5, 
     ))
 
 
+# Mixture of thoughts: half the samples reason in words, half write a program that is run.
+MOT = ("cot", "pot")
+
+
+def mot_cascade(n: int = 8, tau1: float = 0.75, *, max_tokens: int = 512, window: int = 4,
+                stop: str = "exact", **_: object) -> CascadeConfig:
+    """Mixture-of-Thoughts cascade (Yue et al., 2024), with no plans: a baseline for cope-auto.
+
+    The small model votes over n samples, half chain-of-thought and half
+    program-of-thought (programs run in the sandbox); on low consensus the
+    large model answers, unplanned. Families with one executor style vote
+    over plain samples, which makes it ``cascade-noplan`` with early stopping.
+    """
+    return CascadeConfig(stages=(
+        Stage(executor="small", n=n, temperature=0.8, threshold=tau1, max_tokens=max_tokens,
+              styles=MOT, window=window, stop=stop),  # type: ignore[arg-type]
+        Stage(executor="large", n=1, temperature=0.0, max_tokens=max_tokens),
+    ))
+
+
+def cope_auto(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: int = 512, window: int = 4,
+              stop: str = "exact", strict: bool = False, **_: object) -> CascadeConfig:
+    """COPE beyond the paper: mixed votes, early stopping, and no guideline for the large executor.
+
+    1. small votes unplanned over n samples, half chain-of-thought, half
+       programs that are run (math; other families sample plainly), drawn in
+       windows and stopped once the rest cannot change the decision;
+    2. large writes one guideline g_L; small votes again with it, the same way;
+    3. large solves once, greedily, without the guideline (in the GSM
+       recording the weak large model's own sampled guideline misled it).
+    """
+    vote = dict(executor="small", n=n, temperature=0.8, max_tokens=max_tokens, styles=MOT, window=window, stop=stop)
+    return CascadeConfig(
+        stages=(
+            Stage(threshold=tau1, **vote),  # type: ignore[arg-type]
+            Stage(threshold=tau2, plan=PlanStep(planner="large", kind="guideline", count=1, temperature=0.8,
+                                                keep_as="g_L"), **vote),  # type: ignore[arg-type]
+            Stage(executor="large", n=1, temperature=0.0, threshold=None, max_tokens=max_tokens),
+        ),
+        strict=strict,
+    )
+
+
 METHODS = {
     "cope": cope, "cope-s3-noplan": cope_s3_noplan, "large": large_alone, "small": small_alone,
     "small-vote": small_vote, "cascade-noplan": cascade_noplan, "plan-only": plan_only, "abc": abc,
-    "frugal": frugal,
+    "frugal": frugal, "mot-cascade": mot_cascade, "cope-auto": cope_auto,
 }
 
 
@@ -125,9 +168,11 @@ def recording(config: CascadeConfig) -> CascadeConfig:
     Non-final thresholds become NEVER, so the journal holds all stages'
     outputs and any thresholds can be replayed later without model calls.
     Plans still flow as live (g_S is chosen by stage 1's majority, which does
-    not depend on thresholds).
+    not depend on thresholds). Every window of every stage is drawn (``stop="none"``), seeded as live,
+    so early stopping replays exactly from the first samples of each vote.
     """
     last = len(config.stages) - 1
     return replace(config, stages=tuple(
-        st if i == last else replace(st, threshold=NEVER) for i, st in enumerate(config.stages)
+        replace(st, stop="none") if i == last else replace(st, threshold=NEVER, stop="none")
+        for i, st in enumerate(config.stages)
     ))

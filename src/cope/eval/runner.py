@@ -117,7 +117,7 @@ def _stage_records(task, problem: Problem, result) -> list[dict[str, Any]]:
     out = []
     for s in result.stages:
         rec = {
-            "stage": s.stage, "n": s.n, "answer": s.answer, "confidence": s.confidence,
+            "stage": s.stage, "n": s.n, "drawn": s.drawn or s.n, "answer": s.answer, "confidence": s.confidence,
             "accepted": s.accepted, "cost_usd": s.cost_usd,
             # model time, kept from the original calls, so it survives resume and caching
             "latency_s": sum(c.latency_s for c in result.calls if c.stage == s.stage),
@@ -132,6 +132,8 @@ def _stage_records(task, problem: Problem, result) -> list[dict[str, Any]]:
                 if cid is not None and cid not in reps:
                     reps[cid] = ans
             rec["clusters"] = clusters
+            if s.styles:
+                rec["styles"] = s.styles
             rec["cluster_correct"] = {str(c): bool(_score(task, problem, a)) for c, a in reps.items()}
         out.append(rec)
     return out

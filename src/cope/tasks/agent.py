@@ -344,6 +344,12 @@ class AgentTask:
             info={**info, "votes": {a: counts[a] for a in sorted(counts, key=order.get)}, "fallback": False},
         )
 
+    def settled(self, assessment: Assessment, drawn: int, n: int, threshold: float | None, **rule: Any) -> bool:
+        """Early stopping: whether the step's remaining samples could still change the voted action."""
+        from ..stopping import vote_settled
+
+        return vote_settled(list(assessment.extracted), n, threshold, **rule)
+
     def score(self, problem: Problem, answer: str | None) -> bool:
         """Whether the chosen action is the reference action (an expert's move for this step)."""
         if problem.reference is None:

@@ -41,7 +41,7 @@ import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import ConfigError
 from ..models.base import Completion, Message
@@ -564,6 +564,13 @@ class CodeTask:
             output="" if chosen is None else outputs[chosen],
             info=info,
         )
+
+    def settled(self, assessment: Assessment, drawn: int, n: int, threshold: float | None, *,
+                strict: bool = False, rule: str = "exact", **_: Any) -> bool:
+        """Early stopping: the first sample that passes every visible test is the answer; stop there."""
+        from ..stopping import first_pass_settled
+
+        return first_pass_settled(assessment.confidence, drawn, n, threshold, strict=strict, rule=rule)  # type: ignore[arg-type]
 
     def score(self, problem: Problem, answer: str | None) -> bool:
         """Whether ``answer`` passes the hidden tests (or, without any, all visible tests)."""

@@ -430,14 +430,26 @@ _SYSTEM_PROMPT = (
 
 
 class MathTask:
-    """Math word problems (GSM8K, MATH): confidence is the majority vote share."""
+    """Math word problems (GSM8K, MATH): confidence is the majority vote share.
+
+    Two executor styles can be mixed in one stage (``Stage.styles``, the
+    Mixture-of-Thoughts idea): ``cot`` reasons in words, ``pot`` writes a
+    program that the sandbox runs (see :mod:`cope.tasks.math_pot`). In a
+    mixed stage every sample's program, if it wrote one, is run, and what it
+    prints is its answer; outside mixed stages answers are read as written.
+    """
 
     name = "math"
     needs_logprobs = False
     default_taus = (0.75, 0.5)  # the paper's defaults
+    executor_styles = ("cot", "pot")
 
-    def executor_messages(self, problem: Problem, plans: Sequence[Plan]) -> list[Message]:
+    def executor_messages(self, problem: Problem, plans: Sequence[Plan], style: str = "cot") -> list[Message]:
         """A short prompt: small executors follow short prompts better."""
+        if style == "pot":
+            from .math_pot import pot_messages
+
+            return pot_messages(problem, plans)
         user = problem.text.strip()
         if plans:
             lines = plan_lines(plans)
@@ -447,10 +459,22 @@ class MathTask:
             )
         return chat(_SYSTEM_PROMPT, problem, user)
 
-    def assess(self, problem: Problem, completions: Sequence[Completion]) -> Assessment:
-        """Majority vote over the answers written in the samples (see :func:`vote`)."""
+    def assess(self, problem: Problem, completions: Sequence[Completion],
+               styles: Sequence[str] | None = None) -> Assessment:
+        """Majority vote over the samples' answers (see :func:`vote`); with styles, programs are run."""
         outputs = [c.text for c in completions]
+        if styles:
+            from .math_pot import executed_vote
+
+            return executed_vote(outputs, styles)
         return vote(outputs, [extract_answer(o) for o in outputs])
+
+    def settled(self, assessment: Assessment, drawn: int, n: int, threshold: float | None, **rule: Any) -> bool:
+        """Early stopping: whether the n - drawn samples still to come could change the vote's decision."""
+        from ..stopping import vote_settled
+
+        clusters = assessment.info.get("clusters")
+        return vote_settled(list(clusters) if isinstance(clusters, list) else [], n, threshold, **rule)
 
     def is_correct(self, answer: str | None, reference: str) -> bool:
         """Equality with the reference; a worked reference ("... #### 72") is reduced to its answer first."""

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -107,6 +109,70 @@ def program_answer(text: str, sandbox: Sandbox) -> tuple[str | None, str]:
     return ans, "ran" if ans is not None else "printed nothing usable"
 
 
+_shared: Sandbox | None = None
+_shared_lock = threading.Lock()
+
+
+def pot_sandbox() -> Sandbox:
+    """One sandbox for every math program, built on first use (choosing the isolation probes bubblewrap)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Sandbox(POT_LIMITS)
+        return _shared
+
+
+def pot_messages(problem: Problem, plans: Sequence[Plan]) -> list[Message]:
+    """The program-of-thought executor prompt: a program that prints the answer."""
+    user = problem.text.strip()
+    if plans:
+        user += "\n\nFollow this plan (a Goal says what to find, a Guideline says how):\n" + plan_lines(plans)
+    return chat(_POT_SYSTEM, problem, user)
+
+
+# A stage drawn in windows is assessed after each window on every sample so far;
+# a program already run is not run again (same text, same answer).
+_ran: OrderedDict[tuple[int, str], tuple[str | None, str]] = OrderedDict()
+_ran_lock = threading.Lock()
+_RAN_KEEP = 512
+
+
+def _run_once(text: str, sandbox: Sandbox) -> tuple[str | None, str]:
+    key = (id(sandbox), text)
+    with _ran_lock:
+        if key in _ran:
+            _ran.move_to_end(key)
+            return _ran[key]
+    got = program_answer(text, sandbox)
+    with _ran_lock:
+        _ran[key] = got
+        while len(_ran) > _RAN_KEEP:
+            _ran.popitem(last=False)
+    return got
+
+
+def executed_vote(outputs: Sequence[str], styles: Sequence[str], sandbox: Sandbox | None = None) -> Assessment:
+    """Vote on executed answers: each sample's program is run, and what it prints is its answer.
+
+    A ``pot`` sample whose program fails is a missing answer (it was asked for
+    a program; its prose is not an answer). A ``cot`` sample keeps its written
+    answer unless it wrote a program anyway and that program ran. A sample
+    with no program at all is read as written, in both styles.
+    """
+    box = sandbox or pot_sandbox()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        ran = list(pool.map(lambda o: _run_once(o, box), outputs))
+    extracted: list[str | None] = []
+    for out, style, (ans, how) in zip(outputs, styles, ran):
+        if how == "no program" or (style != "pot" and ans is None):
+            ans = extract_answer(out)
+        extracted.append(ans)
+    a = vote(outputs, extracted)
+    a.info["executed"] = [how for _, how in ran]
+    a.info["styles"] = list(styles)
+    return a
+
+
 class MathPoTTask(MathTask):
     """Math where programs are run: ``mode="pot"`` asks for them, ``mode="exec"`` runs those written anyway."""
 
@@ -121,29 +187,15 @@ class MathPoTTask(MathTask):
 
     @property
     def sandbox(self) -> Sandbox:
-        if self._sandbox is None:  # built on first use: choosing the isolation probes bubblewrap
-            self._sandbox = Sandbox(POT_LIMITS)
-        return self._sandbox
+        return self._sandbox or pot_sandbox()
 
-    def executor_messages(self, problem: Problem, plans: Sequence[Plan]) -> list[Message]:
-        if self.mode == "exec":
-            return super().executor_messages(problem, plans)
-        user = problem.text.strip()
-        if plans:
-            user += "\n\nFollow this plan (a Goal says what to find, a Guideline says how):\n" + plan_lines(plans)
-        return chat(_POT_SYSTEM, problem, user)
+    def executor_messages(self, problem: Problem, plans: Sequence[Plan], style: str | None = None) -> list[Message]:
+        style = style or ("pot" if self.mode == "pot" else "cot")
+        return super().executor_messages(problem, plans, style=style)
 
-    def assess(self, problem: Problem, completions: Sequence[Completion]) -> Assessment:
+    def assess(self, problem: Problem, completions: Sequence[Completion],
+               styles: Sequence[str] | None = None) -> Assessment:
         """Vote on executed answers; a sample without a program falls back to its written answer."""
         outputs = [c.text for c in completions]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            ran = list(pool.map(lambda o: program_answer(o, self.sandbox), outputs))
-        extracted: list[str | None] = []
-        for out, (ans, how) in zip(outputs, ran):
-            # pot: a program that fails is no answer; exec: the written answer stands unless a program ran
-            if how == "no program" or (self.mode == "exec" and ans is None):
-                ans = extract_answer(out)
-            extracted.append(ans)
-        a = vote(outputs, extracted)
-        a.info["executed"] = [how for _, how in ran]
-        return a
+        own = "pot" if self.mode == "pot" else "cot"
+        return executed_vote(outputs, list(styles) if styles else [own] * len(outputs), self.sandbox)

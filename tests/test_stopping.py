@@ -1,0 +1,161 @@
+"""Early stopping: the exact rule never changes a decision; the engine draws fewer samples.
+
+The rule is checked exhaustively: every sequence of answers over a small
+alphabet, every prefix the rule stops at, against every way the remaining
+samples could fall. The engine is driven by a scripted model whose answers
+depend on the seed it is given, so windows and their seeds are checked too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+
+import pytest
+
+from cope.cascade import NEVER, Cascade, CascadeConfig, Stage
+from cope.api import Cope
+from cope.methods import method_config, recording
+from cope.models.base import Completion, Generation
+from cope.pricing import PriceTable
+from cope.stopping import answer_fixed, leader, replay_vote, vote_settled, windows
+from cope.tasks import get_task
+from cope.tasks.base import Problem
+
+KEYS = (0, 1, 2, None)
+
+
+def decision(keys, n, threshold, strict=False):
+    """(accepted, answer) of a full vote: the leader's share of n against the threshold."""
+    top, c, _, _ = leader(keys)
+    if threshold is None:
+        return True, top
+    share = c / n
+    return (share > threshold if strict else share >= threshold), top
+
+
+@pytest.mark.parametrize("n,threshold", [(6, 0.5), (6, 0.75), (5, 0.6), (6, None), (6, 1.0), (4, NEVER), (6, 0.0)])
+@pytest.mark.parametrize("need_answer", [True, False])
+def test_exact_rule_never_changes_a_decision(n, threshold, need_answer):
+    stops = 0
+    for k in range(1, n):
+        for prefix in itertools.product(KEYS, repeat=k):
+            if not vote_settled(list(prefix), n, threshold, need_answer=need_answer):
+                continue
+            stops += 1
+            acc0, ans0 = decision(prefix, n, threshold)  # what the stage decides at the stop
+            for rest in itertools.product(KEYS, repeat=n - k):
+                acc, ans = decision(prefix + rest, n, threshold)
+                assert acc == acc0, (prefix, rest)
+                if acc or need_answer or threshold is None:
+                    assert ans == ans0, (prefix, rest)
+    assert stops  # the rule does stop somewhere, or the test proves nothing
+
+
+def test_exact_rule_stops_as_soon_as_it_can():
+    assert vote_settled([1] * 6, 8, 0.75)  # six of eight already agree
+    assert not vote_settled([1] * 5, 8, 0.75)
+    assert vote_settled([0, 1, 2, None], 8, 0.75, need_answer=False)  # at most 5 of 8 now: escalate
+    assert not vote_settled([0, 1, 2, None], 8, 0.75, need_answer=True)  # but the kept plan is open
+    assert answer_fixed([1, 1, 1, 0], 6)  # a rival or newcomer can tie at 3 and loses (drawn later)
+    assert not answer_fixed([0, 1, 1, 1], 6)  # 0 was drawn first: 0, 0 ties it and wins
+    assert vote_settled([1, 1, 1, 1], 8, None) and not vote_settled([1, 1, 1, 0], 8, None)
+
+
+def test_predictive_rule_stops_earlier_and_counts_its_risk():
+    # 4 of 4 agree: 2 more of 4 reach 0.75 with high probability under the Beta-binomial
+    assert vote_settled([1, 1, 1, 1], 8, 0.75, rule="predictive")
+    assert not vote_settled([1, 1, 1, 1], 8, 0.75, rule="exact")
+    # 4 of 8 agree, n = 16: all 8 to come must join them to reach 12; possible, so exact draws on
+    split = [0, 0, 0, 0, 1, 2, 3, 5]
+    assert vote_settled(split, 16, 0.75, rule="predictive", need_answer=False)
+    assert not vote_settled(split, 16, 0.75, rule="exact", need_answer=False)
+
+
+def test_windows_and_replay():
+    assert windows(8, 0) == [(0, 8)] and windows(8, 8) == [(0, 8)]
+    assert windows(8, 3) == [(0, 3), (3, 6), (6, 8)]
+    assert replay_vote([1, 1, 1, 1, 1, 1, 0, 0], 8, 2, 0.75) == 6
+    assert replay_vote([1, 1, 1, 1, 1, 1, 0, 0], 8, 4, 0.75) == 8  # 4 drawn: 1, 1, 1, 1 is not enough
+    assert replay_vote([0, 1, 2, None, 1, 1, 1, 1], 8, 4, 0.75, need_answer=False) == 4
+
+
+class Scripted:
+    """A Model whose i-th sample answers what ``answers(seed, i)`` says: control flow only."""
+
+    def __init__(self, spec, answers):
+        self.spec, self.answers, self.calls = spec, answers, []
+
+    async def generate(self, messages, params):
+        self.calls.append((params.n, params.seed))
+        comps = [Completion(f"\\boxed{{{self.answers(params.seed, j)}}}", 5) for j in range(params.n)]
+        return Generation(comps, 10, 5 * params.n, 0.01, self.spec)
+
+    async def generate_many(self, prompts, params):
+        from dataclasses import replace
+
+        return [await self.generate(p, params if params.seed is None else replace(params, seed=params.seed + i))
+                for i, p in enumerate(prompts)]
+
+
+def solve(config, small, large, problem="What is 6 * 7?", seed=3):
+    c = Cope(small=small, large=large, config=config, large_price_as="gpt-4o-mini", prices=PriceTable.load())
+    return c.solve(problem, task="math", seed=seed)
+
+
+def vote_stage(stop, window=2, threshold=0.75, n=8):
+    return CascadeConfig(stages=(
+        Stage(executor="small", n=n, temperature=0.8, threshold=threshold, window=window, stop=stop),
+        Stage(executor="large", n=1),
+    ))
+
+
+@pytest.mark.parametrize("answers,window,drawn", [
+    (lambda s, j: 42, 2, 6),  # unanimous: six of eight meet 0.75
+    (lambda s, j: j, 2, 6),  # 0, 1, 0, 1, 0, 1: at most 5 of 8 can agree now
+    (lambda s, j: j, 4, 4),  # 0, 1, 2, 3: at most 5 of 8 can agree
+    (lambda s, j: j % 2, 4, 8),  # 0, 1, 0, 1: 2 + 4 could still reach 6
+])
+def test_engine_stops_early_with_the_same_decision(answers, window, drawn):
+    runs = {}
+    for stop in ("none", "exact"):
+        small, large = Scripted("local/a", answers), Scripted("local/b", lambda s, j: 1)
+        runs[stop] = (solve(vote_stage(stop, window=window), small, large), small)
+    if True:  # noqa: SIM108
+        (full, s_full), (early, s_early) = runs["none"], runs["exact"]
+        assert (early.answer, early.stage) == (full.answer, full.stage)
+        assert [s.accepted for s in early.stages] == [s.accepted for s in full.stages]
+        assert full.stages[0].drawn == 8 and early.stages[0].drawn == drawn
+        assert sum(n for n, _ in s_early.calls) == drawn
+        # the early run's calls are the full run's first calls, with the same seeds
+        assert s_early.calls == s_full.calls[:len(s_early.calls)]
+        assert early.tokens("small")["completion"] == 5 * drawn
+
+
+def test_one_window_is_seeded_as_before():
+    small = Scripted("local/a", lambda s, j: 42)
+    solve(vote_stage("exact", window=0), small, Scripted("local/b", lambda s, j: 1))
+    assert small.calls == [(8, 3 * 1000 + 100 + 1)]  # one call, the stage seed: old recordings replay
+
+
+def test_recording_draws_every_window():
+    cfg = recording(method_config("mot-cascade"))
+    assert all(st.stop == "none" for st in cfg.stages) and cfg.stages[0].window == 4
+    small = Scripted("local/a", lambda s, j: 42)
+    r = solve(recording(vote_stage("exact")), small, Scripted("local/b", lambda s, j: 1))
+    assert r.stages[0].drawn == 8 and r.stage == 2
+
+
+def test_plan_keeping_stage_waits_for_a_fixed_majority():
+    # stage 1 of COPE keeps the majority's goal: an escalating vote still needs its leader settled
+    from dataclasses import replace
+
+    cfg = method_config("cope")
+    cfg = replace(cfg, stages=(replace(cfg.stages[0], window=4, stop="exact"), *cfg.stages[1:]))
+    distinct = lambda s, j: s  # noqa: E731  one sample per goal, each goal's prompt seeded apart
+    r = solve(cfg, Scripted("local/a", distinct), Scripted("local/b", lambda s, j: 1))
+    assert r.stages[0].drawn == 8 and not r.stages[0].accepted
+    # the same answers without a plan to keep: escalation is sure after 4
+    r = solve(vote_stage("exact", window=4), Scripted("local/a", lambda s, j: j), Scripted("local/b", lambda s, j: 1))
+    assert r.stages[0].drawn == 4

@@ -353,7 +353,7 @@ def test_cross_validated_calibration_is_out_of_fold():
     # Consensus tells right from wrong: every fold finds the threshold, nothing is lost.
     conf1 = np.tile([0.25, 0.5, 0.875, 1.0], 10)
     clean = _synthetic_recording(conf1 >= 0.8, conf1)
-    cv = _cross_validated(clean, grid, (1, 2, 3), None, 1.0)
+    cv = _cross_validated(clean, grid, [(1, 2, 3)], None, 1.0)
     assert cv["folds"] == 5 and len(cv["chosen"]) == 5
     assert cv["accuracy"] == 1.0 and cv["cost_usd_per_1m"] == pytest.approx(1e6 * 2.1e-4 / 2)
     assert all(0.55 <= c["tau1"] <= 0.875 for c in cv["chosen"])
@@ -364,14 +364,14 @@ def test_cross_validated_calibration_is_out_of_fold():
     rng = np.random.default_rng(4)
     right, c1 = rng.random(60) < 0.5, rng.choice(grid, 60)
     budget = 1e6 * 2.1e-4 * 0.5
-    base = _cross_validated(_synthetic_recording(right, c1), grid, (1, 2, 3), budget, None)
+    base = _cross_validated(_synthetic_recording(right, c1), grid, [(1, 2, 3)], budget, None)
     fold = fold_ids(60, 5)
     flipped = right.copy()
     flipped[fold == 2] = ~flipped[fold == 2]
-    again = _cross_validated(_synthetic_recording(flipped, c1), grid, (1, 2, 3), budget, None)
+    again = _cross_validated(_synthetic_recording(flipped, c1), grid, [(1, 2, 3)], budget, None)
     assert again["chosen"][2] == base["chosen"][2]
     assert again["chosen"] != base["chosen"] and again["accuracy"] != base["accuracy"]
-    assert _cross_validated(_synthetic_recording(conf1[:9] > 0.8, conf1[:9]), grid, (1, 2, 3), None, 1.0) is None
+    assert _cross_validated(_synthetic_recording(conf1[:9] > 0.8, conf1[:9]), grid, [(1, 2, 3)], None, 1.0) is None
 
 
 def test_stage3_without_plan_splices_the_large_answer():

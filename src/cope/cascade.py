@@ -141,6 +141,8 @@ class StageReport:
     info: dict[str, object] = field(default_factory=dict)  # the task's assessment details
     drawn: int = 0  # samples drawn: n, or fewer when the stage stopped early
     styles: list[str] = field(default_factory=list)  # each drawn sample's executor style, if mixed
+    sample_tokens: list[int] = field(default_factory=list)  # completion tokens of each drawn sample
+    window_latency_s: list[float] = field(default_factory=list)  # model time of each drawn window
 
 
 @dataclass
@@ -243,7 +245,7 @@ class Cascade:
             emit(Event("stage", idx, len(stages), st.executor, 0, st.n, spent()))
             try:
                 new_plans = await self._plan(problem, st, idx, stage_seed, calls, emit)
-                completions, plan_of_sample, styles, assessment = await self._execute(
+                completions, plan_of_sample, styles, assessment, window_s = await self._execute(
                     problem, st, idx, kept, new_plans, stage_seed, calls, emit)
             except BackendError as exc:
                 exc.spent = list(calls)
@@ -273,6 +275,8 @@ class Cascade:
                     info=dict(assessment.info),
                     drawn=len(completions),
                     styles=list(styles),
+                    sample_tokens=[c.completion_tokens for c in completions],
+                    window_latency_s=window_s,
                 )
             )
             verdict = "accepted" if accepted else "escalating"
@@ -394,6 +398,7 @@ class Cascade:
         need_answer = bool(st.plan and st.plan.keep_as and len(new_plans) > 1)
         can_stop = st.stop != "none" and hasattr(self.task, "settled")
         outputs: list = [None] * n
+        window_s: list[float] = []
         drawn = 0
         assessment: Assessment | None = None
         with self._progress(emit, "execute", idx, st.executor, n, calls, "samples"):
@@ -404,6 +409,7 @@ class Cascade:
                 by_count: dict[int, list[tuple[int, str]]] = {}
                 for key, slots in groups.items():
                     by_count.setdefault(len(slots), []).append(key)
+                window_s.append(0.0)
                 for g, (count, keys) in enumerate(by_count.items()):
                     # each window (and each call within one) on its own stream; window 0's first call
                     # keeps the stage seed, so one window is seeded as before windows existed
@@ -415,6 +421,7 @@ class Cascade:
                     else:
                         gens = [await bound.model.generate(prompt(keys[0]), params)]
                     for key, gen in zip(keys, gens):
+                        window_s[-1] += gen.latency_s
                         self._record(calls, idx, "execute", st.executor, gen, count)
                         for i, c in zip(groups[key], gen.completions):
                             outputs[i] = c
@@ -425,4 +432,4 @@ class Cascade:
                 if self._settled(st, assessment, hi, need_answer):
                     break
         assert assessment is not None
-        return outputs[:drawn], slot_plan[:drawn], (slot_style[:drawn] if styles else []), assessment
+        return outputs[:drawn], slot_plan[:drawn], (slot_style[:drawn] if styles else []), assessment, window_s

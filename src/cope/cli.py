@@ -11,7 +11,20 @@ from typing import Sequence
 from .errors import ConfigError, CopeError
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Help text wrapped at spaces only: a method name such as cope-s3-noplan stays whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, not usage + traceback
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         sys.exit(2)
@@ -29,7 +42,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="task family: math (default), code, open, agent; math-pot, math-exec run math programs")
     s.add_argument("--small", default=DEFAULT_SMALL, help=f"small model spec (default: {DEFAULT_SMALL})")
     s.add_argument("--large", default=DEFAULT_LARGE, help=f"large model spec (default: {DEFAULT_LARGE})")
-    s.add_argument("--method", default="cope", help="cascade preset: cope, large, small (default: cope)")
+    s.add_argument("--method", default="cope", help="cascade preset: cope, cope-auto, large, small (default: cope)")
+    s.add_argument("--preset", default=None, metavar="FILE",
+                   help="a preset file (from cope calibrate --write-preset); replaces --method, --n and the taus")
     s.add_argument("--n", type=int, default=8, help="samples per voting stage (default: 8)")
     s.add_argument("--tau1", type=float, default=None,
                    help="stage-1 confidence threshold (default: the task's; math 0.75, code 1.0)")
@@ -56,9 +71,11 @@ def _build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="run methods over a benchmark into a run directory")
     e.add_argument("benchmark", help="gsm, arith, champ, humaneval, mtbench, textworld[:KIND[:LEVEL]], "
                    "jsonl:PATH or mbpp:PATH[,HIDDEN]")
-    e.add_argument("--method", nargs="+", default=["cope"],
-                   help="methods to run (default: cope): cope, cope-s3-noplan, large, small, "
-                   "small-vote, cascade-noplan, plan-only, abc, frugal")
+    e.add_argument("--method", nargs="+", default=None,
+                   help="methods to run (default: cope): cope, cope-auto, mot-cascade, cope-s3-noplan, large, "
+                   "small, small-vote, cascade-noplan, plan-only, abc, frugal")
+    e.add_argument("--preset", nargs="+", default=[], metavar="FILE",
+                   help="preset files (from cope calibrate --write-preset) to run as methods, by their names")
     e.add_argument("--limit", type=int, default=None, help="first N problems")
     e.add_argument("--seed", type=int, default=1234, help="benchmark and sampling seed (default: 1234)")
     e.add_argument("--out", default=None, help="run directory (default: runs/BENCHMARK)")
@@ -84,13 +101,19 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-cache", action="store_true", help="do not use the cross-run call cache")
     e.add_argument("--quiet", action="store_true")
 
-    cal = sub.add_parser("calibrate", help="choose thresholds from a recorded run")
+    cal = sub.add_parser("calibrate", help="choose thresholds (and stages) from a recorded run")
     cal.add_argument("dir")
     g = cal.add_mutually_exclusive_group(required=True)
     g.add_argument("--target-cost", type=float, help="USD per 1M problems")
+    g.add_argument("--target-cost-ratio", type=float, help="fraction of the run's 'large' cost, e.g. 0.6")
     g.add_argument("--target-accuracy", type=float, help="fraction, e.g. 0.6")
+    cal.add_argument("--method", default="cope", help="the recorded three-stage method to replay (default: cope)")
     cal.add_argument("--n", type=int, default=None, help="replay with the first N samples per stage")
-    cal.add_argument("--stages", default="1,2,3", help="stage subset ending in 3, e.g. 2,3")
+    cal.add_argument("--stages", default="1,2,3",
+                     help="stage subset ending in 3, e.g. 2,3; 'auto' chooses among 1,2,3 / 1,3 / 2,3")
+    cal.add_argument("--write-preset", default=None, metavar="FILE",
+                     help="write the chosen setting as a preset file for solve/eval/serve --preset")
+    cal.add_argument("--name", default=None, help="the written preset's name (default: METHOD-calibrated)")
     cal.add_argument("--json", action="store_true")
 
     jd = sub.add_parser("judge", help="pairwise-judge an open-ended run's answers against a baseline method")
@@ -140,6 +163,10 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     kwargs = {}
     if hasattr(args, "large_price_as"):
         kwargs["large_price_as"] = args.large_price_as or None
+    if args.preset:
+        from .presets import load_preset
+
+        kwargs["config"] = load_preset(args.preset).config(args.max_tokens)
     c = Cope(
         small=args.small, large=args.large, n=args.n, tau1=args.tau1, tau2=args.tau2,
         method=args.method, max_tokens=args.max_tokens, small_price_as=args.small_price_as,
@@ -242,12 +269,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     price_as = getattr(args, "large_price_as", DEFAULT_LARGE_PRICE_AS if args.large == DEFAULT_LARGE else None)
     name = args.benchmark.replace("jsonl:", "").replace("/", "_")
     out = Path(args.out or f"runs/{name}")
+    from .presets import load_preset
+
+    presets = {}
+    for path in args.preset:
+        preset = load_preset(path)
+        from .methods import METHODS
+
+        if preset.name in presets or preset.name in METHODS:
+            raise ConfigError(f"{path}: a method is already named '{preset.name}'; give the preset another name")
+        presets[preset.name] = preset.to_dict()
+    methods = (args.method or ([] if presets else ["cope"])) + list(presets)
     cfg = EvalConfig(
-        benchmark=args.benchmark, methods=args.method, limit=args.limit, seed=args.seed, small=args.small,
+        benchmark=args.benchmark, methods=methods, limit=args.limit, seed=args.seed, small=args.small,
         large=args.large, small_price_as=args.small_price_as, large_price_as=price_as or None, n=args.n,
         tau1=args.tau1, tau2=args.tau2, max_tokens=args.max_tokens, record=args.record,
         concurrency=args.concurrency, max_usd=args.max_usd, prices=args.prices, base_url=args.base_url,
         mapping=mapping, task=args.task, frugal_train=args.frugal_train, max_steps=args.max_steps,
+        extra={"presets": presets} if presets else {},
     )
     summary = run_eval(cfg, out, resume=args.resume, use_cache=not args.no_cache, progress=not args.quiet)
     for m, v in summary["methods"].items():
@@ -271,33 +310,56 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .eval.replay import calibrate
+    from .eval.replay import calibrate, preset_from_calibration
 
-    try:
-        stages = tuple(int(x) for x in args.stages.split(","))
-    except ValueError:
-        raise ConfigError(f"--stages expects numbers like 1,2,3, got '{args.stages}'") from None
+    stages: tuple[int, ...] | str
+    if args.stages == "auto":
+        stages = "auto"
+    else:
+        try:
+            stages = tuple(int(x) for x in args.stages.split(","))
+        except ValueError:
+            raise ConfigError(f"--stages expects numbers like 1,2,3 or 'auto', got '{args.stages}'") from None
     r = calibrate(Path(args.dir), target_cost=args.target_cost, target_accuracy=args.target_accuracy,
-                  n=args.n, stages=stages)
+                  target_cost_ratio=args.target_cost_ratio, method=args.method, n=args.n, stages=stages)
+    if args.write_preset:
+        preset = preset_from_calibration(r, args.name or f"{args.method}-calibrated")
+        target = next(f"--{k.replace('_', '-')} {v:g}" for k, v in (
+            ("target_cost", args.target_cost), ("target_cost_ratio", args.target_cost_ratio),
+            ("target_accuracy", args.target_accuracy)) if v is not None)
+        command = (f"cope calibrate {args.dir} --method {args.method} --stages {args.stages} {target}"
+                   + (f" --n {args.n}" if args.n else "") + f" --name {preset.name} --write-preset {args.write_preset}")
+        try:
+            Path(args.write_preset).write_text(preset.to_toml(
+                f"A cascade setting chosen by cope calibrate from a recorded run:\n{command}"))
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.write_preset}: {exc.strerror or exc}") from None
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    print(f"frontier over {r['problems']} recorded problems (n={r['n']}, stages {r['stages']}):")
-    print(f"  {'tau1':>5} {'tau2':>5} {'accuracy':>9} {'USD/1M':>10}")
+    print(f"frontier over {r['problems']} recorded problems of {r['method']} (n={r['n']}, "
+          f"stages {' or '.join(','.join(map(str, p)) for p in r['policies'])}):")
+    print(f"  {'stages':>6} {'tau1':>5} {'tau2':>5} {'accuracy':>9} {'USD/1M':>10}")
     for p in r["frontier"]:
-        print(f"  {p['tau1']:5.2f} {p['tau2']:5.2f} {100 * p['accuracy']:8.1f}% {p['cost_usd_per_1m']:10.2f}")
+        print(f"  {','.join(map(str, p['stages'])):>6} {p['tau1']:5.2f} {p['tau2']:5.2f} "
+              f"{100 * p['accuracy']:8.1f}% {p['cost_usd_per_1m']:10.2f}")
+    if r["target_cost_usd_per_1m"] is not None:
+        print(f"target: at most ${r['target_cost_usd_per_1m']:.2f} per 1M problems")
     lo, hi = r["accuracy_ci95"]
     clo, chi = r["cost_usd_per_1m_ci95"]
-    print(f"choice: --tau1 {r['tau1']:.2f} --tau2 {r['tau2']:.2f}: accuracy {100 * r['accuracy']:.1f}% "
+    print(f"choice: stages {','.join(map(str, r['stages']))} --tau1 {r['tau1']:.2f} --tau2 {r['tau2']:.2f}: "
+          f"accuracy {100 * r['accuracy']:.1f}% "
           f"[{100 * lo:.1f}, {100 * hi:.1f}], ${r['cost_usd_per_1m']:.2f} per 1M problems [{clo:.2f}, {chi:.2f}]; "
           f"stops per stage: " + ", ".join(f"{100 * f:.0f}%" for f in r["stop_fraction"]))
     cv = r["cross_validated"]
     if cv:
         lo, hi = cv["accuracy_ci95"]
         clo, chi = cv["cost_usd_per_1m_ci95"]
-        print(f"expected on new problems ({cv['folds']}-fold, thresholds chosen without the scored problems): "
+        print(f"expected on new problems ({cv['folds']}-fold, setting chosen without the scored problems): "
               f"accuracy {100 * cv['accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}], "
               f"${cv['cost_usd_per_1m']:.2f} per 1M problems [{clo:.2f}, {chi:.2f}]")
+    if args.write_preset:
+        print(f"wrote {args.write_preset}: use it with cope solve/eval/serve --preset {args.write_preset}")
     return 0
 
 

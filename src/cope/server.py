@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None,
                    help="TOML file with presets, keys and limits; client keys may also come from the "
                         "environment variable COPE_API_KEYS (comma-separated), used together with the file's")
+    p.add_argument("--preset", nargs="+", default=[], metavar="FILE",
+                   help="preset files (from cope calibrate --write-preset) to serve, each under its name")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for local models (default: all)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default: info)")
@@ -144,7 +146,7 @@ def serve(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         os.environ["COPE_THREADS"] = str(args.threads)
-    config = load_config(args.config)
+    config = load_config(args.config, preset_files=getattr(args, "preset", []))
     try:
         import uvicorn
 

@@ -106,14 +106,27 @@ def aiq(points: Sequence[tuple[float, float]]) -> float:
     return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
 
 
-def replayed(r: dict[str, Any], *thresholds: float) -> dict[str, Any]:
-    """A recorded result as the cascade would have ended with these stage thresholds."""
-    stages = r["stages"]
+def replayed(r: dict[str, Any], *thresholds: float, plan: Sequence[Any] | None = None,
+             strict: bool = False) -> dict[str, Any]:
+    """A recorded result as the cascade would have ended with these stage thresholds.
+
+    With ``plan`` (the live method's stages), a stage drawn in windows with an
+    early-stopping rule is replayed too: the samples it would have drawn are
+    counted from the recording's first samples (which the engine seeds as
+    the live run's), and only their tokens are charged. With the exact rule
+    the decision is the recording's own; with the predictive rule it is what
+    the rule decided at its stop (see :func:`early_stop_changes`).
+    """
+    stages = [dict(s) for s in r["stages"]]
     stop = len(stages)
     for i, s in enumerate(stages[:-1]):
+        if plan is not None and i < len(plan):
+            _replay_stop(s, plan[i], thresholds[i], strict)
         if s["confidence"] >= thresholds[i]:
             stop = i + 1
             break
+    if plan is not None and stop == len(stages) and len(plan) == len(stages):
+        _replay_stop(stages[-1], plan[-1], None, strict)
     used = stages[:stop]
     tokens: dict[str, Any] = {}
     for s in used:
@@ -122,9 +135,52 @@ def replayed(r: dict[str, Any], *thresholds: float) -> dict[str, Any]:
                 acc = tokens.setdefault(who, {}).setdefault(role, {"prompt": 0, "completion": 0})
                 acc["prompt"] += t["prompt"]
                 acc["completion"] += t["completion"]
-    return {**r, "stage": stop, "correct": used[-1]["correct"], "answer": used[-1]["answer"],
+    return {**r, "stages": stages, "stage": stop, "correct": used[-1]["correct"], "answer": used[-1]["answer"],
             "cost_usd": sum(s["cost_usd"] for s in used), "latency_s": sum(s["latency_s"] for s in used),
             "tokens": tokens}
+
+
+def _replay_stop(s: dict[str, Any], st: Any, threshold: float | None, strict: bool) -> None:
+    """Rewrite a recorded stage (in place) as its early-stopped live run would have drawn it."""
+    from ..stopping import first_pass_settled, replay_vote, vote_settled, windows
+
+    rule = getattr(st, "stop", "none")
+    n = s.get("n", 1)
+    if rule == "none" or n <= 1 or s.get("drawn", n) < n:
+        return
+    need_answer = bool(st.plan and st.plan.keep_as and st.plan.count > 1)
+    if "clusters" in s:
+        keys = s["clusters"]
+        drawn = replay_vote(keys, n, st.window, threshold, strict=strict, need_answer=need_answer, rule=rule)
+        if drawn < n and rule == "predictive":
+            # the predictive rule decides on what it drew: its answer and share may differ from all n
+            from .replay import _vote
+
+            conf, ok = _vote(keys[:drawn], s.get("cluster_correct", {}), drawn)
+            if vote_settled(keys[:drawn], n, threshold, strict=strict, need_answer=need_answer, rule="exact"):
+                conf, ok = s["confidence"], s["correct"]
+            s["confidence"], s["correct"] = conf, ok
+    elif "passing" in s:
+        first = min(s["passing"], default=None)
+        drawn = n
+        if first is not None and first_pass_settled(1.0, first + 1, n, threshold, strict=strict, rule=rule):
+            drawn = next(hi for lo, hi in windows(n, st.window) if lo <= first < hi)
+    else:
+        return
+    if drawn >= n:
+        return
+    per = s.get("sample_tokens") or []
+    for roles in s.get("tokens", {}).values():
+        t = roles.get("execute")
+        if t is None:
+            continue
+        t["completion"] = sum(per[:drawn]) if len(per) == n else round(t["completion"] * drawn / n)
+        t["prompt"] = round(t["prompt"] * len(windows(drawn, st.window)) / len(windows(n, st.window)))
+    w_s = s.get("window_latency_s") or []
+    if len(w_s) == len(windows(n, st.window)):
+        plan_s = s["latency_s"] - sum(w_s)  # the stage's planning call, if any, ran in full
+        s["latency_s"] = plan_s + sum(w_s[: len(windows(drawn, st.window))])
+    s["drawn"] = drawn
 
 
 def stage3_without_plan(cope_rows: list[dict[str, Any]], large_rows: list[dict[str, Any]],
@@ -184,7 +240,14 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
     n = len(results)
     large = {"plan": {"prompt": 0, "completion": 0}, "execute": {"prompt": 0, "completion": 0}}
     small_generated = 0
+    small_samples = 0
+    draws: dict[int, list[tuple[int, int]]] = {}  # stage -> (drawn, n) of each problem that ran it
     for r in results:
+        for st in r.get("stages", [])[: r.get("stage", 0)]:
+            drawn = st.get("drawn", st.get("n", 1))
+            draws.setdefault(st["stage"], []).append((drawn, st.get("n", 1)))
+            if "execute" in st.get("tokens", {}).get("small", {}):
+                small_samples += drawn
         tokens = r.get("tokens", {})
         for role, t in tokens.get("large", {}).items():
             for k in ("prompt", "completion"):
@@ -211,6 +274,11 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
         # The local model is priced at 0, but its decoding is the CPU time COPE
         # spends instead of money; generated tokens measure it on any machine.
         "small_generated_tokens_per_problem": small_generated / n if n else float("nan"),
+        # small-model samples drawn per problem: early stopping lowers it, at the same decisions
+        "small_samples_per_problem": small_samples / n if n else float("nan"),
+        # per stage: mean samples drawn (of n) over the problems that ran it
+        "stage_draws": [{"stage": k, "problems": len(v), "drawn_mean": float(np.mean([d for d, _ in v])),
+                         "n": max(m for _, m in v)} for k, v in sorted(draws.items())],
         "funnel": funnel,
         **({"steps_mean": float(np.mean([r["steps"] for r in results]))} if results and "steps" in results[0] else {}),
         "latency_s_mean": float(np.mean(lat)) if lat else float("nan"),
@@ -237,14 +305,16 @@ def summarize_run(out: Path) -> dict[str, Any]:
                 calibration[m] = reliability(by_method[m])
         # A recording ran every stage; what a cascade would have done is its
         # replay at the method's own thresholds.
-        from ..methods import method_config
+        from .runner import method_cascade
 
         for m, rows in by_method.items():
-            stages = method_config(m, n=cfg.n, tau1=cfg.tau1, tau2=cfg.tau2).stages
-            if len(stages) > 1:
+            stages = method_cascade(cfg, m).stages
+            early = any(st.stop != "none" and st.n > 1 for st in stages)
+            if len(stages) > 1 or early:
                 taus = [st.threshold for st in stages[:-1]]
-                by_method[m] = [replayed(r, *taus) for r in rows]
-                notes.append(f"{m}: replayed from the recording at thresholds {', '.join(f'{t:g}' for t in taus)}")
+                by_method[m] = [replayed(r, *taus, plan=stages) for r in rows]
+                notes.append(f"{m}: replayed from the recording at thresholds {', '.join(f'{t:g}' for t in taus)}"
+                             + (", its votes stopped early as live (samples drawn in windows)" if early else ""))
         if "cascade-noplan" in by_method and "frugal-cv" not in by_method:
             # FrugalGPT with no extra run: its scorer is cross-fitted on this
             # recording's own stage-1 votes (each fold scored by the others).

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..presets import PresetFile
 
 
 @dataclass
@@ -123,11 +126,26 @@ def sweep(rec: Recorded, t1: np.ndarray, t2: np.ndarray, *, stages: Sequence[int
             "stop_fraction": np.stack(stop_frac, axis=-1)}
 
 
-def _pairs(grid: np.ndarray, res: dict[str, np.ndarray]) -> list[tuple[float, float, float, float]]:
-    """(tau1, tau2, accuracy, USD per 1M problems) for every grid point of a sweep."""
+def _pairs(grid: np.ndarray, res: dict[str, np.ndarray], stages: Sequence[int] = (1, 2, 3)) -> list[tuple]:
+    """(tau1, tau2, accuracy, USD per 1M problems, stages) for every grid point of a sweep."""
     acc, cost = res["accuracy"], res["cost"] * 1e6
-    return [(float(grid[i]), float(grid[j]), float(acc[i, j]), float(cost[i, j]))
-            for i in range(len(grid)) for j in range(len(grid))]
+    st = tuple(stages)
+    # a threshold of a stage that does not run cannot matter: one grid line of it is enough
+    rows = range(len(grid)) if 1 in st else [0]
+    cols = range(len(grid)) if 2 in st else [0]
+    return [(float(grid[i]), float(grid[j]), float(acc[i, j]), float(cost[i, j]), st) for i in rows for j in cols]
+
+
+# The stage policies ``--stages auto`` chooses among: all three, or skip stage 1 or stage 2.
+POLICIES: tuple[tuple[int, ...], ...] = ((1, 2, 3), (1, 3), (2, 3))
+
+
+def _candidates(rec: "Recorded", grid: np.ndarray, policies: Sequence[Sequence[int]],
+                rows: np.ndarray | None = None) -> list[tuple]:
+    out: list[tuple] = []
+    for st in policies:
+        out += _pairs(grid, sweep(rec, grid, grid, stages=st, rows=rows), st)
+    return out
 
 
 def _choose(pairs, target_cost: float | None, target_accuracy: float | None, *, strict: bool):
@@ -157,7 +175,7 @@ def _choose(pairs, target_cost: float | None, target_accuracy: float | None, *, 
     return max(ok, key=best)
 
 
-def _cross_validated(rec: Recorded, grid: np.ndarray, stages: Sequence[int], target_cost: float | None,
+def _cross_validated(rec: Recorded, grid: np.ndarray, policies: Sequence[Sequence[int]], target_cost: float | None,
                      target_accuracy: float | None, *, folds: int = 5, seed: int = 0) -> dict[str, Any] | None:
     """Out-of-fold accuracy and cost of the calibration rule itself.
 
@@ -177,11 +195,10 @@ def _cross_validated(rec: Recorded, grid: np.ndarray, stages: Sequence[int], tar
     chosen = []
     for k in range(folds):
         train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        c = _choose(_pairs(grid, sweep(rec, grid, grid, stages=stages, rows=train)),
-                    target_cost, target_accuracy, strict=False)
-        chosen.append({"tau1": c[0], "tau2": c[1]})
+        c = _choose(_candidates(rec, grid, policies, rows=train), target_cost, target_accuracy, strict=False)
+        chosen.append({"tau1": c[0], "tau2": c[1], "stages": list(c[4])})
         for i in test:
-            one = sweep(rec, np.array([c[0]]), np.array([c[1]]), stages=stages, rows=np.array([i]))
+            one = sweep(rec, np.array([c[0]]), np.array([c[1]]), stages=c[4], rows=np.array([i]))
             correct[i] = one["accuracy"][0, 0]
             cost[i] = one["cost"][0, 0] * 1e6
     return {"folds": folds, "accuracy": float(correct.mean()), "accuracy_ci95": bootstrap_ci(correct),
@@ -189,44 +206,88 @@ def _cross_validated(rec: Recorded, grid: np.ndarray, stages: Sequence[int], tar
             "chosen": chosen}
 
 
+def large_cost_per_1m(out: Path) -> float:
+    """The ``large`` method's mean cost in a run, USD per 1M problems: what a cost ratio is relative to."""
+    from .runner import load_results
+
+    rows = [r for r in load_results(out) if r["method"] == "large"]
+    if not rows:
+        raise ConfigError(f"{out} has no 'large' results; a --target-cost-ratio needs them (run --method large too)")
+    return 1e6 * float(np.mean([r["cost_usd"] for r in rows]))
+
+
 def calibrate(out: Path, *, target_cost: float | None = None, target_accuracy: float | None = None,
-              n: int | None = None, stages: Sequence[int] = (1, 2, 3), steps: int = 21,
-              boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Pick thresholds from a recorded run for a cost or accuracy target.
+              target_cost_ratio: float | None = None, method: str = "cope", n: int | None = None,
+              stages: Sequence[int] | str = (1, 2, 3), steps: int = 21, boot: int = 1000,
+              seed: int = 0) -> dict[str, Any]:
+    """Pick thresholds (and, with ``stages="auto"``, which stages run) from a recorded run.
 
     ``target_cost`` is USD per 1M problems (the unit of every report);
-    ``target_accuracy`` a fraction. Returns the chosen pair, its accuracy and
-    cost with bootstrap intervals (problems resampled, choice held fixed), the
-    out-of-fold accuracy and cost of the rule (``cross_validated``: what to
-    expect on new problems, since the in-sample numbers of a chosen setting
-    are flattered by the choice), and the frontier of the sweep.
+    ``target_cost_ratio`` the same as a fraction of the run's ``large``
+    method; ``target_accuracy`` a fraction. Returns the chosen setting, its
+    accuracy and cost with bootstrap intervals (problems resampled, choice
+    held fixed), the out-of-fold accuracy and cost of the rule
+    (``cross_validated``: what to expect on new problems, since the in-sample
+    numbers of a chosen setting are flattered by the choice), and the
+    frontier of the sweep.
     """
+    if target_cost_ratio is not None:
+        if target_cost is not None or target_accuracy is not None:
+            raise ConfigError("give one of --target-cost, --target-cost-ratio or --target-accuracy")
+        if not target_cost_ratio > 0:
+            raise ConfigError(f"--target-cost-ratio must be > 0, got {target_cost_ratio}")
+        target_cost = target_cost_ratio * large_cost_per_1m(out)
     if (target_cost is None) == (target_accuracy is None):
-        raise ConfigError("give exactly one of --target-cost (USD per 1M problems) or --target-accuracy")
-    rec = load_recorded(out, n=n)
+        raise ConfigError("give exactly one of --target-cost (USD per 1M problems), --target-cost-ratio "
+                          "or --target-accuracy")
+    rec = load_recorded(out, method=method, n=n)
+    policies = POLICIES if stages == "auto" else (tuple(stages),)
     grid = np.linspace(0.0, 1.0, steps)
-    res = sweep(rec, grid, grid, stages=stages)
-    pairs = _pairs(grid, res)
+    pairs = _candidates(rec, grid, policies)
     front = []
     for p in sorted(pairs, key=lambda p: (p[3], -p[2])):
         if not front or p[2] > front[-1][2]:
             front.append(p)
     choice = _choose(pairs, target_cost, target_accuracy, strict=True)
+    chosen_stages = choice[4]
     rng = np.random.default_rng(seed)
     P = len(rec.ids)
     rows = rng.integers(0, P, size=(boot, P))
     accs, costs = [], []
     for r in rows:
-        b = sweep(rec, np.array([choice[0]]), np.array([choice[1]]), stages=stages, rows=r)
+        b = sweep(rec, np.array([choice[0]]), np.array([choice[1]]), stages=chosen_stages, rows=r)
         accs.append(float(b["accuracy"][0, 0]))
         costs.append(float(b["cost"][0, 0]) * 1e6)
-    stop = res["stop_fraction"][list(grid).index(choice[0]), list(grid).index(choice[1])]
+    stop = sweep(rec, np.array([choice[0]]), np.array([choice[1]]), stages=chosen_stages)["stop_fraction"][0, 0]
     return {
-        "run": str(out), "problems": P, "n": rec.n, "stages": list(stages),
+        "run": str(out), "method": method, "problems": P, "n": rec.n, "stages": list(chosen_stages),
+        "policies": [list(p) for p in policies], "target_cost_usd_per_1m": target_cost,
+        "target_accuracy": target_accuracy,
         "tau1": choice[0], "tau2": choice[1],
         "accuracy": choice[2], "accuracy_ci95": tuple(np.quantile(accs, [0.025, 0.975]).tolist()),
         "cost_usd_per_1m": choice[3], "cost_usd_per_1m_ci95": tuple(np.quantile(costs, [0.025, 0.975]).tolist()),
         "stop_fraction": [float(x) for x in stop],
-        "cross_validated": _cross_validated(rec, grid, stages, target_cost, target_accuracy, seed=seed),
-        "frontier": [{"tau1": p[0], "tau2": p[1], "accuracy": p[2], "cost_usd_per_1m": p[3]} for p in front],
+        "cross_validated": _cross_validated(rec, grid, policies, target_cost, target_accuracy, seed=seed),
+        "frontier": [{"tau1": p[0], "tau2": p[1], "accuracy": p[2], "cost_usd_per_1m": p[3], "stages": list(p[4])}
+                     for p in front],
     }
+
+
+def preset_from_calibration(r: dict[str, Any], name: str) -> "PresetFile":
+    """The preset file a calibration chose, with what it expects and where it came from."""
+    from ..presets import PresetFile
+    from .runner import load_config
+
+    cfg = load_config(Path(r["run"]))
+    cv = r["cross_validated"] or {}
+    expected: dict[str, Any] = {
+        "chosen_on": f"{cfg.benchmark} seed {cfg.seed}, {r['problems']} problems ({r['run']}, method {r['method']})",
+        "accuracy_in_sample": round(r["accuracy"], 4), "cost_usd_per_1m_in_sample": round(r["cost_usd_per_1m"], 4),
+    }
+    if cv:
+        expected.update({"accuracy_out_of_fold": round(cv["accuracy"], 4),
+                         "cost_usd_per_1m_out_of_fold": round(cv["cost_usd_per_1m"], 4), "folds": cv["folds"]})
+    if r.get("target_cost_usd_per_1m") is not None:
+        expected["target_cost_usd_per_1m"] = round(r["target_cost_usd_per_1m"], 4)
+    return PresetFile(name=name, base=r["method"], stages=tuple(r["stages"]), tau1=r["tau1"], tau2=r["tau2"],
+                      n=r["n"], expected=expected)

@@ -25,6 +25,24 @@ def _fmt_ci(v: float | None, ci: tuple[float, float] | list[float] | None, pct: 
     return f"{v:,.2f} [{ci[0]:,.2f}, {ci[1]:,.2f}]"
 
 
+def _local_work(s: dict[str, Any]) -> list[str]:
+    """What each method asked of the local machine: samples drawn per stage, tokens, model time."""
+    methods = s["methods"]
+    if not methods:
+        return []
+    base = methods.get("large", {}).get("latency_s_p50")
+    lines = ["", "Local work per problem (samples drawn per stage, over the problems that ran it; model seconds, "
+                 "median" + (", and its ratio to `large`'s median in this run" if base else "") + "):", "",
+             "| method | samples drawn per stage | small samples | small tokens generated | model s p50 |"
+             + (" vs large |" if base else ""), "|---|---|---|---|---|" + ("---|" if base else "")]
+    for m, v in methods.items():
+        draws = ", ".join(f"{d['stage']}: {d['drawn_mean']:.1f} of {d['n']}" for d in v.get("stage_draws", []))
+        ratio = f" {v['latency_s_p50'] / base:.2f}x |" if base else ""
+        lines.append(f"| {m} | {draws or '-'} | {v.get('small_samples_per_problem', 0.0):.1f} | "
+                     f"{v['small_generated_tokens_per_problem']:,.0f} | {v['latency_s_p50']:.1f} |{ratio}")
+    return lines
+
+
 def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
     lines = ["# cope evaluation report", "", f"Regenerate: `{command}`", ""]
     for s in summaries:
@@ -47,6 +65,7 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
                 f"{lt['plan']['prompt'] + lt['plan']['completion']:,} | "
                 f"{lt['execute']['prompt'] + lt['execute']['completion']:,} | "
                 f"{v['small_generated_tokens_per_problem']:,.0f} | {funnel} | {v['latency_s_p50']:.1f} |")
+        lines += _local_work(s)
         paired = s.get("paired_vs_large") or {}
         if paired:
             lines += ["", "Against `large` on the same problems (paired bootstrap over problems; a difference "

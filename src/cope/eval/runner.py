@@ -59,6 +59,18 @@ class EvalConfig:
         return cls(**known)
 
 
+def method_cascade(cfg: EvalConfig, name: str):
+    """The cascade a run's method name stands for: a preset file it loaded, or a built-in method."""
+    presets = cfg.extra.get("presets", {})
+    if name in presets:
+        from ..presets import PresetFile
+
+        return PresetFile.from_dict(presets[name]).config(cfg.max_tokens)
+    from ..methods import method_config
+
+    return method_config(name, n=cfg.n, tau1=cfg.tau1, tau2=cfg.tau2, max_tokens=cfg.max_tokens)
+
+
 def problem_seed(seed: int, problem_id: str) -> int:
     """A per-problem seed that does not depend on order or on --limit."""
     return int(hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest()[:8], 16)
@@ -123,8 +135,13 @@ def _stage_records(task, problem: Problem, result) -> list[dict[str, Any]]:
             "latency_s": sum(c.latency_s for c in result.calls if c.stage == s.stage),
             "plan_cost_usd": sum(c.cost_usd for c in result.calls if c.stage == s.stage and c.role == "plan"),
             "tokens": _tokens([c for c in result.calls if c.stage == s.stage]),
+            # per drawn sample, in draw order: what replaying early stopping counts
+            "sample_tokens": s.sample_tokens,
+            "window_latency_s": s.window_latency_s,
             "correct": _score(task, problem, s.answer),
         }
+        if isinstance(s.info.get("passing"), list):  # code: which samples passed every visible test
+            rec["passing"] = s.info["passing"]
         clusters = s.info.get("clusters")
         if isinstance(clusters, list):
             reps: dict[int, str] = {}
@@ -142,7 +159,7 @@ def _stage_records(task, problem: Problem, result) -> list[dict[str, Any]]:
 async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progress: bool) -> dict[str, Any]:
     from ..api import Cope
     from ..benchmarks.registry import load_benchmark
-    from ..methods import method_config, recording
+    from ..methods import recording
     from ..models.local_files import cache_dir
     from ..pricing import PriceTable
     from ..tasks import get_task
@@ -167,7 +184,7 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
     try:
         solvers = {}
         for m in cfg.methods:
-            config = method_config(m, n=cfg.n, tau1=cfg.tau1, tau2=cfg.tau2, max_tokens=cfg.max_tokens)
+            config = method_cascade(cfg, m)
             if cfg.record:
                 config = recording(config)
             c = Cope(small=cfg.small, large=cfg.large, small_price_as=cfg.small_price_as,
@@ -356,7 +373,7 @@ def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: boo
         taus = getattr(get_task(benchmark_task(cfg.benchmark, cfg.task)), "default_taus", (0.75, 0.5))
         cfg.tau1 = taus[0] if cfg.tau1 is None else cfg.tau1
         cfg.tau2 = taus[1] if cfg.tau2 is None else cfg.tau2
-        unknown = [m for m in cfg.methods if m not in METHODS]
+        unknown = [m for m in cfg.methods if m not in METHODS and m not in cfg.extra.get("presets", {})]
         if unknown:
             raise ConfigError(f"unknown method '{unknown[0]}'; known: {', '.join(METHODS)}")
         if "frugal" in cfg.methods and not cfg.frugal_train:

@@ -21,7 +21,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
 
@@ -63,6 +63,8 @@ class Preset:
     system: str = "drop"
     timeout_s: float | None = None  # None: the server-wide limit
     n_threads: int | None = None
+    # a preset file from ``cope calibrate --write-preset``: its cascade replaces method, n and taus
+    preset_file: str | None = None
 
     def cope_kwargs(self, prices: Any) -> dict[str, Any]:
         """Keyword arguments for :class:`cope.Cope`."""
@@ -75,6 +77,10 @@ class Preset:
             kwargs["large_price_as"] = self.price_as or None
         if self.api_key_env:
             kwargs["api_key"] = os.environ.get(self.api_key_env)
+        if self.preset_file:
+            from ..presets import load_preset
+
+            kwargs["config"] = load_preset(self.preset_file).config(self.max_tokens)
         return kwargs
 
 
@@ -128,7 +134,7 @@ _TOP_KEYS = {"prices", "defaults", "presets", "keys", "limits"}
 
 def _types(name: str) -> tuple[type, ...]:
     if name in ("small", "large", "task", "method", "price_as", "small_price_as", "base_url",
-                "api_key_env", "system"):
+                "api_key_env", "system", "preset_file"):
         return (str,)
     if name in ("n", "max_tokens", "n_threads", "max_concurrent", "max_waiting", "max_input_chars",
                 "max_messages", "max_body_bytes"):
@@ -167,13 +173,25 @@ def builtin_presets(base: dict[str, Any] | None = None) -> dict[str, Preset]:
     return presets
 
 
-def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
-    """The built-in presets, extended and overridden by a TOML file, plus keys from COPE_API_KEYS."""
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
+                preset_files: Sequence[str] = ()) -> ServerConfig:
+    """The built-in presets, extended and overridden by a TOML file, plus keys from COPE_API_KEYS.
+
+    Each of ``preset_files`` (``cope serve --preset FILE``) is served under
+    the name it holds, on the ``cope`` preset's models and task.
+    """
     env = os.environ if environ is None else environ
     if path is None:
         config = ServerConfig(presets=builtin_presets())
     else:
         config = _load_file(path)
+    for file in preset_files:
+        from ..presets import load_preset
+
+        pf = load_preset(file)
+        if pf.name in config.presets:
+            raise ConfigError(f"{file}: a preset named '{pf.name}' is already served; give the file another name")
+        config.presets[pf.name] = replace(config.presets["cope"], name=pf.name, preset_file=str(file))
     extra = env_keys(env.get(ENV_KEYS), config.keys)
     config.keys = [*config.keys, *extra]
     config.env_keys = len(extra)
@@ -230,6 +248,8 @@ def _load_file(path: str | os.PathLike[str]) -> ServerConfig:
         if not _NAME_RE.match(name):
             raise ConfigError(f"{where}: preset name '{name}' must be letters, digits and . _ : - (at most 64)")
         own = _table(f"{where}: [presets.{name}]", table, _PRESET_KEYS)
+        if own.get("preset_file") and not Path(own["preset_file"]).is_absolute():
+            own["preset_file"] = str(file.parent / own["preset_file"])  # relative to the config file
         presets[name] = replace(presets.get(name, base), name=name, **own)
 
     limits = Limits(**_table(f"{where}: [limits]", data.get("limits", {}), _LIMIT_KEYS))
@@ -304,6 +324,13 @@ def validate(config: ServerConfig) -> None:
             raise ConfigError(f"{at}: unknown task '{p.task}'; available: {', '.join(TASKS)}")
         if p.method not in METHODS:
             raise ConfigError(f"{at}: unknown method '{p.method}'; known: {', '.join(METHODS)}")
+        if p.preset_file:
+            from ..presets import load_preset
+
+            try:
+                load_preset(p.preset_file)
+            except ConfigError as exc:
+                raise ConfigError(f"{at}: {exc}") from None
         if p.n < 1:
             raise ConfigError(f"{at}: n must be >= 1, got {p.n}")
         for label, tau in (("tau1", p.tau1), ("tau2", p.tau2)):

@@ -159,3 +159,33 @@ def test_plan_keeping_stage_waits_for_a_fixed_majority():
     # the same answers without a plan to keep: escalation is sure after 4
     r = solve(vote_stage("exact", window=4), Scripted("local/a", lambda s, j: j), Scripted("local/b", lambda s, j: 1))
     assert r.stages[0].drawn == 4
+
+
+def test_a_family_variant_runs_unless_the_user_gave_thresholds():
+    from dataclasses import replace
+
+    base = method_config("cope-auto", explicit_taus=False)
+    two = replace(base, stages=base.stages[::2])
+    tuned = replace(base, variants=(("math", two),))
+    assert tuned.for_family("math") is two and tuned.for_family("math-pot") is two
+    assert tuned.for_family("code") is tuned
+    small = Scripted("local/a", lambda s, j: j)  # never agrees: escalates from every stage
+    r = solve(tuned, small, Scripted("local/b", lambda s, j: 1))
+    assert len(r.stages) == 2 and r.stage == 2  # the math variant: stage 2 skipped
+    assert method_config("cope-auto").variants == ()  # thresholds given: no family overrides them
+
+
+def test_skipping_stage_2_charges_its_guideline_only_if_stage_3_reads_it():
+    import numpy as np
+
+    from cope.eval.replay import Recorded, sweep
+
+    P = 4
+    conf = np.zeros((P, 3))
+    correct = np.ones((P, 3), dtype=bool)
+    cost = np.column_stack([np.zeros(P), np.full(P, 1e-5), np.full(P, 2e-4)])
+    plan = np.column_stack([np.zeros(P), np.full(P, 1e-5), np.zeros(P)])
+    for reads, expected in ((True, 2.1e-4), (False, 2e-4)):
+        rec = Recorded([f"p{i}" for i in range(P)], conf, correct, cost, plan, 8, last_reads_plan=reads)
+        out = sweep(rec, np.array([0.5]), np.array([0.5]), stages=(1, 3))
+        assert out["cost"][0, 0] == pytest.approx(expected)

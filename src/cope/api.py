@@ -48,8 +48,8 @@ class Cope:
         large: str | Model = DEFAULT_LARGE,
         *,
         n: int = 8,
-        tau1: float = 0.75,
-        tau2: float = 0.5,
+        tau1: float | None = None,
+        tau2: float | None = None,
         method: str = "cope",
         max_tokens: int = 512,
         small_price_as: str | None = None,
@@ -62,6 +62,9 @@ class Cope:
     ) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n must be an integer >= 1, got {n!r}")
+        explicit = tau1 is not None or tau2 is not None
+        tau1 = 0.75 if tau1 is None else tau1  # the paper's; a family's own defaults are the CLI's business
+        tau2 = 0.5 if tau2 is None else tau2
         for label, tau in (("tau1", tau1), ("tau2", tau2)):
             if not 0.0 <= float(tau) <= 1.0:
                 raise ConfigError(f"{label} must be in [0, 1], got {tau}")
@@ -73,7 +76,8 @@ class Cope:
         for role, spec, price_as in (("small", small, small_price_as), ("large", large, large_price_as)):
             model = spec if not isinstance(spec, str) else build_model(spec, **options)
             self.models[role] = BoundModel(model, self.prices.for_spec(model.spec, price_as))
-        self.config = config or method_config(method, n=n, tau1=tau1, tau2=tau2, max_tokens=max_tokens)
+        self.config = config or method_config(method, n=n, tau1=tau1, tau2=tau2, max_tokens=max_tokens,
+                                              explicit_taus=explicit)
         self.config.validate()
 
     @property

@@ -85,6 +85,16 @@ class CascadeConfig:
     stages: tuple[Stage, ...]
     # The paper says "exceeds"; we accept at >= by default and let users choose.
     strict: bool = False
+    # (family, config) pairs: a preset calibrated per task family (cope-auto) runs the
+    # family's own setting; a family not listed (and math-pot for math) runs ``stages``
+    variants: tuple[tuple[str, "CascadeConfig"], ...] = ()
+
+    def for_family(self, task_name: str) -> "CascadeConfig":
+        """The setting this preset runs for a task family (``math-pot`` counts as ``math``)."""
+        for family, cfg in self.variants:
+            if task_name == family or task_name.startswith(family + "-"):
+                return cfg
+        return self
 
     def validate(self) -> None:
         if not self.stages:
@@ -212,6 +222,7 @@ class Cascade:
     """Runs a :class:`CascadeConfig` for one problem at a time."""
 
     def __init__(self, config: CascadeConfig, models: dict[Role, BoundModel], task: Task) -> None:
+        config = config.for_family(getattr(task, "name", ""))
         config.validate()
         for i, st in enumerate(config.stages, start=1):
             roles = [st.executor] + ([st.plan.planner] if st.plan else [])

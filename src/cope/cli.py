@@ -158,6 +158,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
         task = OpenTask(max_perplexity=args.max_perplexity)
     taus = getattr(task, "default_taus", (0.75, 0.5))
+    explicit = args.tau1 is not None or args.tau2 is not None
     args.tau1 = taus[0] if args.tau1 is None else args.tau1
     args.tau2 = taus[1] if args.tau2 is None else args.tau2
     kwargs = {}
@@ -167,6 +168,11 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         from .presets import load_preset
 
         kwargs["config"] = load_preset(args.preset).config(args.max_tokens)
+    if "config" not in kwargs:
+        from .methods import method_config
+
+        kwargs["config"] = method_config(args.method, n=args.n, tau1=args.tau1, tau2=args.tau2,
+                                         max_tokens=args.max_tokens, explicit_taus=explicit).for_family(task.name)
     c = Cope(
         small=args.small, large=args.large, n=args.n, tau1=args.tau1, tau2=args.tau2,
         method=args.method, max_tokens=args.max_tokens, small_price_as=args.small_price_as,

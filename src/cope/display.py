@@ -21,7 +21,8 @@ def print_result(r: Result, n_stages: int) -> None:
             votes = ", ".join("-" if a is None else a for a in s.extracted)
         label = {"open": "perplexities", "code": "visible tests passed"}.get(r.task, "votes")
         shown = s.answer if r.task == "math" or s.answer is None else f"{len(s.answer)} chars"
-        con.print(f"  stage {s.stage}: {s.executor} x{s.n} -> {shown} "
+        drawn = f"x{s.n}" if not s.drawn or s.drawn >= s.n else f"x{s.drawn} of {s.n} (stopped early)"
+        con.print(f"  stage {s.stage}: {s.executor} {drawn} -> {shown} "
                   f"(confidence {s.confidence:.2f}{', accepted' if s.accepted else ''}) {label}: {votes}")
     if r.plans:
         con.print("[bold]plans:[/bold]")

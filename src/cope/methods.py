@@ -154,12 +154,19 @@ METHODS = {
 }
 
 
-def method_config(name: str, **options: object) -> CascadeConfig:
+def method_config(name: str, *, explicit_taus: bool = True, **options: object) -> CascadeConfig:
+    """A named method's cascade.
+
+    ``explicit_taus`` False says the thresholds in ``options`` are defaults,
+    not the user's: a method calibrated per task family (cope-auto) then keeps
+    its families' own settings. Thresholds a user gave always win.
+    """
     try:
         factory = METHODS[name]
     except KeyError:
         raise ConfigError(f"unknown method '{name}'; known: {', '.join(METHODS)}") from None
-    return factory(**options)  # type: ignore[operator]
+    config = factory(**options)  # type: ignore[operator]
+    return replace(config, variants=()) if explicit_taus else config
 
 
 def recording(config: CascadeConfig) -> CascadeConfig:
@@ -175,4 +182,4 @@ def recording(config: CascadeConfig) -> CascadeConfig:
     return replace(config, stages=tuple(
         replace(st, stop="none") if i == last else replace(st, threshold=NEVER, stop="none")
         for i, st in enumerate(config.stages)
-    ))
+    ), variants=tuple((fam, recording(cfg)) for fam, cfg in config.variants))

@@ -36,6 +36,8 @@ class Recorded:
     cost: np.ndarray
     plan_cost: np.ndarray
     n: int
+    # whether the last stage reads the plan stage 2 writes (COPE's g_L): skipping stage 2 still pays for it
+    last_reads_plan: bool = True
 
     @property
     def stages(self) -> int:
@@ -83,7 +85,13 @@ def load_recorded(out: Path, method: str = "cope", n: int | None = None) -> Reco
                     cost[i, j] = s["cost_usd"] * k / n_rec
             else:
                 conf[i, j], correct[i, j], cost[i, j] = s["confidence"], s["correct"], s["cost_usd"]
-    return Recorded([r["problem_id"] for r in rows], conf, correct, cost, plan_cost, k)
+    from .runner import method_cascade
+
+    try:
+        last_reads_plan = bool(method_cascade(cfg, method).stages[-1].use_plans)
+    except ConfigError:  # a method this version no longer knows: assume it did, as COPE does
+        last_reads_plan = True
+    return Recorded([r["problem_id"] for r in rows], conf, correct, cost, plan_cost, k, last_reads_plan)
 
 
 def sweep(rec: Recorded, t1: np.ndarray, t2: np.ndarray, *, stages: Sequence[int] = (1, 2, 3),
@@ -101,7 +109,7 @@ def sweep(rec: Recorded, t1: np.ndarray, t2: np.ndarray, *, stages: Sequence[int
         raise ConfigError("stages must be an increasing subset of 1, 2, 3 that ends with 3")
     idx = np.arange(len(rec.ids)) if rows is None else rows
     conf, corr, cost = rec.conf[idx], rec.correct[idx], rec.cost[idx].copy()
-    if 1 not in st:  # stage 3 still used stage 2's guideline: it pays for writing it
+    if 1 not in st and rec.last_reads_plan:  # stage 3 still used stage 2's guideline: it pays for writing it
         cost[:, 2] += rec.plan_cost[idx, 1]
     t1 = np.asarray(t1, dtype=float)[:, None, None]
     t2 = np.asarray(t2, dtype=float)[None, :, None]

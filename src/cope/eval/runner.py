@@ -66,9 +66,13 @@ def method_cascade(cfg: EvalConfig, name: str):
         from ..presets import PresetFile
 
         return PresetFile.from_dict(presets[name]).config(cfg.max_tokens)
+    from ..benchmarks.registry import benchmark_task
     from ..methods import method_config
 
-    return method_config(name, n=cfg.n, tau1=cfg.tau1, tau2=cfg.tau2, max_tokens=cfg.max_tokens)
+    given = cfg.extra.get("taus_given", True)  # runs made before per-family presets: as given
+    config = method_config(name, n=cfg.n, tau1=cfg.tau1, tau2=cfg.tau2, max_tokens=cfg.max_tokens,
+                           explicit_taus=bool(given))
+    return config.for_family(benchmark_task(cfg.benchmark, cfg.task))
 
 
 def problem_seed(seed: int, problem_id: str) -> int:
@@ -371,6 +375,8 @@ def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: boo
         from ..tasks import get_task
 
         taus = getattr(get_task(benchmark_task(cfg.benchmark, cfg.task)), "default_taus", (0.75, 0.5))
+        # recorded so a method calibrated per family (cope-auto) knows these are defaults, not the user's
+        cfg.extra["taus_given"] = cfg.tau1 is not None or cfg.tau2 is not None
         cfg.tau1 = taus[0] if cfg.tau1 is None else cfg.tau1
         cfg.tau2 = taus[1] if cfg.tau2 is None else cfg.tau2
         unknown = [m for m in cfg.methods if m not in METHODS and m not in cfg.extra.get("presets", {})]

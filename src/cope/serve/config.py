@@ -53,8 +53,8 @@ class Preset:
     task: str = "math"
     method: str = "cope"
     n: int = 8
-    tau1: float = 0.75
-    tau2: float = 0.5
+    tau1: float | None = None  # None: the method's own (cope: the paper's 0.75 / 0.5; cope-auto: calibrated)
+    tau2: float | None = None
     max_tokens: int = 512
     price_as: str | None = None
     small_price_as: str | None = None
@@ -82,6 +82,21 @@ class Preset:
 
             kwargs["config"] = load_preset(self.preset_file).config(self.max_tokens)
         return kwargs
+
+    def thresholds(self) -> list[float | None]:
+        """The stage thresholds this preset's cascade runs for its task (no model is loaded)."""
+        if self.preset_file:
+            from ..presets import load_preset
+
+            config = load_preset(self.preset_file).config(self.max_tokens)
+        else:
+            from ..methods import method_config
+
+            given = self.tau1 is not None or self.tau2 is not None
+            config = method_config(self.method, n=self.n, tau1=0.75 if self.tau1 is None else self.tau1,
+                                   tau2=0.5 if self.tau2 is None else self.tau2, max_tokens=self.max_tokens,
+                                   explicit_taus=given)
+        return [st.threshold for st in config.for_family(self.task).stages]
 
 
 @dataclass(frozen=True)
@@ -334,7 +349,7 @@ def validate(config: ServerConfig) -> None:
         if p.n < 1:
             raise ConfigError(f"{at}: n must be >= 1, got {p.n}")
         for label, tau in (("tau1", p.tau1), ("tau2", p.tau2)):
-            if not 0.0 <= tau <= 1.0:
+            if tau is not None and not 0.0 <= tau <= 1.0:
                 raise ConfigError(f"{at}: {label} must be in [0, 1], got {tau}")
         if p.max_tokens < 1:
             raise ConfigError(f"{at}: max_tokens must be >= 1, got {p.max_tokens}")

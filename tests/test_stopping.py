@@ -189,3 +189,32 @@ def test_skipping_stage_2_charges_its_guideline_only_if_stage_3_reads_it():
         rec = Recorded([f"p{i}" for i in range(P)], conf, correct, cost, plan, 8, last_reads_plan=reads)
         out = sweep(rec, np.array([0.5]), np.array([0.5]), stages=(1, 3))
         assert out["cost"][0, 0] == pytest.approx(expected)
+
+
+def test_code_stops_at_the_first_sample_that_passes_in_the_real_sandbox():
+    from cope.tasks.code import CodeTask, code_problem
+
+    task = CodeTask()
+    problem = code_problem("Write add(a, b) returning their sum.", ["assert add(1, 2) == 3", "assert add(0, 0) == 0"],
+                           entry_point="add")
+    wrong = Completion("```python\ndef add(a, b):\n    return a - b\n```", 10)
+    right = Completion("```python\ndef add(a, b):\n    return a + b\n```", 10)
+    a = task.assess(problem, [wrong, wrong])
+    assert not task.settled(a, 2, 8, 1.0)  # nothing passed yet: a later sample might
+    a = task.assess(problem, [wrong, right])
+    assert a.confidence == 1.0 and a.support == [1]
+    assert task.settled(a, 2, 8, 1.0) and not task.settled(a, 2, 8, 1.0, rule="none")
+    assert not task.settled(a, 2, 8, NEVER)  # a recording's stage accepts nothing: it draws on
+
+
+def test_a_stage_subset_is_seeded_as_in_the_full_cascade():
+    from cope.presets import subset
+
+    full = CascadeConfig(stages=(Stage(executor="small", n=2, threshold=NEVER), Stage(executor="small", n=2,
+                                 threshold=NEVER), Stage(executor="large", n=1)))
+    seeds = {}
+    for name, cfg in (("full", full), ("skip1", subset(full, (2, 3)))):
+        small = Scripted("local/a", lambda s, j: j)
+        solve(cfg, small, Scripted("local/b", lambda s, j: 1))
+        seeds[name] = small.calls
+    assert seeds["skip1"] == seeds["full"][1:]  # stage 2 draws what it drew after stage 1

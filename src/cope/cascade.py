@@ -63,6 +63,9 @@ class Stage:
     styles: tuple[str, ...] = ()
     window: int = 0
     stop: StopRule = "none"
+    # the stage's place in the cascade it was cut from (0: its own place): a preset that skips
+    # a stage seeds the rest as the full cascade did, so its recording replays sample for sample
+    seed_index: int = 0
 
     def validate(self, index: int) -> None:
         where = f"stage {index}"
@@ -252,7 +255,7 @@ class Cascade:
         for idx, st in enumerate(stages, start=1):
             ts = time.perf_counter()
             n_calls_before = len(calls)
-            stage_seed = None if seed is None else seed * 1000 + idx * 100
+            stage_seed = None if seed is None else seed * 1000 + (st.seed_index or idx) * 100
             emit(Event("stage", idx, len(stages), st.executor, 0, st.n, spent()))
             try:
                 new_plans = await self._plan(problem, st, idx, stage_seed, calls, emit)

@@ -113,7 +113,7 @@ def subset(config: CascadeConfig, stages: tuple[int, ...], *, where: str = "pres
     if not stages or list(stages) != sorted(set(stages)) or stages[-1] != total or stages[0] < 1:
         raise ConfigError(f"{where}: stages must be an increasing subset of 1..{total} that ends with {total}, "
                           f"got {list(stages)}")
-    kept = tuple(config.stages[s - 1] for s in stages)
+    kept = tuple(replace(config.stages[s - 1], seed_index=config.stages[s - 1].seed_index or s) for s in stages)
     kept = (*kept[:-1], replace(kept[-1], threshold=None))
     return replace(config, stages=kept)
 

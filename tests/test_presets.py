@@ -166,3 +166,29 @@ def test_server_serves_a_preset_file(tmp_path):
     f.write_text("[preset]\nname = 'cope'\nbase = 'cope'\n")
     with pytest.raises(ConfigError, match="already served"):
         load_config(None, environ={}, preset_files=[str(f)])
+
+
+def test_cope_auto_runs_its_familys_preset_and_the_recording_replays_it(data, recorded, tmp_path, monkeypatch):
+    """The built-in route: cope-auto with no thresholds given runs the math preset file; the summary
+    of the full recording replays the same stage subset, and a live run decides as the replay does."""
+    import cope.methods as methods
+    from cope.eval.metrics import summarize_run
+
+    f = tmp_path / "math.toml"
+    f.write_text(PresetFile(name="cope-auto-math", base="cope-auto", stages=(1, 3), tau1=0.5).to_toml())
+    monkeypatch.setitem(methods.AUTO_PRESETS, "math", str(f))
+    cfg = config(data, methods=["cope-auto"])
+    cfg.extra["taus_given"] = False
+    assert [st.seed_index for st in method_cascade(cfg, "cope-auto").stages] == [1, 3]
+    summary = summarize_run(recorded)
+    funnel = summary["methods"]["cope-auto"]["funnel"]
+    assert [f_["stage"] for f_ in funnel] == [1, 2]  # two stages: 1 and 3 of the recording
+    out = tmp_path / "live"
+    run_eval(config(data, methods=["cope-auto"]), out, use_cache=False, progress=False)
+    live = {r["problem_id"]: r for r in load_results(out)}
+    assert all(r["n_stages"] == 2 for r in live.values())
+    live_acc = sum(bool(r["correct"]) for r in live.values()) / len(live)
+    assert live_acc == pytest.approx(summary["methods"]["cope-auto"]["accuracy"])
+    # the explicit thresholds of the user win over the family's preset
+    given = config(data, methods=["cope-auto"], tau1=0.6, tau2=0.5, extra={"taus_given": True})
+    assert [st.threshold for st in method_cascade(given, "cope-auto").stages] == [0.6, 0.5, None]

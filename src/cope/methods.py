@@ -124,17 +124,8 @@ def mot_cascade(n: int = 8, tau1: float = 0.75, *, max_tokens: int = 512, window
     ))
 
 
-def cope_auto(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: int = 512, window: int = 4,
-              stop: str = "exact", strict: bool = False, **_: object) -> CascadeConfig:
-    """COPE beyond the paper: mixed votes, early stopping, and no guideline for the large executor.
-
-    1. small votes unplanned over n samples, half chain-of-thought, half
-       programs that are run (math; other families sample plainly), drawn in
-       windows and stopped once the rest cannot change the decision;
-    2. large writes one guideline g_L; small votes again with it, the same way;
-    3. large solves once, greedily, without the guideline (in the GSM
-       recording the weak large model's own sampled guideline misled it).
-    """
+def _cope_auto_stages(n: int, tau1: float, tau2: float, max_tokens: int, window: int, stop: str,
+                      strict: bool) -> CascadeConfig:
     vote = dict(executor="small", n=n, temperature=0.8, max_tokens=max_tokens, styles=MOT, window=window, stop=stop)
     return CascadeConfig(
         stages=(
@@ -145,6 +136,40 @@ def cope_auto(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: 
         ),
         strict=strict,
     )
+
+
+# cope-auto's own setting per task family: a preset file that `cope calibrate --write-preset`
+# chose from a recording of problems other than the reported ones (the file names them).
+AUTO_PRESETS = {"math": "cope-auto-math.toml"}
+
+
+def cope_auto(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: int = 512, window: int = 4,
+              stop: str = "exact", strict: bool = False, **_: object) -> CascadeConfig:
+    """COPE beyond the paper: mixed votes, early stopping, stages and thresholds from data.
+
+    1. small votes unplanned over n samples, half chain-of-thought, half
+       programs that are run (math; other families sample plainly), drawn in
+       windows and stopped once the rest cannot change the decision;
+    2. large writes one guideline g_L; small votes again with it, the same way;
+    3. large solves once, greedily, without the guideline (in the GSM
+       recording the weak large model's own sampled guideline misled it).
+
+    A family listed in :data:`AUTO_PRESETS` runs the stages and thresholds
+    its preset file holds (``variants``) unless the caller's thresholds are
+    explicit (see :func:`method_config`); others run all three stages at
+    ``tau1`` / ``tau2``.
+    """
+    from pathlib import Path
+
+    from .presets import load_preset, subset
+
+    base = _cope_auto_stages(n, tau1, tau2, max_tokens, window, stop, strict)
+    variants = []
+    for family, name in AUTO_PRESETS.items():
+        pf = load_preset(Path(__file__).parent / "data" / name, check=False)
+        tuned = _cope_auto_stages(n, pf.tau1, pf.tau2, max_tokens, window, stop, strict)
+        variants.append((family, subset(tuned, pf.stages, where=name)))
+    return replace(base, variants=tuple(variants))
 
 
 METHODS = {

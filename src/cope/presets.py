@@ -118,8 +118,13 @@ def subset(config: CascadeConfig, stages: tuple[int, ...], *, where: str = "pres
     return replace(config, stages=kept)
 
 
-def load_preset(path: str | Path) -> PresetFile:
-    """Read a preset file; every mistake is one ConfigError naming the file and the key."""
+def load_preset(path: str | Path, *, check: bool = True) -> PresetFile:
+    """Read a preset file; every mistake is one ConfigError naming the file and the key.
+
+    ``check`` also builds its cascade once, so a bad combination (n not a
+    multiple of the plans) fails here; the built-in method that loads its own
+    preset files passes False, as building it would load them again.
+    """
     import tomllib
 
     from .methods import METHODS
@@ -164,5 +169,6 @@ def load_preset(path: str | Path) -> PresetFile:
         window=table.get("window"), stop=table.get("stop"), max_tokens=table.get("max_tokens"),
         expected=expected if isinstance(expected, dict) else {}, source=str(path),
     )
-    preset.config().validate()  # a bad combination (n not a multiple of the plans) fails here, not mid-run
+    if check:
+        preset.config().validate()  # a bad combination fails here, not mid-run
     return preset

@@ -310,6 +310,15 @@ def summarize_run(out: Path) -> dict[str, Any]:
         for m, rows in by_method.items():
             stages = method_cascade(cfg, m).stages
             early = any(st.stop != "none" and st.n > 1 for st in stages)
+            picks = [(st.seed_index or i + 1) - 1 for i, st in enumerate(stages)]
+            if rows and len(stages) < len(rows[0]["stages"]) and all(st.seed_index for st in stages):
+                # a preset that runs a subset of the recorded cascade (cope-auto's calibrated
+                # stages): its stages are the recorded ones it was cut from
+                rows = [{**r, "n_stages": len(stages),
+                         "stages": [{**r["stages"][k], "stage": i + 1} for i, k in enumerate(picks)]}
+                        for r in rows if len(r["stages"]) > max(picks)]
+                notes.append(f"{m}: stages {', '.join(str(k + 1) for k in picks)} of the recorded cascade")
+                by_method[m] = rows
             if len(stages) > 1 or early:
                 taus = [st.threshold for st in stages[:-1]]
                 by_method[m] = [replayed(r, *taus, plan=stages) for r in rows]

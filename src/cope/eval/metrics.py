@@ -204,6 +204,29 @@ def stage3_without_plan(cope_rows: list[dict[str, Any]], large_rows: list[dict[s
     return out
 
 
+def style_breakdown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per stage and executor style (chain-of-thought, program): samples, answers, right answers.
+
+    A mixed vote's samples are read two ways; this says which way was right
+    more often, from the recorded clusters (a sample is right when its
+    answer's cluster is), over every stage a result drew.
+    """
+    counts: dict[tuple[int, str], list[int]] = {}
+    for r in rows:
+        for st in r.get("stages", []):
+            styles, clusters = st.get("styles"), st.get("clusters")
+            if not styles or not isinstance(clusters, list):
+                continue
+            right = st.get("cluster_correct", {})
+            for style, c in zip(styles, clusters):
+                cell = counts.setdefault((st["stage"], style), [0, 0, 0])
+                cell[0] += 1
+                cell[1] += c is not None
+                cell[2] += bool(c is not None and right.get(str(c)))
+    return [{"stage": k[0], "style": k[1], "samples": v[0], "answered": v[1], "right": v[2]}
+            for k, v in sorted(counts.items())]
+
+
 def reliability(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """How often a recorded stage's answer was right at each confidence it reported.
 
@@ -299,6 +322,7 @@ def summarize_run(out: Path) -> dict[str, Any]:
         by_method.setdefault(r["method"], []).append(r)
     notes = []
     calibration: dict[str, list[dict[str, Any]]] = {}
+    styles = {m: t for m, rows in by_method.items() if (t := style_breakdown(rows))}
     if cfg.record:
         for m in ("cope", "cascade-noplan"):
             if by_method.get(m):
@@ -364,6 +388,7 @@ def summarize_run(out: Path) -> dict[str, Any]:
         "judged": judged,
         "paired_vs_large": paired,
         "calibration": calibration,
+        "styles": styles,
         "regenerate": f"cope report {out}",
     }
 

@@ -79,6 +79,15 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
                 lines.append(f"| {m} | {p['problems']} | {100 * p['accuracy_diff']:+.1f} pts "
                              f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['only_method_right']} / "
                              f"{p['only_baseline_right']} | {ratio} |")
+        styles = s.get("styles") or {}
+        if styles:
+            lines += ["", "Mixed votes by executor style, every drawn sample (cot: reasoning in words; pot: a "
+                          "program, run in the sandbox; right / answered / samples):", "",
+                      "| method | stage | style | right | answered | samples |", "|---|---|---|---|---|---|"]
+            for m, cells in styles.items():
+                for c in cells:
+                    lines.append(f"| {m} | {c['stage']} | {c['style']} | {c['right']} | {c['answered']} | "
+                                 f"{c['samples']} |")
         calibration = s.get("calibration") or {}
         if any(calibration.values()):
             lines += ["", "Confidence against accuracy, every recorded problem at every deciding stage "

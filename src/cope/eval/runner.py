@@ -75,6 +75,22 @@ def method_cascade(cfg: EvalConfig, name: str):
     return config.for_family(benchmark_task(cfg.benchmark, cfg.task))
 
 
+def _stage_summary(st) -> dict[str, Any]:
+    """One stage as config.json keeps it: who executes, how many samples, when it accepts, which plans."""
+    out: dict[str, Any] = {"executor": st.executor, "n": st.n, "threshold": st.threshold}
+    if st.plan:
+        out["plan"] = f"{st.plan.count} {st.plan.kind} by {st.plan.planner}"
+    if st.use_plans:
+        out["use_plans"] = list(st.use_plans)
+    if st.styles:
+        out["styles"] = list(st.styles)
+    if st.stop != "none":
+        out.update(window=st.window, stop=st.stop)
+    if st.seed_index:
+        out["of_stage"] = st.seed_index
+    return out
+
+
 def problem_seed(seed: int, problem_id: str) -> int:
     """A per-problem seed that does not depend on order or on --limit."""
     return int(hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest()[:8], 16)
@@ -385,6 +401,9 @@ def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: boo
         if "frugal" in cfg.methods and not cfg.frugal_train:
             raise ConfigError("--method frugal needs --frugal-train RUN_DIR (a run whose first stage voted, "
                               "e.g. small-vote on other problems)")
+        # what each method ran, resolved (a preset file's or a family's calibrated setting), for the record
+        cfg.extra["cascades"] = {m: [_stage_summary(st) for st in method_cascade(cfg, m).stages]
+                                 for m in cfg.methods}
         record = asdict(cfg)
         record["price_table"] = PriceTable.load(cfg.prices).version
         from .. import __version__

@@ -44,8 +44,9 @@ def config(data: Path, **kw) -> EvalConfig:
 
 @pytest.fixture(scope="module")
 def recorded(data, tmp_path_factory) -> Path:
+    """cope-auto's full three-stage cascade, recorded (explicit thresholds: no family setting applies)."""
     out = tmp_path_factory.mktemp("rec")
-    run_eval(config(data, record=True), out, use_cache=False, progress=False)
+    run_eval(config(data, record=True, tau1=0.75, tau2=0.5), out, use_cache=False, progress=False)
     return out
 
 
@@ -180,7 +181,15 @@ def test_cope_auto_runs_its_familys_preset_and_the_recording_replays_it(data, re
     cfg = config(data, methods=["cope-auto"])
     cfg.extra["taus_given"] = False
     assert [st.seed_index for st in method_cascade(cfg, "cope-auto").stages] == [1, 3]
-    summary = summarize_run(recorded)
+    # the same recording, as if its thresholds had been the defaults: the family's setting replays
+    import shutil
+
+    copy = tmp_path / "rec"
+    shutil.copytree(recorded, copy)
+    stored = json.loads((copy / "config.json").read_text())
+    stored["extra"]["taus_given"] = False
+    (copy / "config.json").write_text(json.dumps(stored))
+    summary = summarize_run(copy)
     funnel = summary["methods"]["cope-auto"]["funnel"]
     assert [f_["stage"] for f_ in funnel] == [1, 2]  # two stages: 1 and 3 of the recording
     out = tmp_path / "live"

@@ -79,7 +79,8 @@ class PresetFile:
         lines.append(f'name = "{self.name}"')
         lines.append(f'base = "{self.base}"')
         lines.append(f"stages = [{', '.join(str(s) for s in self.stages)}]")
-        lines += [f"tau1 = {self.tau1:.4g}", f"tau2 = {self.tau2:.4g}", f"n = {self.n}"]
+        # exact values: a threshold read back must make the decisions the calibration replayed
+        lines += [f"tau1 = {self.tau1!r}", f"tau2 = {self.tau2!r}", f"n = {self.n}"]
         if self.window is not None:
             lines.append(f"window = {self.window}")
         if self.stop is not None:

@@ -141,7 +141,9 @@ def _pairs(grid: np.ndarray, res: dict[str, np.ndarray], stages: Sequence[int] =
     # a threshold of a stage that does not run cannot matter: one grid line of it is enough
     rows = range(len(grid)) if 1 in st else [0]
     cols = range(len(grid)) if 2 in st else [0]
-    return [(float(grid[i]), float(grid[j]), float(acc[i, j]), float(cost[i, j]), st) for i in rows for j in cols]
+    # thresholds rounded off the float noise of linspace (0.30000000000000004 is 0.3)
+    return [(round(float(grid[i]), 6), round(float(grid[j]), 6), float(acc[i, j]), float(cost[i, j]), st)
+            for i in rows for j in cols]
 
 
 # The stage policies ``--stages auto`` chooses among: all three, or skip stage 1 or stage 2.

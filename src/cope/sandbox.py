@@ -925,17 +925,20 @@ def _force_rmtree(path: str) -> None:
     shutil.rmtree(path, onerror=fix)
 
 
-_default: Sandbox | None = None
+_shared: dict[Limits | None, Sandbox] = {}
 _default_lock = threading.Lock()
 
 
-def default_sandbox() -> Sandbox:
-    """A process-wide sandbox with default limits (the isolation probe runs once)."""
-    global _default
+def default_sandbox(limits: Limits | None = None) -> Sandbox:
+    """A process-wide sandbox per set of limits (default: the code family's), built on first use.
+
+    Building one chooses the isolation, which probes bubblewrap; sharing it
+    means the probe runs once, whichever family runs programs.
+    """
     with _default_lock:
-        if _default is None:
-            _default = Sandbox()
-        return _default
+        if limits not in _shared:
+            _shared[limits] = Sandbox(limits) if limits is not None else Sandbox()
+        return _shared[limits]
 
 
 def isolation_status() -> dict[str, object]:

@@ -31,7 +31,7 @@ from typing import Sequence
 
 from ..errors import ConfigError
 from ..models.base import Completion, Message
-from ..sandbox import Limits, Sandbox
+from ..sandbox import Limits, Sandbox, default_sandbox
 from .base import Assessment, Plan, Problem, chat, plan_lines
 from .math import MathTask, _clean, extract_answer, vote
 
@@ -109,17 +109,9 @@ def program_answer(text: str, sandbox: Sandbox) -> tuple[str | None, str]:
     return ans, "ran" if ans is not None else "printed nothing usable"
 
 
-_shared: Sandbox | None = None
-_shared_lock = threading.Lock()
-
-
 def pot_sandbox() -> Sandbox:
-    """One sandbox for every math program, built on first use (choosing the isolation probes bubblewrap)."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = Sandbox(POT_LIMITS)
-        return _shared
+    """One sandbox for every math program, with the short per-program limits."""
+    return default_sandbox(POT_LIMITS)
 
 
 def pot_messages(problem: Problem, plans: Sequence[Plan]) -> list[Message]:

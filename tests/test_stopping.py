@@ -218,3 +218,33 @@ def test_a_stage_subset_is_seeded_as_in_the_full_cascade():
         solve(cfg, small, Scripted("local/b", lambda s, j: 1))
         seeds[name] = small.calls
     assert seeds["skip1"] == seeds["full"][1:]  # stage 2 draws what it drew after stage 1
+
+
+class ScriptedCoder(Scripted):
+    """Writes ``add``: right when its seed is odd, wrong otherwise (plans get the same text: unread)."""
+
+    async def generate(self, messages, params):
+        self.calls.append((params.n, params.seed))
+        op = "+" if (params.seed or 0) % 2 else "-"
+        comps = [Completion(f"```python\ndef add(a, b):\n    return a {op} b\n```", 12) for _ in range(params.n)]
+        return Generation(comps, 10, 12 * params.n, 0.01, self.spec)
+
+
+def test_cope_auto_on_code_is_cope_stopped_at_the_first_passing_program():
+    """cope-auto's code setting keeps cope's planned stages and thresholds and returns the program
+    cope returns from the same samples, drawing only the window that holds the first pass."""
+    auto = method_config("cope-auto", explicit_taus=False).for_family("code")
+    paper = method_config("cope", tau1=1.0, tau2=1.0)
+    assert [(st.executor, st.n, st.threshold, st.plan, st.use_plans) for st in auto.stages] == \
+        [(st.executor, st.n, st.threshold, st.plan, st.use_plans) for st in paper.stages]
+    assert [(st.window, st.stop) for st in auto.stages[:2]] == [(4, "exact"), (4, "exact")]
+    stub = 'def add(a, b):\n    """Sum.\n    >>> add(1, 2)\n    3\n    >>> add(2, 2)\n    4\n    """\n'
+    runs = {}
+    for name, cfg in (("cope", paper), ("cope-auto", auto)):
+        c = Cope(small=ScriptedCoder("local/a", None), large=ScriptedCoder("local/b", None), config=cfg,
+                 large_price_as="gpt-4o-mini", prices=PriceTable.load())
+        runs[name] = c.solve(stub, task="code", seed=3)
+    full, early = runs["cope"], runs["cope-auto"]
+    assert full.stage == early.stage == 1 and early.answer == full.answer and "a + b" in early.answer
+    assert (full.stages[0].drawn, early.stages[0].drawn) == (8, 4)
+    assert early.tokens("small")["completion"] < full.tokens("small")["completion"]

@@ -140,7 +140,7 @@ def _cope_auto_stages(n: int, tau1: float, tau2: float, max_tokens: int, window:
 
 # cope-auto's own setting per task family: a preset file that `cope calibrate --write-preset`
 # chose from a recording of problems other than the reported ones (the file names them).
-AUTO_PRESETS = {"math": "cope-auto-math.toml"}
+AUTO_PRESETS = {"math": "cope-auto-math.toml", "code": "cope-auto-code.toml"}
 
 
 def cope_auto(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: int = 512, window: int = 4,
@@ -157,7 +157,10 @@ def cope_auto(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: 
     A family listed in :data:`AUTO_PRESETS` runs the stages and thresholds
     its preset file holds (``variants``) unless the caller's thresholds are
     explicit (see :func:`method_config`); others run all three stages at
-    ``tau1`` / ``tau2``.
+    ``tau1`` / ``tau2``. Code keeps the paper's planned stages (on HumanEval
+    the small model's own goals helped, see results/README.md) and stops
+    each vote at the first sample that passes the visible tests, which makes
+    the decisions ``cope`` would make from the samples drawn.
     """
     from pathlib import Path
 
@@ -167,8 +170,13 @@ def cope_auto(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: 
     variants = []
     for family, name in AUTO_PRESETS.items():
         pf = load_preset(Path(__file__).parent / "data" / name, check=False)
-        tuned = _cope_auto_stages(n, pf.tau1, pf.tau2, max_tokens, window, stop, strict)
-        variants.append((family, subset(tuned, pf.stages, where=name)))
+        if pf.base == "cope-auto":
+            tuned = _cope_auto_stages(n, pf.tau1, pf.tau2, max_tokens, window, stop, strict)
+            variants.append((family, subset(tuned, pf.stages, where=name)))
+        else:  # another method's stages, drawn in windows and stopped early as the file says
+            cfg = replace(pf, n=n, window=pf.window if pf.window is not None else window,
+                          stop=pf.stop or stop).config(max_tokens)
+            variants.append((family, replace(cfg, strict=strict)))
     return replace(base, variants=tuple(variants))
 
 

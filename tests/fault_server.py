@@ -22,6 +22,7 @@ class Reply:
     body: dict[str, Any] | None = None  # None: a valid completion built from the request
     delay_s: float = 0.0  # wait this long before answering
     usage: bool = True  # include "usage" in a built completion
+    raw: bytes | None = None  # sent as the body as it is (a malformed reply), with the status
 
 
 @dataclass
@@ -117,7 +118,7 @@ class FaultServer:
                 body = reply.body
                 if body is None:
                     body = completion_body(request, usage=reply.usage, max_choices=outer.max_choices)
-                data = json.dumps(body).encode()
+                data = reply.raw if reply.raw is not None else json.dumps(body).encode()
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

@@ -59,6 +59,7 @@ class Cope:
         api_key: str | None = None,
         n_threads: int | None = None,
         config: CascadeConfig | None = None,
+        timeout: float | None = None,
     ) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n must be an integer >= 1, got {n!r}")
@@ -71,7 +72,10 @@ class Cope:
         if large_price_as is _UNSET:
             large_price_as = DEFAULT_LARGE_PRICE_AS if large == DEFAULT_LARGE else None
         self.prices = prices if isinstance(prices, PriceTable) else PriceTable.load(prices)
-        options = {"base_url": base_url, "api_key": api_key, "n_threads": n_threads}
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout > 0 or timeout == float("inf")):
+            raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        options = {"base_url": base_url, "api_key": api_key, "n_threads": n_threads, "timeout": timeout}
         self.models: dict[str, BoundModel] = {}
         for role, spec, price_as in (("small", small, small_price_as), ("large", large, large_price_as)):
             model = spec if not isinstance(spec, str) else build_model(spec, **options)
@@ -118,13 +122,12 @@ class Cope:
 
 def read_problem(arg: str) -> str:
     """A problem given on the command line, or '@FILE' / '-' (stdin)."""
+    from .textfile import decode, read_text
+
     if arg == "-":
         import sys
 
-        return sys.stdin.read()
+        return decode(sys.stdin.buffer.read(), "stdin")
     if arg.startswith("@"):
-        path = Path(arg[1:])
-        if not path.is_file():
-            raise ConfigError(f"problem file not found: {path}")
-        return path.read_text()
+        return read_text(arg[1:], "problem file")
     return arg

@@ -26,8 +26,51 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # one line, not usage + traceback
-        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.stderr.write(f"cope: error: {message} (see '{self.prog} --help')\n")
         sys.exit(2)
+
+
+# Largest vote a command line may ask for: each sample is a model call, and a typo (--n 10000) must
+# not send thousands of requests to a paid API before anyone notices.
+MAX_N = 64
+
+
+def _bounded_int(lo: int, hi: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {lo}..{hi}, got {v}" if hi is not None
+                                             else f"must be at least {lo}, got {v}")
+        return v
+    parse.__name__ = "int"
+    return parse
+
+
+def _bounded_float(lo: float, hi: float | None = None, *, open_lo: bool = False):
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v) or v < lo or (open_lo and v == lo) or (hi is not None and v > hi):
+            span = f"in [{lo:g}, {hi:g}]" if hi is not None else (f"above {lo:g}" if open_lo else f"at least {lo:g}")
+            raise argparse.ArgumentTypeError(f"must be a finite number {span}, got {text}")
+        return v
+    parse.__name__ = "float"
+    return parse
+
+
+_N = _bounded_int(1, MAX_N)
+_POS = _bounded_int(1)
+_TAU = _bounded_float(0.0, 1.0)
+_USD = _bounded_float(0.0)
+_SECONDS = _bounded_float(0.0, open_lo=True)
+_PORT = _bounded_int(0, 65535)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -45,26 +88,28 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", default="cope", help="cascade preset: cope, cope-auto, large, small (default: cope)")
     s.add_argument("--preset", default=None, metavar="FILE",
                    help="a preset file (from cope calibrate --write-preset); replaces --method, --n and the taus")
-    s.add_argument("--n", type=int, default=8, help="samples per voting stage (default: 8)")
-    s.add_argument("--tau1", type=float, default=None,
+    s.add_argument("--n", type=_N, default=8, help=f"samples per voting stage, 1..{MAX_N} (default: 8)")
+    s.add_argument("--tau1", type=_TAU, default=None,
                    help="stage-1 confidence threshold (default: the task's; math 0.75, code 1.0)")
-    s.add_argument("--tau2", type=float, default=None,
+    s.add_argument("--tau2", type=_TAU, default=None,
                    help="stage-2 confidence threshold (default: the task's; math 0.5, code 1.0)")
     s.add_argument("--seed", type=int, default=None, help="seed for every sampling call")
-    s.add_argument("--max-tokens", type=int, default=512, help="cap per executor sample (default: 512)")
+    s.add_argument("--max-tokens", type=_POS, default=512, help="cap per executor sample (default: 512)")
     s.add_argument("--prices", default=None, help="a TOML price file that overrides or adds prices")
     s.add_argument("--small-price-as", default=None, help="charge the small model at this model's price")
     s.add_argument("--large-price-as", default=argparse.SUPPRESS,
                    help="charge the large model at this model's price (default large: gpt-4o-mini)")
     s.add_argument("--base-url", default=None, help="base URL for openai/ models (else $OPENAI_BASE_URL)")
-    s.add_argument("--threads", type=int, default=None, help="CPU threads for local models")
+    s.add_argument("--threads", type=_POS, default=None, help="CPU threads for local models")
+    s.add_argument("--timeout", type=_SECONDS, default=None,
+                   help="seconds an API request may take before it is retried (default: 120)")
     s.add_argument("--max-perplexity", type=float, default=None,
                    help="open task: perplexity a stage's best candidate must reach at tau 0.5 (default: 1.7, measured)")
     s.add_argument("--tests", default=None, help="code task: visible tests (.py with asserts, or a .json list)")
     s.add_argument("--game", default=None, help="agent task: a TextWorld game SEED, KIND:SEED or FILE.z8")
     s.add_argument("--game-kind", default=None, help="agent task: cooking (default), coin_collector, treasure_hunter")
-    s.add_argument("--level", type=int, default=None, help="agent task: game level (default: 1)")
-    s.add_argument("--max-steps", type=int, default=50, help="agent task: step budget (default: 50)")
+    s.add_argument("--level", type=_POS, default=None, help="agent task: game level (default: 1)")
+    s.add_argument("--max-steps", type=_POS, default=50, help="agent task: step budget (default: 50)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     s.add_argument("--quiet", action="store_true", help="no live progress on stderr")
 
@@ -76,27 +121,29 @@ def _build_parser() -> argparse.ArgumentParser:
                    "small, small-vote, cascade-noplan, plan-only, abc, frugal")
     e.add_argument("--preset", nargs="+", default=[], metavar="FILE",
                    help="preset files (from cope calibrate --write-preset) to run as methods, by their names")
-    e.add_argument("--limit", type=int, default=None, help="first N problems")
+    e.add_argument("--limit", type=_POS, default=None, help="first N problems")
     e.add_argument("--seed", type=int, default=1234, help="benchmark and sampling seed (default: 1234)")
     e.add_argument("--out", default=None, help="run directory (default: runs/BENCHMARK)")
     e.add_argument("--resume", action="store_true", help="continue the run in --out without repeating calls")
     e.add_argument("--record", action="store_true", help="run every stage for every problem (for calibrate)")
-    e.add_argument("--max-usd", type=float, default=None, help="stop before the spend would exceed this")
+    e.add_argument("--max-usd", type=_USD, default=None, help="stop before the spend would exceed this")
     e.add_argument("--small", default=DEFAULT_SMALL)
     e.add_argument("--large", default=DEFAULT_LARGE)
     e.add_argument("--large-price-as", default=argparse.SUPPRESS)
     e.add_argument("--small-price-as", default=None)
-    e.add_argument("--n", type=int, default=8)
-    e.add_argument("--tau1", type=float, default=None, help="default: the task's (math 0.75, code 1.0)")
-    e.add_argument("--tau2", type=float, default=None, help="default: the task's (math 0.5, code 1.0)")
-    e.add_argument("--max-tokens", type=int, default=512)
-    e.add_argument("--concurrency", type=int, default=1, help="problems in flight at once (default: 1)")
+    e.add_argument("--n", type=_N, default=8, help=f"samples per voting stage, 1..{MAX_N} (default: 8)")
+    e.add_argument("--tau1", type=_TAU, default=None, help="default: the task's (math 0.75, code 1.0)")
+    e.add_argument("--tau2", type=_TAU, default=None, help="default: the task's (math 0.5, code 1.0)")
+    e.add_argument("--max-tokens", type=_POS, default=512)
+    e.add_argument("--concurrency", type=_POS, default=1, help="problems in flight at once (default: 1)")
     e.add_argument("--prices", default=None)
     e.add_argument("--base-url", default=None)
+    e.add_argument("--timeout", type=_SECONDS, default=None,
+                   help="seconds an API request may take before it is retried (default: 120)")
     e.add_argument("--map", default=None, help="jsonl field mapping, e.g. text=problem,reference=answer,id=uid")
     e.add_argument("--task", default=None,
                    help="task family for jsonl: benchmarks (default: math); math-pot or math-exec for any math one")
-    e.add_argument("--max-steps", type=int, default=50, help="textworld: step budget per episode (default: 50)")
+    e.add_argument("--max-steps", type=_POS, default=50, help="textworld: step budget per episode (default: 50)")
     e.add_argument("--frugal-train", default=None, help="run directory to train the frugal method's scorer on")
     e.add_argument("--no-cache", action="store_true", help="do not use the cross-run call cache")
     e.add_argument("--quiet", action="store_true")
@@ -104,11 +151,11 @@ def _build_parser() -> argparse.ArgumentParser:
     cal = sub.add_parser("calibrate", help="choose thresholds (and stages) from a recorded run")
     cal.add_argument("dir")
     g = cal.add_mutually_exclusive_group(required=True)
-    g.add_argument("--target-cost", type=float, help="USD per 1M problems")
-    g.add_argument("--target-cost-ratio", type=float, help="fraction of the run's 'large' cost, e.g. 0.6")
-    g.add_argument("--target-accuracy", type=float, help="fraction, e.g. 0.6")
+    g.add_argument("--target-cost", type=_USD, help="USD per 1M problems")
+    g.add_argument("--target-cost-ratio", type=_USD, help="fraction of the run's 'large' cost, e.g. 0.6")
+    g.add_argument("--target-accuracy", type=_TAU, help="fraction, e.g. 0.6")
     cal.add_argument("--method", default="cope", help="the recorded three-stage method to replay (default: cope)")
-    cal.add_argument("--n", type=int, default=None, help="replay with the first N samples per stage")
+    cal.add_argument("--n", type=_N, default=None, help="replay with the first N samples per stage")
     cal.add_argument("--stages", default="1,2,3",
                      help="stage subset ending in 3, e.g. 2,3; 'auto' chooses among 1,2,3 / 1,3 / 2,3")
     cal.add_argument("--write-preset", default=None, metavar="FILE",
@@ -121,7 +168,7 @@ def _build_parser() -> argparse.ArgumentParser:
     jd.add_argument("--judge", required=True, help="judge model spec, e.g. openai/gpt-4o or local/qwen2.5-coder-1.5b")
     jd.add_argument("--baseline", default="large", help="method to compare against (default: large)")
     jd.add_argument("--base-url", default=None)
-    jd.add_argument("--threads", type=int, default=None)
+    jd.add_argument("--threads", type=_POS, default=None)
 
     rep = sub.add_parser("report", help="Markdown + HTML report with plots from run directories")
     rep.add_argument("dirs", nargs="+")
@@ -136,7 +183,7 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     d.add_argument("--model", nargs="+", default=None,
                    help="time only these local models (default: every installed one)")
-    d.add_argument("--timeout", type=float, default=300, help="seconds a model's timed decode may take")
+    d.add_argument("--timeout", type=_SECONDS, default=300, help="seconds a model's timed decode may take")
 
     m = sub.add_parser("models", help="list the named local models and the price table")
     m.add_argument("--prices", default=None, help="a TOML price file that overrides or adds prices")
@@ -150,6 +197,9 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
     from .tasks import get_task
 
+    if args.method == "frugal" and not args.preset:
+        raise ConfigError("--method frugal needs a trained scorer, which cope solve cannot load; "
+                          "use cope eval --method frugal --frugal-train RUN_DIR")
     task = get_task(args.task)
     if args.max_perplexity is not None:
         if args.task != "open":
@@ -176,7 +226,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     c = Cope(
         small=args.small, large=args.large, n=args.n, tau1=args.tau1, tau2=args.tau2,
         method=args.method, max_tokens=args.max_tokens, small_price_as=args.small_price_as,
-        prices=args.prices, base_url=args.base_url, n_threads=args.threads, **kwargs,
+        prices=args.prices, base_url=args.base_url, n_threads=args.threads, timeout=args.timeout, **kwargs,
     )
     if args.task == "agent":
         return _play(args, c, Progress)
@@ -291,6 +341,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         large=args.large, small_price_as=args.small_price_as, large_price_as=price_as or None, n=args.n,
         tau1=args.tau1, tau2=args.tau2, max_tokens=args.max_tokens, record=args.record,
         concurrency=args.concurrency, max_usd=args.max_usd, prices=args.prices, base_url=args.base_url,
+        timeout=args.timeout,
         mapping=mapping, task=args.task, frugal_train=args.frugal_train, max_steps=args.max_steps,
         extra={"presets": presets} if presets else {},
     )
@@ -307,9 +358,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           f"journal/cache, ${inv['spent_usd']:.6f} spent; report: cope report {out}")
     for note in summary["pricing_notes"]:
         print(f"note: {note}")
+    if inv.get("failed"):
+        first = inv["first_error"]
+        sys.stderr.write(f"cope: {inv['failed']} of {inv['attempted']} (method, problem) pairs failed, journaled as "
+                         f"errors (--resume tries them again); first: {first['method']} on {first['problem_id']}: "
+                         f"{first['error']}\n")
     if "stopped" in summary:
         sys.stderr.write(f"cope: {summary['stopped']}; continue with: cope eval {args.benchmark} --out {out} --resume\n")
         return 3
+    if inv.get("attempted") and not inv.get("succeeded"):
+        return 4  # nothing succeeded: a script must not read this run as done
     return 0
 
 
@@ -403,6 +461,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     args = _build_parser().parse_args(argv)
+    import warnings
+
+    # a library warning (sandbox fallback, a repaired journal) is one line on the terminal, not a source excerpt
+    warnings.formatwarning = lambda message, category, *_a, **_k: f"cope: warning: {message}\n"
     try:
         handler = {"solve": _cmd_solve, "eval": _cmd_eval, "calibrate": _cmd_calibrate,
                    "report": _cmd_report, "judge": _cmd_judge, "serve": _cmd_serve, "models": _cmd_models,
@@ -414,6 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("cope: interrupted\n")
         return 130
+    except OSError as exc:  # the machine, not the input: a full disk, a vanished directory
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        sys.stderr.write(f"cope: error: {exc.strerror or exc}{where}\n")
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

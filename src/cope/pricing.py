@@ -10,11 +10,11 @@ model so that offline runs show realistic dollars (and say so).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 from .errors import ConfigError, PriceError
 
@@ -52,6 +52,8 @@ def _parse(text: str, origin: str) -> dict[str, Price]:
             raise ConfigError(
                 f"price file {origin}: model '{name}' needs numeric 'input' and 'output' (USD per 1M tokens)"
             ) from None
+        if not (math.isfinite(inp) and math.isfinite(out)):
+            raise ConfigError(f"price file {origin}: model '{name}' has a price that is not a finite number")
         if inp < 0 or out < 0:
             raise ConfigError(f"price file {origin}: model '{name}' has a negative price")
         prices[name] = Price(name, inp, out, str(row.get("source", origin)), str(row.get("date", "")))
@@ -73,10 +75,9 @@ class PriceTable:
         prices = _parse(shipped, "shipped table")
         user_file = user_file or os.environ.get("COPE_PRICES") or None
         if user_file:
-            path = Path(user_file)
-            if not path.is_file():
-                raise ConfigError(f"price file not found: {user_file}")
-            text = path.read_text()
+            from .textfile import read_text
+
+            text = read_text(user_file, "price file")
             texts.append(text)
             prices.update(_parse(text, str(user_file)))
         version = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]

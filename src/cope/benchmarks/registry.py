@@ -84,8 +84,15 @@ def load_jsonl(path: str, limit: int | None, mapping: dict[str, str] | None = No
             raise ConfigError(f"{path}:{lineno}: no problem text field (tried {mapping.get('text') or _TEXT_FIELDS})")
         if rf is not None and rf not in row:
             raise ConfigError(f"{path}:{lineno}: no field '{rf}'")
+        text = row[tf]
+        if not isinstance(text, str) or not text.strip():
+            # null, a number or an empty string is a broken row, not a problem to send to a paid model
+            raise ConfigError(f"{path}:{lineno}: field '{tf}' must be non-empty text, got {json.dumps(text)[:40]}")
+        ref = None if rf is None else row[rf]
+        if rf is not None and (ref is None or isinstance(ref, (dict, list, bool))):
+            raise ConfigError(f"{path}:{lineno}: field '{rf}' must be a string or a number, got {json.dumps(ref)[:40]}")
         pid = str(row[mapping["id"]]) if mapping.get("id") in row else f"{p.stem}-{lineno}"
-        problems.append(Problem(text=str(row[tf]), reference=None if rf is None else str(row[rf]), id=pid))
+        problems.append(Problem(text=text, reference=None if ref is None else str(ref), id=pid))
         if limit and len(problems) >= limit:
             break
     if not problems:

@@ -50,6 +50,7 @@ class EvalConfig:
     task: str | None = None
     frugal_train: str | None = None  # a run directory the frugal scorer is trained on
     max_steps: int = 50  # agent benchmarks: the step budget of an episode
+    timeout: float | None = None  # seconds per API request attempt (None: the backend's 120)
     format: int = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -208,7 +209,8 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
             if cfg.record:
                 config = recording(config)
             c = Cope(small=cfg.small, large=cfg.large, small_price_as=cfg.small_price_as,
-                     large_price_as=cfg.large_price_as, prices=prices, base_url=cfg.base_url, config=config)
+                     large_price_as=cfg.large_price_as, prices=prices, base_url=cfg.base_url, config=config,
+                     timeout=cfg.timeout)
             for role, bound in c.models.items():
                 bound.model = JournaledModel(bound.model, bound.price, cache, journal, budget, use_cache=True)
             solvers[m] = c
@@ -238,6 +240,8 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                 st["cost"] += rec["cost_usd"]
         bar = _Bar(len(todo), stats, budget, enabled=progress)
         stop: list[BaseException] = []
+        failures: list[dict[str, str]] = []
+        succeeded = [0]
 
         async def one(method: str, problem: Problem) -> None:
             async with sem:
@@ -257,12 +261,14 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                     # a dead local model would fail every problem after it: stop; the calls
                     # it answered before are in the journal, so --resume pays nothing twice
                     journal.write({"type": "error", "method": method, "problem_id": problem.id, "error": str(exc)})
+                    failures.append({"method": method, "problem_id": problem.id, "error": str(exc)})
                     stop.append(exc)
                     return
                 except CopeError as exc:
                     # one problem failing (server down, prompt too long) must not end the run;
                     # it is journaled, and --resume tries it again
                     journal.write({"type": "error", "method": method, "problem_id": problem.id, "error": str(exc)})
+                    failures.append({"method": method, "problem_id": problem.id, "error": str(exc)})
                     bar.advance(method, None)
                     return
                 correct = _score(task, problem, r.answer)
@@ -277,6 +283,7 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                     "plans": d["plans"],
                 })
                 bar.advance(method, (correct, r.cost_usd))
+                succeeded[0] += 1
 
         async def play(method: str, problem: Problem, t0: float) -> None:
             """An agent benchmark item is an episode: success is its score, cost is per episode."""
@@ -300,6 +307,7 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                 "stage_counts": {str(k): v for k, v in counts.items()},
             })
             bar.advance(method, (ep.success, ep.cost_usd))
+            succeeded[0] += 1
 
         with bar:
             await asyncio.gather(*(one(m, p) for m, p in todo))
@@ -314,7 +322,8 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
 
     summary = summarize_run(out)
     summary["this_invocation"] = {"real_calls": counters["real"], "cached_calls": counters["cached"],
-                                  "spent_usd": budget.spent}
+                                  "spent_usd": budget.spent, "attempted": len(todo), "succeeded": succeeded[0],
+                                  "failed": len(failures), "first_error": failures[0] if failures else None}
     if stop:
         summary["stopped"] = str(stop[0])
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -365,7 +374,15 @@ def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: boo
     """Run (or continue) an evaluation into ``out``; returns the summary."""
     if not cfg.methods:
         raise ConfigError("give at least one --method")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory for the run")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".cope-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write a run there ({exc.strerror or exc})") from None
     cfg_path = out / "config.json"
     if archived(out / "journal.jsonl").is_file():
         raise ConfigError(f"{out} holds an archived run (journal.jsonl.gz); gunzip it to continue the run, "

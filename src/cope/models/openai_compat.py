@@ -18,6 +18,7 @@ import asyncio
 import email.utils
 import os
 import random
+import re
 import time
 import weakref
 from dataclasses import dataclass
@@ -61,6 +62,9 @@ class _Tally:
     """HTTP requests sent for one ``generate`` call, retried ones included."""
 
     attempts: int = 0
+
+
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",;]+")
 
 
 class _RequestFailed(Exception):
@@ -139,6 +143,14 @@ class OpenAIModel:
             self._client_kwargs = kwargs
             self._spare = openai.AsyncOpenAI(**kwargs)  # built now so bad options fail early
         self.base_url = str(self._spare.base_url).rstrip("/")
+        key = str(getattr(self._spare, "api_key", "") or "")
+        self._secret = key if key and key != PLACEHOLDER_API_KEY else ""
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with this model's API key (and any bearer token) replaced by [redacted]."""
+        if self._secret and len(self._secret) >= 4:
+            text = text.replace(self._secret, "[redacted]")
+        return _BEARER.sub(lambda m: m.group(1) + "[redacted]", text)
 
     def __repr__(self) -> str:
         return f"OpenAIModel({self.model!r}, base_url={self.base_url!r})"
@@ -189,7 +201,9 @@ class OpenAIModel:
             if replies:  # what was already paid for stays accountable
                 elapsed = time.perf_counter() - start
                 spent.append(self._assemble(replies, elapsed, tally, first_choices, params.n))
-            raise BackendError(str(failed.error), spent=spent) from failed.__cause__
+            # an upstream that echoes the key in its error text must not pass it on to journals,
+            # logs or a server's clients
+            raise BackendError(self._scrub(str(failed.error)), spent=spent) from failed.__cause__
         return self._assemble(replies, time.perf_counter() - start, tally, first_choices, params.n)
 
     async def generate_many(
@@ -340,10 +354,23 @@ class OpenAIModel:
                     ) from err
                 await asyncio.sleep(self._delay(attempts, None))
                 continue
+            except (openai.APIResponseValidationError, ValueError) as err:
+                # a reply cut or garbled on the way (a proxy's HTML page, truncated JSON): like a
+                # dropped connection, worth another attempt; ValueError covers json's decode errors
+                if attempts > self.max_retries:
+                    raise _RequestFailed(
+                        BackendError(f"{self.spec}: malformed reply from {self.base_url} (not a JSON chat "
+                                     f"completion: {_one_line(str(err))[:120]}) after {attempts} attempts")
+                    ) from err
+                await asyncio.sleep(self._delay(attempts, None))
+                continue
             except openai.OpenAIError as err:
                 raise _RequestFailed(
                     BackendError(f"{self.spec}: bad reply from {self.base_url}: {_one_line(str(err))}")
                 ) from err
+            if not isinstance(getattr(response, "choices", None), list) and attempts <= self.max_retries:
+                await asyncio.sleep(self._delay(attempts, None))  # a body that parsed but is not a completion
+                continue
             reply = self._parse(response, params.logprobs)
             report_samples(len(reply.completions))
             return reply

@@ -1,0 +1,214 @@
+"""Hostile and careless input: each case ends in one clear error line or a correct result.
+
+Real parts throughout: the CLI runs as a subprocess (so a traceback would
+show on its stderr), the API stand-in is an HTTP server on 127.0.0.1
+speaking the chat-completions protocol, journals are real files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cope.errors import BackendError
+from cope.eval.journal import Journal, read_journal
+from cope.models.base import GenParams
+from cope.models.openai_compat import OpenAIModel
+from fault_server import FaultServer, Reply, error_body
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOL = "local/smollm2-135m"
+
+
+def cope(*args: str, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 120,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cope", *args], input=stdin, capture_output=True,
+                          timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def one_clean_error(p: subprocess.CompletedProcess, code: int = 2, says: str = "") -> str:
+    err = p.stderr.decode("utf-8", "replace")
+    assert p.returncode == code, (p.returncode, err[-2000:])
+    assert "Traceback" not in err, err[-2000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("cope")]
+    assert lines and "error" in lines[-1], err
+    assert says in lines[-1], (says, lines[-1])
+    return lines[-1]
+
+
+# ---------------------------------------------------------------------------
+# the command line: mistakes are caught before any model is loaded or called
+
+
+@pytest.mark.parametrize("args,says", [
+    (["solve", "2+2", "--n", "10000"], "--n: must be 1..64, got 10000"),
+    (["solve", "2+2", "--n", "0"], "--n: must be 1..64"),
+    (["solve", "2+2", "--tau1", "1.5"], "--tau1: must be a finite number in [0, 1]"),
+    (["solve", "2+2", "--tau2", "nan"], "--tau2: must be a finite number"),
+    (["solve", "2+2", "--threads", "0"], "--threads: must be at least 1"),
+    (["solve", "2+2", "--max-tokens", "-5"], "--max-tokens: must be at least 1"),
+    (["solve", "2+2", "--method", "frugal"], "--method frugal needs a trained scorer"),
+    (["eval", "arith", "--max-usd", "nan"], "--max-usd: must be a finite number at least 0"),
+    (["eval", "arith", "--max-usd", "-1"], "--max-usd: must be a finite number at least 0"),
+    (["eval", "arith", "--concurrency", "0"], "--concurrency: must be at least 1"),
+    (["eval", "arith", "--limit", "0"], "--limit: must be at least 1"),
+    (["eval", "arith", "--n", "abc"], "--n: expected a whole number"),
+    (["serve", "--port", "70000"], "a port is 0..65535"),
+    (["serve", "--port", "-1"], "a port is 0..65535"),
+    (["serve", "--threads", "0"], "--threads: must be at least 1"),
+    (["calibrate", "runs/x", "--target-accuracy", "2"], "--target-accuracy: must be a finite number in [0, 1]"),
+])
+def test_bad_option_values_are_one_line_and_exit_2(args, says):
+    one_clean_error(cope(*args), 2, says)
+
+
+def test_unreadable_problem_and_price_files(tmp_path):
+    (tmp_path / "bin.dat").write_bytes(bytes(range(256)))
+    (tmp_path / "latin.txt").write_bytes("caf\xe9: what is 2+2?".encode("latin-1"))
+    one_clean_error(cope("solve", "@bin.dat", cwd=tmp_path), 2, "bin.dat: binary data, not text")
+    one_clean_error(cope("solve", "@latin.txt", cwd=tmp_path), 2, "not UTF-8 text (byte 0xe9 at offset 3)")
+    one_clean_error(cope("solve", "@.", cwd=tmp_path), 2, "is a directory")
+    one_clean_error(cope("solve", "-", stdin=b"\x00\x01\xff", cwd=tmp_path), 2, "stdin: binary data")
+    one_clean_error(cope("solve", "2+2", "--prices", "bin.dat", cwd=tmp_path), 2, "bin.dat: binary data")
+    (tmp_path / "nan.toml").write_text('[models."x"]\ninput = nan\noutput = 1.0\n')
+    one_clean_error(cope("models", "--prices", "nan.toml", cwd=tmp_path), 2, "not a finite number")
+
+
+def test_eval_out_must_be_a_writable_directory(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    one_clean_error(cope("eval", "arith", "--limit", "1", "--out", "afile", cwd=tmp_path), 2, "is a file")
+    one_clean_error(cope("eval", "arith", "--limit", "1", "--out", "/proc/cope-run", cwd=tmp_path), 2,
+                    "cannot write a run there")
+
+
+@pytest.mark.parametrize("row,says", [
+    ({"question": None, "answer": "3"}, "field 'question' must be non-empty text, got null"),
+    ({"question": 12, "answer": "3"}, "must be non-empty text, got 12"),
+    ({"question": "  ", "answer": "3"}, "must be non-empty text"),
+    ({"question": "1+2", "answer": None}, "field 'answer' must be a string or a number, got null"),
+])
+def test_a_jsonl_row_without_text_is_rejected_before_any_call(tmp_path, row, says):
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"question": "1+1", "answer": "2"}) + "\n" + json.dumps(row) + "\n")
+    line = one_clean_error(cope("eval", f"jsonl:{f}", "--method", "small", "--out", str(tmp_path / "r")), 2, says)
+    assert "p.jsonl:2" in line
+    assert not (tmp_path / "r" / "journal.jsonl").exists()  # nothing ran
+
+
+# ---------------------------------------------------------------------------
+# the journal: a torn tail is cut on open, never written onto
+
+
+def test_a_torn_last_line_is_cut_and_kept_and_the_next_record_lands_whole(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    with Journal(path) as j:
+        j.write({"type": "result", "problem_id": "a"})
+    with path.open("a") as f:
+        f.write('{"type":"result","problem_id":"b","ans')  # killed mid-write
+    with pytest.warns(UserWarning, match="torn last line"):
+        j = Journal(path)
+    j.write({"type": "result", "problem_id": "c"})
+    j.close()
+    assert [r["problem_id"] for r in read_journal(path)] == ["a", "c"]
+    assert (tmp_path / "journal.jsonl.torn").read_text().startswith('{"type":"result","problem_id":"b"')
+    with Journal(path):  # whole now: nothing to cut, no warning
+        pass
+    assert (tmp_path / "journal.jsonl.torn").read_text().count("\n") == 1
+
+
+def test_a_journal_torn_by_an_older_version_is_read_back(tmp_path):
+    # before the repair, a resumed run appended its next record onto the fragment
+    path = tmp_path / "journal.jsonl"
+    path.write_text('{"type":"result","problem_id":"a"}\n{"type":"result","pro'
+                    '{"type":"result","problem_id":"c"}\n{"type":"result","problem_id":"d"}\n')
+    assert [r["problem_id"] for r in read_journal(path)] == ["a", "c", "d"]
+
+
+def test_resume_after_a_torn_tail_finishes_the_run_and_reports(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                         for i in range(2)))
+    out = tmp_path / "run"
+    args = ("eval", f"jsonl:{f}", "--method", "small", "--small", SMOL, "--large", SMOL, "--max-tokens", "16",
+            "--out", str(out), "--no-cache", "--quiet")
+    p = cope(*args, "--limit", "1")
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    with (out / "journal.jsonl").open("a") as fh:
+        fh.write('{"type":"call","key":"abc","gener')
+    p = cope(*args, "--resume", "--limit", "2")
+    err = p.stderr.decode()
+    assert p.returncode == 0 and "Traceback" not in err, err[-2000:]
+    assert "cope: warning:" in err and "torn last line" in err
+    results = [r for r in read_journal(out / "journal.jsonl") if r.get("type") == "result"]
+    assert len(results) == 2
+    assert cope("report", str(out)).returncode == 0
+
+
+# ---------------------------------------------------------------------------
+# API faults
+
+
+CHAT = [{"role": "user", "content": "Say hello."}]
+
+
+def _generate(m: OpenAIModel):
+    async def go():
+        try:
+            return await m.generate(CHAT, GenParams())
+        finally:
+            await m.aclose()
+
+    return asyncio.run(go())
+
+
+def test_a_malformed_reply_is_retried_then_one_clear_line():
+    with FaultServer([Reply(raw=b'{"id": "x", "choices": [tru'), Reply()]) as srv:
+        gen = _generate(OpenAIModel("fault-model", base_url=srv.base_url, backoff_base=0.01, timeout=10))
+        assert srv.count == 2 and gen.completions[0].text == "pong"
+    with FaultServer([Reply(raw=b"<html>bad gateway</html>")]) as srv:
+        with pytest.raises(BackendError) as info:
+            _generate(OpenAIModel("fault-model", base_url=srv.base_url, backoff_base=0.01, timeout=10,
+                                  max_retries=2))
+        assert srv.count == 3
+        msg = str(info.value)
+        assert "\n" not in msg and "malformed reply" in msg and "after 3 attempts" in msg
+
+
+def test_an_eval_where_every_problem_fails_says_so_and_exits_non_zero(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                         for i in range(3)))
+    with FaultServer([Reply(401, body=error_body("Incorrect API key provided", "invalid_request_error"))]) as srv:
+        p = cope("eval", f"jsonl:{f}", "--method", "large", "--small", SMOL, "--large", "openai/fake",
+                 "--large-price-as", "gpt-4o-mini", "--base-url", srv.base_url, "--out", str(tmp_path / "r"),
+                 "--no-cache", "--quiet", env={"OPENAI_API_KEY": "sk-test"})
+    err = p.stderr.decode()
+    assert p.returncode == 4, err[-2000:]
+    assert "Traceback" not in err
+    assert "3 of 3 (method, problem) pairs failed" in err and "HTTP 401" in err
+
+
+def test_timeout_option_bounds_each_request():
+    with FaultServer([Reply(delay_s=3.0)]) as srv:
+        p = cope("solve", "What is 2+2?", "--method", "large", "--large", "openai/fake", "--large-price-as",
+                 "gpt-4o-mini", "--small", SMOL, "--base-url", srv.base_url, "--timeout", "0.3", "--quiet",
+                 env={"OPENAI_API_KEY": "sk-test"}, timeout=60)
+        line = one_clean_error(p, p.returncode, "timed out after 0.3 s")
+        assert p.returncode != 0 and srv.count == 5, (line, srv.count)
+    one_clean_error(cope("solve", "2+2", "--timeout", "0"), 2, "--timeout: must be a finite number above 0")
+
+
+def test_an_upstream_that_echoes_the_key_does_not_leak_it():
+    key = "sk-live-0123456789abcdef"
+    echo = error_body(f"Incorrect API key provided: {key}. Header was 'Bearer {key}'", "invalid_request_error")
+    with FaultServer([Reply(401, body=echo)]) as srv:
+        with pytest.raises(BackendError) as info:
+            _generate(OpenAIModel("fault-model", base_url=srv.base_url, api_key=key, backoff_base=0.01))
+    msg = str(info.value)
+    assert "HTTP 401" in msg and key not in msg and "[redacted]" in msg

@@ -212,3 +212,92 @@ def test_an_upstream_that_echoes_the_key_does_not_leak_it():
             _generate(OpenAIModel("fault-model", base_url=srv.base_url, api_key=key, backoff_base=0.01))
     msg = str(info.value)
     assert "HTTP 401" in msg and key not in msg and "[redacted]" in msg
+
+
+# ---------------------------------------------------------------------------
+# spend: every billed request is journaled and counted, concurrency cannot overshoot the cap
+
+
+def _journaled(srv, tmp_path, max_usd=None, **kw):
+    from cope.eval.calls import Budget, CallCache, JournaledModel
+    from cope.pricing import PriceTable
+
+    model = OpenAIModel("fault-model", base_url=srv.base_url, backoff_base=0.01, timeout=10, **kw)
+    price = PriceTable.load().for_spec("openai/fault-model", "gpt-4o")
+    journal = Journal(tmp_path / "journal.jsonl")
+    budget = Budget(max_usd)
+    return JournaledModel(model, price, CallCache(None), journal, budget), journal, budget
+
+
+def _run(jm, coro):
+    """Run ``coro`` and close the model's connections in the same event loop."""
+    async def go():
+        try:
+            return await coro
+        finally:
+            await jm.inner.aclose()
+
+    return asyncio.run(go())
+
+
+def test_a_partly_paid_failure_is_journaled_and_counted(tmp_path):
+    # n = 3 against a server that serves one choice per request: the first is answered (and billed),
+    # the top-ups fail for good
+    with FaultServer([Reply(), Reply(500, body=error_body("down"))], max_choices=1) as srv:
+        jm, journal, budget = _journaled(srv, tmp_path, max_retries=1)
+        with pytest.raises(BackendError):
+            _run(jm, jm.generate(CHAT, GenParams(n=3, seed=1)))
+        journal.close()
+    failed = [r for r in read_journal(tmp_path / "journal.jsonl") if r["type"] == "call_failed"]
+    assert len(failed) == 1 and failed[0]["usd"] > 0 and "HTTP 500" in failed[0]["error"]
+    assert budget.spent == pytest.approx(failed[0]["usd"]) and budget.reserved == 0
+
+
+def test_concurrent_calls_cannot_overshoot_the_cap_together(tmp_path):
+    from cope.eval.calls import BudgetExceeded, _upper_bound
+
+    with FaultServer([Reply(delay_s=0.3)]) as srv:
+        jm, journal, budget = _journaled(srv, tmp_path)
+        params = GenParams(max_tokens=50, seed=1)
+        bound = _upper_bound(jm.price, [CHAT], params)
+        budget.max_usd = 3.5 * bound  # room for three worst cases at once
+
+        async def many():
+            async def one(i):
+                try:
+                    return await jm.generate(CHAT, GenParams(max_tokens=50, seed=i))
+                except BudgetExceeded as exc:
+                    return exc
+            return await asyncio.gather(*(one(i) for i in range(10)))
+
+        out = _run(jm, many())
+        journal.close()
+    assert srv.max_in_flight <= 3  # before reservations, all ten passed the check at once
+    assert sum(isinstance(o, BudgetExceeded) for o in out) == 7
+    assert budget.spent <= budget.max_usd and budget.reserved == 0
+
+
+def test_a_reply_without_usage_counts_against_the_cap(tmp_path):
+    with FaultServer([Reply(usage=False)]) as srv:
+        jm, journal, budget = _journaled(srv, tmp_path)
+        gen = _run(jm, jm.generate(CHAT, GenParams(seed=1)))
+        journal.close()
+    call = next(r for r in read_journal(tmp_path / "journal.jsonl") if r["type"] == "call")
+    assert gen.extra["usage_estimated"] and call["usd"] > 0 and budget.spent == pytest.approx(call["usd"])
+
+
+def test_a_key_overshoots_by_at_most_one_reserved_call():
+    from cope.serve.config import KeyConfig
+    from cope.serve.ledger import BudgetExceeded as KeyBudgetExceeded, Ledger
+
+    ledger = Ledger([KeyConfig(name="k", secret="sk-k-123456789", budget_usd=0.05)])
+    (acct,) = ledger.accounts
+    ledger.reserve(acct, 0.04)
+    ledger.reserve(acct, 0.04)  # 0.04 held < 0.05: one more call may start, and may overshoot
+    with pytest.raises(KeyBudgetExceeded):
+        ledger.reserve(acct, 0.04)  # held 0.08 >= 0.05: refused while those two are in flight
+    ledger.settle(acct, 0.04, 0.03)
+    ledger.settle(acct, 0.04, 0.03)
+    assert acct.spent_usd == pytest.approx(0.06) and acct.reserved_usd == 0 and acct.refused == 1
+    with pytest.raises(KeyBudgetExceeded):
+        ledger.admit(acct)

@@ -230,11 +230,12 @@ def test_timeout_is_retried_then_reported() -> None:
         assert str(info.value).endswith("(timed out after 0.3 s) after 2 attempts")
 
 
-def test_missing_usage_counts_zero_and_is_flagged() -> None:
+def test_missing_usage_is_estimated_high_and_flagged() -> None:
     with FaultServer([Reply(usage=False)]) as srv:
         gen = generate(fast(srv.base_url), CHAT, GenParams())
-        assert gen.prompt_tokens == 0 and gen.completion_tokens == 0
-        assert gen.extra["usage_missing"] is True
+        # "Say hello." is 10 characters: 4 estimated tokens + 4 template; "pong": 2 (never $0)
+        assert gen.prompt_tokens == 8 and gen.completion_tokens == 2
+        assert gen.extra["usage_missing"] is True and gen.extra["usage_estimated"] is True
 
 
 # ---------------------------------------------------------------------------

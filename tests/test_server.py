@@ -432,6 +432,7 @@ def test_sdk_raises_typed_errors(server):
 
 def test_solve_past_the_time_limit_is_a_504(server, upstreams):
     n = upstreams["stuck"].count
+    before = usage_of(BOB, server)["spent_usd"]
     t0 = time.monotonic()
     with pytest.raises(openai.APIStatusError) as err:
         server.client(max_retries=2, timeout=30).chat.completions.create(
@@ -440,6 +441,10 @@ def test_solve_past_the_time_limit_is_a_504(server, upstreams):
     assert time.monotonic() - t0 < 15  # the upstream would have held it for 60 s
     assert upstreams["stuck"].count == n + 1  # reached the model once; the SDK did not retry
     wait_for(lambda: server.health()["solving"] == 0, 5)
+    # the call was sent, so the upstream bills it: the key is charged the most it could have cost
+    charged = usage_of(BOB, server)["spent_usd"] - before
+    # (512 completion tokens at $2 per 1M, plus the prompt's characters at $1 per 1M)
+    assert 512 * 2.0 / 1e6 < charged < 0.002 and usage_of(BOB, server)["reserved_usd"] == 0
 
 
 def test_upstream_failure_is_a_502_not_retried(server, upstreams):
@@ -474,6 +479,7 @@ def test_busy_server_answers_429_and_a_hangup_frees_the_slot(server, upstreams):
             outcome.append(exc)
 
     n = stuck.count
+    before = usage_of(BOB, server)["spent_usd"]
     t = threading.Thread(target=hang)
     t.start()
     wait_for(lambda: server.health()["running"] == 1 and stuck.count == n + 1, 20)
@@ -490,6 +496,8 @@ def test_busy_server_answers_429_and_a_hangup_frees_the_slot(server, upstreams):
     # The server notices, cancels the solve and frees the slot within seconds.
     assert wait_for(lambda: server.health()["solving"] == 0, 10) < 10
     assert server.health()["running"] == 0
+    # hanging up does not make a paid call free (it did: $0 charged for a billed request)
+    assert usage_of(BOB, server)["spent_usd"] - before > 0
     r = server.client().chat.completions.create(model="remote", messages=[{"role": "user", "content": "ok?"}])
     assert r.choices[0].message.content == REMOTE_TEXT
 

@@ -15,6 +15,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
+from typing import Mapping, Sequence
 
 from .errors import ConfigError, PriceError
 
@@ -111,3 +112,17 @@ class PriceTable:
         if provider == "local":
             return Price(spec, 0.0, 0.0, "local model: free", note="")
         return self.get(name)
+
+
+def upper_bound_usd(price: Price, prompts: "Sequence[Sequence[Mapping[str, str]]]", n: int, max_tokens: int) -> float:
+    """The most one call can cost: a budget reserves this before the call is sent.
+
+    Tokens never outnumber characters for BPE vocabularies, plus a few
+    template tokens per message, so the prompt side is a true upper bound;
+    the completion side is n samples of ``max_tokens`` for every prompt.
+    Prompt tokens count n times for a priced model (a server may bill the
+    prompt once per sample when it tops up n with separate requests).
+    """
+    prompt_tokens = sum(len(m.get("content", "") or "") + 8 for p in prompts for m in p)
+    completion = max_tokens * n * len(prompts)
+    return price.cost(prompt_tokens * (n if price.input_per_m else 1), completion)

@@ -17,9 +17,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import CopeError
+from ..errors import BackendError, CopeError
 from ..models.base import Completion, Generation, GenParams, Message, Model, report_samples
-from ..pricing import Price
+from ..pricing import Price, upper_bound_usd
 from .journal import Journal
 
 
@@ -83,32 +83,41 @@ class CallCache:
 
 
 class Budget:
-    """Actual spend of a run against a cap; checked before each real call."""
+    """Actual spend of a run against a cap.
+
+    Each real call reserves its worst-case cost before it is sent and
+    settles to what it was billed after, so concurrent calls cannot all pass
+    the check and overshoot together: spend stays under the cap.
+    """
 
     def __init__(self, max_usd: float | None, spent: float = 0.0) -> None:
         self.max_usd = max_usd
         self.spent = spent
+        self.reserved = 0.0
+        self._in_flight = 0
         self._lock = threading.Lock()
 
     def reserve(self, bound: float) -> None:
         with self._lock:
-            if self.max_usd is not None and self.spent + bound > self.max_usd:
+            if self.max_usd is not None and self.spent + self.reserved + bound > self.max_usd:
                 raise BudgetExceeded(
                     f"stopped: the next call could cost up to ${bound:.6f}, which would take the spend "
-                    f"(${self.spent:.6f}) past --max-usd ${self.max_usd:g}"
+                    f"(${self.spent:.6f}, ${self.reserved:.6f} more in flight) past --max-usd ${self.max_usd:g}"
                 )
+            self.reserved += bound
+            self._in_flight += 1
 
-    def add(self, usd: float) -> None:
+    def settle(self, bound: float, usd: float) -> None:
+        """A reserved call ended: release its reservation, count what it cost."""
         with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            # with nothing in flight nothing is reserved (no float residue of the sums)
+            self.reserved = max(0.0, self.reserved - bound) if self._in_flight else 0.0
             self.spent += usd
 
 
 def _upper_bound(price: Price, prompts: Sequence[Sequence[Message]], params: GenParams) -> float:
-    # Tokens never outnumber characters for BPE vocabularies, plus a few
-    # template tokens per message: a true upper bound, so the cap holds.
-    prompt_tokens = sum(len(m.get("content", "")) + 8 for p in prompts for m in p)
-    completion = params.max_tokens * params.n * len(prompts)
-    return price.cost(prompt_tokens * (params.n if price.input_per_m else 1), completion)
+    return upper_bound_usd(price, prompts, params.n, params.max_tokens)
 
 
 class JournaledModel:
@@ -137,14 +146,29 @@ class JournaledModel:
                     g.extra["cached"] = True
                 report_samples(sum(len(g.completions) for g in hit))
                 return hit
-        self.budget.reserve(_upper_bound(self.price, prompts, params))
-        if kind == "generate":
-            gens = [await self.inner.generate(prompts[0], params)]
-        else:
-            gens = list(await self.inner.generate_many(prompts, params))
+        bound = _upper_bound(self.price, prompts, params)
+        self.budget.reserve(bound)
+        try:
+            if kind == "generate":
+                gens = [await self.inner.generate(prompts[0], params)]
+            else:
+                gens = list(await self.inner.generate_many(prompts, params))
+        except BackendError as exc:
+            # requests that were answered (and billed) before the failure are spend like any other
+            paid = [g for g in exc.spent if isinstance(g, Generation)]
+            usd = sum(self.price.cost(g.prompt_tokens, g.completion_tokens) for g in paid)
+            self.budget.settle(bound, usd)
+            if paid:
+                self.journal.write({"type": "call_failed", "key": key, "model": self.spec, "kind": kind,
+                                    "usd": usd, "params": asdict(params), "error": str(exc),
+                                    "generations": [gen_to_dict(g) for g in paid]})
+            raise
+        except BaseException:
+            self.budget.settle(bound, 0.0)
+            raise
         self.real_calls += 1
         usd = sum(self.price.cost(g.prompt_tokens, g.completion_tokens) for g in gens)
-        self.budget.add(usd)
+        self.budget.settle(bound, usd)
         data = [gen_to_dict(g) for g in gens]
         self.journal.write({"type": "call", "key": key, "model": self.spec, "kind": kind, "usd": usd,
                             "params": asdict(params), "generations": data})

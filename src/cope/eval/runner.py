@@ -197,6 +197,8 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
             if rec.get("type") == "call":
                 cache.put(rec["key"], rec["generations"], persist=False)
                 spent += rec.get("usd", 0.0)
+            elif rec.get("type") == "call_failed":  # partly paid before it failed: spend, not an answer
+                spent += rec.get("usd", 0.0)
             elif rec.get("type") == "result":
                 done.add((rec["method"], rec["problem_id"]))
     budget = Budget(cfg.max_usd, spent)

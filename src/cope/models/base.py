@@ -112,4 +112,17 @@ async def gather_generate(
         model.generate(p, params if params.seed is None else replace(params, seed=params.seed + i))
         for i, p in enumerate(prompts)
     ]
-    return list(await asyncio.gather(*calls))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if not errors:
+        return list(results)  # type: ignore[arg-type]
+    from ..errors import BackendError
+
+    first = errors[0]
+    if not isinstance(first, BackendError):
+        raise first
+    # the prompts that were answered were paid for: they travel with the error, so no spend is lost
+    spent = [r for r in results if isinstance(r, Generation)]
+    for e in errors:
+        spent += list(getattr(e, "spent", []) or [])
+    raise BackendError(str(first), spent=spent) from first

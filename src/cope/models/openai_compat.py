@@ -229,7 +229,8 @@ class OpenAIModel:
             "server_choices_first_request": first_choices,
         }
         if any(r.usage_missing for r in replies):
-            extra["usage_missing"] = True
+            extra["usage_missing"] = True  # priced from estimate_tokens: marked, never $0
+            extra["usage_estimated"] = True
         if any(r.tokens_estimated for r in replies):
             extra["completion_tokens_estimated"] = True
         if any(r.logprobs_missing for r in replies):
@@ -372,6 +373,8 @@ class OpenAIModel:
                 await asyncio.sleep(self._delay(attempts, None))  # a body that parsed but is not a completion
                 continue
             reply = self._parse(response, params.logprobs)
+            if reply.usage_missing:
+                _estimate_usage(reply, messages)
             report_samples(len(reply.completions))
             return reply
 
@@ -438,6 +441,26 @@ class OpenAIModel:
         return _Reply(
             completions, prompt_tokens, completion_tokens, usage_missing, estimated, logprobs_missing
         )
+
+
+# Characters per token assumed when a server reports no usage. BPE vocabularies average about 4
+# characters per token on English; 3 overestimates, so a budget counting the estimate stays a cap.
+CHARS_PER_TOKEN_ESTIMATE = 3
+_TEMPLATE_TOKENS = 4  # role markers around each message
+
+
+def estimate_tokens(text: str) -> int:
+    """A declared, deliberately high token count for ``text`` (no tokenizer of the API's model here)."""
+    return -(-len(text) // CHARS_PER_TOKEN_ESTIMATE) if text else 0
+
+
+def _estimate_usage(reply: _Reply, messages: Sequence[Message]) -> None:
+    """Fill in tokens a reply without ``usage`` was billed for, so it is never priced $0."""
+    reply.prompt_tokens = sum(estimate_tokens(str(m.get("content", ""))) + _TEMPLATE_TOKENS for m in messages)
+    for c in reply.completions:
+        c.completion_tokens = estimate_tokens(c.text) or 1
+    reply.completion_tokens = sum(c.completion_tokens for c in reply.completions)
+    reply.tokens_estimated = True
 
 
 def _ended(loop: asyncio.AbstractEventLoop | None) -> bool:

@@ -27,6 +27,7 @@ from .. import __version__
 from ..errors import BackendError, CopeError, ModelFileError
 from .config import Preset, ServerConfig
 from .ledger import Account, AuthError, BudgetExceeded, Ledger
+from .metering import CURRENT, meter
 from ..tasks.base import Problem
 from .protocol import ChatRequest, Reply, RequestError, content_of, error_body, to_problem
 
@@ -112,7 +113,7 @@ class Presets:
                 kwargs = preset.cope_kwargs(self.config.prices)
                 try:
                     # Building resolves (and on first run verifies) model files: off the loop.
-                    self._built[preset.name] = await asyncio.to_thread(Cope, **kwargs)
+                    self._built[preset.name] = meter(await asyncio.to_thread(Cope, **kwargs))
                 except CopeError as exc:  # the server's setup, not the request, is at fault
                     log.error("preset %s cannot be built: %s", preset.name, exc)
                     raise RequestError(f"the model '{preset.name}' is unavailable: {exc}", 503,
@@ -174,29 +175,19 @@ class Service:
         self.fingerprint = f"cope-{__version__}-{PriceTable.load(config.prices).version}"
 
     async def solve(self, preset: Preset, problem: Problem, request: ChatRequest, account: Account) -> Any:
-        """Run the cascade and charge the key, also for a solve that fails or is cancelled."""
-        spent = 0.0
-
-        def on_event(event: Any) -> None:  # cost of the calls finished so far
-            nonlocal spent
-            spent = max(spent, event.cost_usd)
-
+        """Run the cascade; each model call charges the key itself (see cope.serve.metering),
+        so a solve that fails, times out or is abandoned by its client is charged all the same."""
         account.in_flight += 1
+        token = CURRENT.set((self.ledger, account))
         try:
             # Built outside the time limit: a first build may verify a large model
             # file, and a cancelled build would only be repeated by the next request.
             c = _capped(await self.presets.cope(preset), request.token_cap)
             async with asyncio.timeout(self.config.timeout_for(preset)):
-                result = await c.asolve(problem, preset.task, seed=request.seed, on_event=on_event)
-        except BackendError as exc:
-            self.ledger.charge(account, sum(getattr(r, "cost_usd", 0.0) for r in exc.spent) or spent)
-            raise
-        except BaseException:
-            self.ledger.charge(account, spent)
-            raise
+                result = await c.asolve(problem, preset.task, seed=request.seed)
         finally:
+            CURRENT.reset(token)
             account.in_flight -= 1
-        self.ledger.charge(account, result.cost_usd)
         log.info("%s key=%s stage=%s cost=$%.6f latency=%.2fs", preset.name, account.name, result.stage,
                  result.cost_usd, result.latency_s)
         return result

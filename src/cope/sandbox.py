@@ -28,13 +28,19 @@ Always (both isolation levels)
   program its own process count.
 
 ``rlimits``: the fallback where bubblewrap is missing or cannot create namespaces
-  The limits above plus an in-process guard (Python audit hooks) that refuses
+  Where the kernel has Landlock (Linux >= 5.13), a kernel wall the harness
+  puts around itself before the program runs, which holds for root too:
+  reading only the Python installation, /usr and a few files, writing only
+  its working directory (no device nodes), no TCP connect or bind (ABI >= 4),
+  no signals or abstract sockets outside the sandbox (ABI >= 6). Then the
+  limits above plus an in-process guard (Python audit hooks) that refuses
   to start processes, open sockets or resolve names, load ctypes/cffi, kill
   other processes, change limits, write outside the working directory and
   read outside the Python installation, /usr and the working directory. A
   guard inside the interpreter is a best effort, not a wall: code written to
-  defeat it may succeed, and the disk it may fill is bounded per file, not in
-  total. A warning says so when this level is chosen automatically.
+  defeat it may succeed where Landlock is missing, and the disk it may fill
+  is bounded per file, not in total. A warning says so when this level is
+  chosen automatically.
 
 Which level is in force is :attr:`Sandbox.isolation` (and ``isolation`` in
 every :class:`RunResult`); ``COPE_SANDBOX=auto|bwrap|rlimits`` overrides the
@@ -301,6 +307,63 @@ def _install_guard(work, read_roots, write_roots):
             del sys.modules[name]
 '''
 
+# Landlock (Linux >= 5.13): a kernel wall for the filesystem, TCP and signals that an
+# unprivileged process puts around itself; it holds for root too and cannot be undone. Applied
+# by the harness in the fallback, after privileges are dropped and before the program runs.
+_LANDLOCK = r'''
+def _landlock(read_roots, write_roots, devices):
+    import ctypes, os, struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    sc = libc.syscall
+    sc.restype = ctypes.c_long
+    abi = sc(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))  # LANDLOCK_CREATE_RULESET_VERSION
+    if abi < 1:
+        return 0
+    fs = (1 << 13) - 1  # execute .. make_sym
+    if abi >= 2:
+        fs |= 1 << 13  # refer
+    if abi >= 3:
+        fs |= 1 << 14  # truncate
+    if abi >= 5:
+        fs |= 1 << 15  # ioctl_dev
+    net = 3 if abi >= 4 else 0  # bind_tcp, connect_tcp: no rule, so none
+    scoped = 3 if abi >= 6 else 0  # abstract unix sockets, signals: not outside this sandbox
+    attr = struct.pack("=QQQ", fs, net, scoped) if abi >= 4 else struct.pack("=Q", fs)
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    rs = sc(444, buf, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
+    if rs < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
+    file_rights = 1 | 2 | 4 | ((1 << 14) if abi >= 3 else 0)  # execute, write, read, truncate
+    read = 1 | 4 | 8  # execute, read_file, read_dir
+    # the program's own directory: everything but device nodes (make_char, make_block)
+    write = fs & ~((1 << 6) | (1 << 11) | (1 << 15))
+
+    def allow(path, rights):
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if not os.path.isdir(path):
+                rights &= file_rights
+            rule = ctypes.create_string_buffer(struct.pack("=Qi", rights & fs, fd), 12)
+            if sc(445, ctypes.c_int(rs), ctypes.c_int(1), rule, ctypes.c_uint32(0)) < 0:
+                raise OSError(ctypes.get_errno(), "landlock_add_rule " + path)
+        finally:
+            os.close(fd)
+
+    for root in read_roots:
+        allow(root, read)
+    for root in write_roots:
+        allow(root, write)
+    for dev in devices:
+        allow(dev, 2 | 4)  # /dev/null and friends: read and write, no ioctl
+    if sc(446, ctypes.c_int(rs), ctypes.c_uint32(0)) < 0:
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+    os.close(rs)
+    return abi
+'''
+
 _HARNESS = r'''
 import os, sys
 
@@ -348,6 +411,17 @@ def _main():
     except Exception:
         pass
     sys.dont_write_bytecode = True
+    if job.get("landlock"):
+        ll = {"__name__": "_landlock", "__builtins__": builtins}
+        exec(job["landlock_src"], ll)
+        try:
+            abi = ll["_landlock"]([r for r in job["read_roots"] if not r.startswith("/dev/")], [job["work"]],
+                                  ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"])
+        except Exception as e:
+            report({"k": "fatal", "err": "landlock failed: %s" % e})
+            os._exit(70)
+        report({"k": "landlock", "abi": abi})
+        del ll
     if job["guard"]:
         guard = {"__name__": "_guard", "__builtins__": builtins}
         exec(job["guard_src"], guard)
@@ -626,18 +700,24 @@ class Sandbox:
         self._interp = _interpreter(self.python)
         self.isolation = self._choose(requested)
         self.guard = (self.isolation == "rlimits") if guard is None else bool(guard)
+        # The fallback's filesystem, network and signal wall, where the kernel has Landlock
+        # (bubblewrap's namespaces already are one).
+        self.landlock = self.isolation == "rlimits" and landlock_abi() > 0
+
         # Root ignores RLIMIT_NPROC, so programs drop to nobody. Bubblewrap
         # mounts the interpreter where nobody can reach it; the fallback can
         # drop only if nobody can already read the interpreter on the host.
         self._drop = _is_root() and (self.isolation == "bwrap" or self._others_can_run())
-        if _is_root() and not self._drop and not self.guard:
+        if _is_root() and not self._drop and not self.guard:  # Landlock does not bound processes
             raise ConfigError("refusing to run sandboxed programs as root with neither bubblewrap nor the "
                               "guard: the kernel does not limit root's processes")
         if _is_root() and not self._drop:
             self._warn_once(
                 "root",
                 "the sandbox runs programs as root (the interpreter is not readable by 'nobody' and "
-                "bubblewrap is not in use): only resource limits and the in-process guard apply",
+                "bubblewrap is not in use): resource limits, the in-process guard"
+                + (" and Landlock (files, TCP, signals) apply" if self.landlock else
+                   " only apply (this kernel has no Landlock)"),
             )
 
     # -- choosing the isolation level -------------------------------------
@@ -669,7 +749,7 @@ class Sandbox:
         else:
             probe = Sandbox.__new__(Sandbox)
             probe.limits, probe.python, probe._interp = Limits(timeout_s=30), self.python, self._interp
-            probe.isolation, probe.guard, probe._drop = "bwrap", False, _is_root()
+            probe.isolation, probe.guard, probe._drop, probe.landlock = "bwrap", False, _is_root(), False
             try:
                 r = probe.run("import sys\nprint(sys.version_info[0])", ["assert 1 + 1 == 2"])
                 ok = r.all_passed and r.stdout.strip() == "3"
@@ -734,6 +814,8 @@ class Sandbox:
                     "drop": [_NOBODY, _NOBODY] if self._drop else None,
                     "guard": self.guard,
                     "guard_src": _GUARD,
+                    "landlock": self.landlock,
+                    "landlock_src": _LANDLOCK,
                     "work": work,
                     "read_roots": self._read_roots(),
                     "write_roots": [],
@@ -941,7 +1023,8 @@ class Sandbox:
         return RunResult(loaded=loaded, passed=passed, errors=errors, load_error=load_error,
                          timed_out=timed_out, returncode=returncode, stdout=stdout, stderr=stderr,
                          duration_s=duration, isolation=self.isolation,
-                         info={"guard": self.guard, "dropped_root": self._drop})
+                         info={"guard": self.guard, "dropped_root": self._drop,
+                               "landlock": next((r.get("abi") for r in records if r.get("k") == "landlock"), 0)})
 
 
 class _Bad(ValueError):
@@ -1080,12 +1163,32 @@ def default_sandbox(limits: Limits | None = None) -> Sandbox:
         return _shared[limits]
 
 
+_landlock_abi: int | None = None
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI version this kernel offers (0: none, or not Linux)."""
+    global _landlock_abi
+    if _landlock_abi is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall.restype = ctypes.c_long
+            v = libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1)) if sys.platform == "linux" else -1
+            _landlock_abi = max(0, int(v))
+        except (OSError, AttributeError):
+            _landlock_abi = 0
+    return _landlock_abi
+
+
 def isolation_status() -> dict[str, object]:
     """Which isolation the default sandbox uses, and why: for reports and ``cope`` diagnostics."""
     sb = default_sandbox()
     return {
         "isolation": sb.isolation,
         "guard": sb.guard,
+        "landlock": landlock_abi() if sb.landlock else 0,
         "runs_as_root": _is_root() and not sb._drop,
         "bwrap_problem": _probed.get((sb.python, _is_root())),
     }

@@ -1,0 +1,162 @@
+"""Hostile programs against the sandbox's fallback level (no bubblewrap), with and without its guard.
+
+Each program tries one of the escapes a hostile-input battery found, aimed
+at real host files and processes this test creates; it must fail. Landlock
+(the kernel's wall) is what holds when the in-process guard is switched
+off, so those runs need a kernel that has it and are skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cope.sandbox import Limits, Sandbox, landlock_abi
+
+pytestmark = pytest.mark.timeout(120)
+
+LEVELS = [pytest.param(True, id="guard+landlock"),
+          pytest.param(False, id="landlock-alone",
+                       marks=pytest.mark.skipif(landlock_abi() < 1, reason="this kernel has no Landlock"))]
+
+
+@pytest.fixture
+def host(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host-secret-7f3a")
+    (tmp_path / "listed-name-9c1e").write_text("")
+    return tmp_path
+
+
+def box(guard: bool) -> Sandbox:
+    """The fallback; with ``guard`` False the guard is switched off after construction (as root it
+    cannot be refused otherwise), so only Landlock and the limits stand: a guard defeated."""
+    if not guard and landlock_abi() < 1:
+        pytest.skip("no Landlock")
+    sb = Sandbox(Limits(timeout_s=20), isolation="rlimits")
+    sb.guard = guard
+    return sb
+
+
+def ran(sb: Sandbox, program: str) -> str:
+    r = sb.run(program)
+    return r.stdout + r.stderr + r.load_error
+
+
+@pytest.mark.parametrize("guard", LEVELS)
+def test_dir_fd_after_chdir_cannot_read_a_host_file(host, guard):
+    depth = len(os.path.realpath(host).strip("/").split("/"))
+    program = f"""
+import os
+fd = os.open(".", os.O_RDONLY)
+os.makedirs("a/b/c/d/e/f/g/h", exist_ok=True)
+os.chdir("a/b/c/d/e/f/g/h")
+rel = "../" * 40 + {str(host).lstrip('/')!r} + "/secret.txt"
+try:
+    print(os.read(os.open(rel, os.O_RDONLY, dir_fd=fd), 100))
+except OSError as e:
+    print("denied", e.errno)
+try:
+    print(open(rel).read())
+except OSError as e:
+    print("denied", e.errno)
+"""
+    out = ran(box(guard), program)
+    assert "host-secret-7f3a" not in out and "denied" in out, out
+    assert depth >= 1
+
+
+@pytest.mark.parametrize("guard", LEVELS)
+def test_host_directories_cannot_be_listed_or_written(host, guard):
+    program = f"""
+import os
+for act in (lambda: os.listdir({str(host)!r}), lambda: open({str(host / 'planted')!r}, "w").write("x"),
+            lambda: os.mkfifo({str(host / 'fifo')!r}), lambda: os.listdir("/root"),
+            lambda: open("/proc/1/environ", "rb").read()):
+    try:
+        print("got", act())
+    except BaseException as e:
+        print("denied", type(e).__name__)
+"""
+    out = ran(box(guard), program)
+    assert "listed-name-9c1e" not in out and out.count("denied") == 5, out
+    assert not (host / "planted").exists() and not (host / "fifo").exists()
+
+
+@pytest.mark.parametrize("guard", LEVELS)
+def test_no_device_node_even_in_its_own_directory(guard):
+    program = """
+import os, stat
+try:
+    os.mknod("mem", stat.S_IFCHR | 0o600, os.makedev(1, 1))
+    print("made", open("mem", "rb").read(4))
+except BaseException as e:
+    print("denied", type(e).__name__)
+"""
+    out = ran(box(guard), program)
+    assert "made" not in out and "denied" in out, out
+
+
+@pytest.mark.parametrize("guard", LEVELS)
+def test_a_host_process_cannot_be_signalled(guard):
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        program = f"""
+import os, signal
+for act in (lambda: signal.pidfd_send_signal(os.pidfd_open({victim.pid}), signal.SIGKILL),
+            lambda: os.kill({victim.pid}, signal.SIGKILL), lambda: os.kill({os.getpid()}, signal.SIGTERM)):
+    try:
+        act()
+        print("sent")
+    except BaseException as e:
+        print("denied", type(e).__name__)
+"""
+        out = ran(box(guard), program)
+        time.sleep(0.3)
+        assert victim.poll() is None, out  # alive
+        assert "sent" not in out, out
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+
+
+@pytest.mark.parametrize("guard", LEVELS)
+def test_no_tcp_connection_to_the_host(guard):
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(0.5)
+    port = srv.getsockname()[1]
+    try:
+        program = f"""
+import socket
+try:
+    s = socket.create_connection(("127.0.0.1", {port}), timeout=2)
+    s.sendall(b"hello")
+    print("connected")
+except BaseException as e:
+    print("denied", type(e).__name__)
+"""
+        out = ran(box(guard), program)
+        assert "connected" not in out and "denied" in out, out
+        with pytest.raises(OSError):
+            srv.accept()
+    finally:
+        srv.close()
+
+
+def test_the_fallback_still_runs_ordinary_programs():
+    sb = Sandbox(Limits(timeout_s=20), isolation="rlimits")
+    r = sb.run("import json, math, tempfile, os\n"
+               "with tempfile.NamedTemporaryFile('w', delete=False) as f:\n    f.write('ok')\n"
+               "print(open(f.name).read(), math.sqrt(16))\n", ["assert 1 + 1 == 2"])
+    assert r.all_passed and "ok 4.0" in r.stdout, (r.load_error, r.stderr)
+    if landlock_abi() >= 1:
+        assert r.info["landlock"] == landlock_abi()

@@ -77,8 +77,11 @@ class ServerProcess:
     def client(self, key: str = BOB, **kw) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.url, api_key=key, max_retries=kw.pop("max_retries", 0), **kw)
 
-    def health(self) -> dict:
-        with urllib.request.urlopen(self.base + "/health", timeout=10) as r:
+    def health(self, key: str | None = BOB) -> dict:
+        req = urllib.request.Request(self.base + "/health")
+        if key:
+            req.add_header("Authorization", f"Bearer {key}")
+        with urllib.request.urlopen(req, timeout=10) as r:
             return json.load(r)
 
     def stop(self) -> int:
@@ -206,6 +209,12 @@ max_body_bytes = 20000
 
 def usage_of(key: str, srv: ServerProcess) -> dict:
     return http(srv.url + "/cope/usage", key=key)[2]
+
+
+def test_health_without_a_key_says_only_that_the_server_is_up(server):
+    assert server.health(key=None) == {"status": "ok"}
+    assert server.health(key="sk-not-a-key-at-all") == {"status": "ok"}
+    assert {"running", "waiting", "solving", "loaded"} <= set(server.health())
 
 
 def test_models_lists_every_preset_and_needs_a_key(server):
@@ -627,7 +636,7 @@ def test_sixteen_simultaneous_requests_are_all_answered_correctly(wide):
 
     def watch() -> None:
         while not done.is_set():
-            h = wide.health()
+            h = wide.health(key=ENV_B)
             for k in peak:
                 peak[k] = max(peak[k], h[k])
             time.sleep(0.05)
@@ -839,3 +848,31 @@ def test_importing_the_server_modules_is_light():
             "print([m for m in ('fastapi', 'uvicorn', 'openai', 'llama_cpp', 'numpy', 'pydantic') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_streams_over_the_queue_limit_get_a_429_never_an_in_band_busy(server):
+    """max_concurrent 1, max_waiting 0: of simultaneous streams, one runs; the others get a 429
+    status with Retry-After. A 200 carrying a server_busy event (the place was taken after the
+    status was sent) must never happen."""
+    body = json.dumps({"model": "tiny", "stream": True, "seed": 1,
+                       "messages": [{"role": "user", "content": "1+1?"}]}).encode()
+    start = threading.Barrier(6)
+
+    def one() -> tuple[int, str]:
+        conn = HTTPConnection("127.0.0.1", int(server.base.rsplit(":", 1)[1]), timeout=120)
+        start.wait()
+        conn.request("POST", "/v1/chat/completions", body, {"Authorization": f"Bearer {BOB}",
+                                                           "Content-Type": "application/json"})
+        r = conn.getresponse()
+        text = r.read().decode()
+        conn.close()
+        return r.status, text
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(lambda _: one(), range(6)))
+    assert all(status in (200, 429) for status, _ in outcomes), outcomes
+    assert any(status == 200 for status, _ in outcomes)
+    for status, text in outcomes:
+        if status == 200:
+            assert "server_busy" not in text and text.rstrip().endswith("data: [DONE]"), text[-300:]
+    wait_for(lambda: server.health()["waiting"] == 0 and server.health()["running"] == 0, 10)

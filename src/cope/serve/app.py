@@ -64,11 +64,15 @@ class Gate:
 
 
 class _Ticket:
+    """A place in the queue, taken when the request is admitted (so a 429 can still be sent)."""
+
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
+        self.used = False
 
     async def __aenter__(self) -> None:
         g = self.gate
+        self.used = True
         if g._sem is None:
             g._sem = asyncio.Semaphore(g.max_running)
         try:
@@ -76,6 +80,12 @@ class _Ticket:
         finally:
             g.waiting -= 1
         g.running += 1
+
+    def __del__(self) -> None:
+        # a stream whose client left before it started never enters: give its place back
+        if not self.used:
+            self.used = True
+            self.gate.waiting -= 1
 
     async def __aexit__(self, *exc: object) -> None:
         self.gate.running -= 1
@@ -223,13 +233,8 @@ class Service:
         return JSONResponse(reply.completion(result, self.extension(preset, result, account, body)))
 
     async def stream(self, body: ChatRequest, problem: Problem, preset: Preset,
-                     account: Account) -> AsyncIterator[str]:
+                     account: Account, ticket: "_Ticket") -> AsyncIterator[str]:
         reply = Reply(preset.name, self.fingerprint)
-        try:
-            ticket = self.gate.enter()
-        except RequestError as exc:
-            yield _sse(_failure(exc)[1])
-            return
         yield _sse(reply.chunk({"role": "assistant", "content": ""}))
         async with ticket:
             work = asyncio.ensure_future(self.solve(preset, problem, body, account))
@@ -294,7 +299,13 @@ def create_app(config: ServerConfig) -> FastAPI:
                             status_code=exc.status_code, headers=_NO_RETRY)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health(request: Request) -> dict[str, Any]:
+        # Anyone may ask whether the server is up; its load and which presets are built are for
+        # key holders (on a server without keys, for anyone).
+        try:
+            svc.ledger.authenticate(request.headers.get("authorization"))
+        except AuthError:
+            return {"status": "ok"}
         # "solving" counts cascades still executing, which can briefly outlive
         # their slot ("running") while a cancelled one stops.
         return {"status": "ok", "running": svc.gate.running, "waiting": svc.gate.waiting,
@@ -344,7 +355,10 @@ def create_app(config: ServerConfig) -> FastAPI:
                 svc.gate.enter()  # raises the 429 now, while a status code can still say so
             svc.ledger.admit(account)
             if body.stream:
-                return StreamingResponse(svc.stream(body, problem, preset, account), media_type="text/event-stream",
+                # the place is taken here, before the 200 goes out: a stream is never told "busy" in-band
+                ticket = svc.gate.enter()
+                return StreamingResponse(svc.stream(body, problem, preset, account, ticket),
+                                         media_type="text/event-stream",
                                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
             return await svc.completion(request, body, problem, preset, account)
         except Exception as exc:

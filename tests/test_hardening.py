@@ -424,3 +424,39 @@ def test_conversions_of_the_result_run_with_it_and_numpy_values_count_as_plain()
         return
     arr = "import numpy as np\ndef evens(n):\n    return np.arange(0, n, 2)\n"
     assert task.run(problem, arr, list(problem.tests)).passed == [True, True]
+
+
+# ---------------------------------------------------------------------------
+# a kill while a paid call is in flight: measured, counted, documented
+
+
+def test_sigkill_during_a_paid_call_then_resume_pays_it_once_more_and_counts_it(tmp_path):
+    import signal as sig
+    import time
+
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "cope", "eval", f"jsonl:{f}", "--method", "large", "--small", SMOL,
+            "--large", "openai/fake", "--large-price-as", "gpt-4o", "--out", str(out), "--no-cache", "--quiet",
+            "--max-usd", "1"]
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+    with FaultServer([Reply(delay_s=30), Reply()]) as srv:
+        proc = subprocess.Popen([*args, "--base-url", srv.base_url], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while srv.count == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.count == 1
+        proc.send_signal(sig.SIGKILL)
+        proc.wait(timeout=30)
+        records = list(read_journal(out / "journal.jsonl"))
+        assert [r["type"] for r in records] == ["intent"]  # sent, unanswered: the API may bill it
+        p = subprocess.run([*args, "--base-url", srv.base_url, "--resume"], env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert srv.count == 2  # the call in flight at the kill is sent (and paid) once more
+    assert "1 priced call(s) were in flight" in p.stderr and "worst case" in p.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    inv = summary["this_invocation"]
+    assert inv["unanswered_in_flight"] == 1 and inv["spent_usd"] > inv["unanswered_in_flight_usd"] > 0

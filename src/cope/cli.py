@@ -358,6 +358,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           f"journal/cache, ${inv['spent_usd']:.6f} spent; report: cope report {out}")
     for note in summary["pricing_notes"]:
         print(f"note: {note}")
+    if inv.get("unanswered_in_flight"):
+        sys.stderr.write(f"cope: {inv['unanswered_in_flight']} priced call(s) were in flight when the run last stopped; "
+                         f"the API may have billed them: counted against --max-usd at their worst case "
+                         f"(${inv['unanswered_in_flight_usd']:.6f}), and sent again\n")
     if inv.get("failed"):
         first = inv["first_error"]
         sys.stderr.write(f"cope: {inv['failed']} of {inv['attempted']} (method, problem) pairs failed, journaled as "

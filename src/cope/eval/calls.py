@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import sqlite3
 import threading
 from dataclasses import asdict
@@ -148,6 +149,12 @@ class JournaledModel:
                 return hit
         bound = _upper_bound(self.price, prompts, params)
         self.budget.reserve(bound)
+        intent = None
+        if bound > 0:
+            # a priced call is journaled before it is sent: if the run dies while it is in flight,
+            # the API may bill it although no answer was kept, and --resume counts it (see runner)
+            intent = secrets.token_hex(6)
+            self.journal.write({"type": "intent", "intent": intent, "key": key, "model": self.spec, "bound": bound})
         try:
             if kind == "generate":
                 gens = [await self.inner.generate(prompts[0], params)]
@@ -161,7 +168,11 @@ class JournaledModel:
             if paid:
                 self.journal.write({"type": "call_failed", "key": key, "model": self.spec, "kind": kind,
                                     "usd": usd, "params": asdict(params), "error": str(exc),
-                                    "generations": [gen_to_dict(g) for g in paid]})
+                                    "generations": [gen_to_dict(g) for g in paid], "intent": intent})
+            elif intent:
+                self.journal.write({"type": "call_failed", "key": key, "model": self.spec, "kind": kind,
+                                    "usd": 0.0, "params": asdict(params), "error": str(exc),
+                                    "generations": [], "intent": intent})
             raise
         except BaseException:
             self.budget.settle(bound, 0.0)
@@ -170,8 +181,11 @@ class JournaledModel:
         usd = sum(self.price.cost(g.prompt_tokens, g.completion_tokens) for g in gens)
         self.budget.settle(bound, usd)
         data = [gen_to_dict(g) for g in gens]
-        self.journal.write({"type": "call", "key": key, "model": self.spec, "kind": kind, "usd": usd,
-                            "params": asdict(params), "generations": data})
+        record = {"type": "call", "key": key, "model": self.spec, "kind": kind, "usd": usd,
+                  "params": asdict(params), "generations": data}
+        if intent:
+            record["intent"] = intent
+        self.journal.write(record)
         if cacheable:
             self.cache.put(key, data, persist=self.use_cache)
         return gens

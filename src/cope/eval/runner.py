@@ -192,8 +192,14 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
     done: set[tuple[str, str]] = set()
     cache = CallCache(cache_dir().parent / "calls.sqlite" if use_cache else None)
     spent = 0.0
+    intents: dict[str, float] = {}
+    ended: set[str] = set()
     if resume:
         for rec in read_journal(journal_path):
+            if rec.get("type") == "intent":
+                intents[str(rec.get("intent"))] = float(rec.get("bound") or 0.0)
+            elif rec.get("intent"):
+                ended.add(str(rec["intent"]))
             if rec.get("type") == "call":
                 cache.put(rec["key"], rec["generations"], persist=False)
                 spent += rec.get("usd", 0.0)
@@ -201,6 +207,10 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                 spent += rec.get("usd", 0.0)
             elif rec.get("type") == "result":
                 done.add((rec["method"], rec["problem_id"]))
+    # priced calls that were in flight when an earlier invocation died: the API may have billed
+    # them, no answer was kept; counted at their worst case, so the cap still holds
+    in_flight = [b for i, b in intents.items() if i not in ended]
+    spent += sum(in_flight)
     budget = Budget(cfg.max_usd, spent)
     journal = Journal(journal_path)
     counters = {"real": 0, "cached": 0}
@@ -325,6 +335,8 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
     summary = summarize_run(out)
     summary["this_invocation"] = {"real_calls": counters["real"], "cached_calls": counters["cached"],
                                   "spent_usd": budget.spent, "attempted": len(todo), "succeeded": succeeded[0],
+                                  "unanswered_in_flight": len(in_flight),
+                                  "unanswered_in_flight_usd": sum(in_flight),
                                   "failed": len(failures), "first_error": failures[0] if failures else None}
     if stop:
         summary["stopped"] = str(stop[0])

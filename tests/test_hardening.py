@@ -460,3 +460,15 @@ def test_sigkill_during_a_paid_call_then_resume_pays_it_once_more_and_counts_it(
     summary = json.loads((out / "summary.json").read_text())
     inv = summary["this_invocation"]
     assert inv["unanswered_in_flight"] == 1 and inv["spent_usd"] > inv["unanswered_in_flight_usd"] > 0
+
+
+def test_a_billed_reply_with_no_choices_is_journaled_with_its_cost(tmp_path):
+    empty = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [],
+             "usage": {"prompt_tokens": 7, "completion_tokens": 0, "total_tokens": 7}}
+    with FaultServer([Reply(body=empty)]) as srv:
+        jm, journal, budget = _journaled(srv, tmp_path, max_retries=0)
+        with pytest.raises(BackendError, match="no choices"):
+            _run(jm, jm.generate(CHAT, GenParams(seed=1)))
+        journal.close()
+    failed = [r for r in read_journal(tmp_path / "journal.jsonl") if r["type"] == "call_failed"]
+    assert len(failed) == 1 and failed[0]["usd"] > 0 and budget.spent == pytest.approx(failed[0]["usd"])

@@ -876,3 +876,29 @@ def test_streams_over_the_queue_limit_get_a_429_never_an_in_band_busy(server):
         if status == 200:
             assert "server_busy" not in text and text.rstrip().endswith("data: [DONE]"), text[-300:]
     wait_for(lambda: server.health()["waiting"] == 0 and server.health()["running"] == 0, 10)
+
+
+def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(server):
+    port = int(server.base.rsplit(":", 1)[1])
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + BOB.encode()
+                  + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\": \"ti")
+        s.close()
+    time.sleep(1.0)
+    assert server.health()["status"] == "ok"
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_idle_connections_are_closed_by_the_server(server):
+    """Half-open connections that never send a request are closed after the header deadline (10 s)."""
+    port = int(server.base.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(20)]
+    slow = socket.create_connection(("127.0.0.1", port), timeout=20)
+    slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+    t0 = time.monotonic()
+    for s in [*idle, slow]:
+        assert s.recv(1) == b""  # closed by the server
+        s.close()
+    assert time.monotonic() - t0 < 16
+    assert server.health()["status"] == "ok"

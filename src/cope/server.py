@@ -216,9 +216,44 @@ def serve(args: argparse.Namespace) -> int:
                     signal.signal(sig, handler)
 
     uv_config = uvicorn.Config(app, log_level=args.log_level, access_log=not args.no_access_log,
-                               timeout_graceful_shutdown=GRACEFUL_S, server_header=False, lifespan="off")
+                               timeout_graceful_shutdown=GRACEFUL_S, server_header=False, lifespan="off",
+                               http=_header_timed_h11())
     Server(uv_config).run(sockets=[sock])
     return 0
+
+
+# Seconds a new connection has to send a request's headers; then the server closes it, so idle
+# or half-open connections (a slowloris) cannot pile up. Keep-alive idling is uvicorn's own timeout.
+HEADER_TIMEOUT_S = 10.0
+
+
+def _header_timed_h11() -> type:
+    """uvicorn's h11 protocol with a deadline for the first request's headers."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimedH11(H11Protocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._cope_deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._cope_too_slow)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not None and self._cope_deadline is not None:
+                self._cope_deadline.cancel()  # a request has started: its body has its own limit
+                self._cope_deadline = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._cope_deadline is not None:
+                self._cope_deadline.cancel()
+                self._cope_deadline = None
+            super().connection_lost(exc)
+
+        def _cope_too_slow(self) -> None:
+            self._cope_deadline = None
+            if self.cycle is None and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimedH11
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,6 +37,9 @@ log = logging.getLogger("cope.server")
 # clients with read timeouts see a live connection during a long cascade.
 KEEPALIVE_S = 10.0
 
+# Seconds a client has to send its whole request body once its headers are in.
+BODY_TIMEOUT_S = 30.0
+
 # Errors that must not be retried by the client: retrying them costs money
 # (the upstream already failed after our own retries) or cannot succeed.
 _NO_RETRY = {"x-should-retry": "false"}
@@ -371,12 +374,23 @@ def create_app(config: ServerConfig) -> FastAPI:
 async def _parse(request: Request, limit: int) -> ChatRequest:
     # _BodyLimit refuses a declared length above the limit; a chunked body
     # declares none, so it is counted here as it arrives and never held whole.
+    from starlette.requests import ClientDisconnect
+
     parts, size = [], 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise RequestError(f"request body exceeds {limit} bytes", 413)
-        parts.append(part)
+    try:
+        # a client that sends headers and then trickles (or never sends) its body must not hold
+        # a connection for ever
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for part in request.stream():
+                size += len(part)
+                if size > limit:
+                    raise RequestError(f"request body exceeds {limit} bytes", 413)
+                parts.append(part)
+    except ClientDisconnect:
+        log.info("a client closed its connection before sending the whole body")
+        raise RequestError("the client closed the connection before sending the whole body", 400) from None
+    except TimeoutError:
+        raise RequestError(f"the request body did not arrive within {BODY_TIMEOUT_S:g} s", 408) from None
     raw = b"".join(parts)
     try:
         data = json.loads(raw)

@@ -39,7 +39,8 @@ Always (both isolation levels)
   read outside the Python installation, /usr and the working directory. A
   guard inside the interpreter is a best effort, not a wall: code written to
   defeat it may succeed where Landlock is missing, and the disk it may fill
-  is bounded per file, not in total. A warning says so when this level is
+  is bounded per file, not in total, unless cope runs as root and may mount
+  a size-capped tmpfs as the working directory (then it is ``disk_mb``). A warning says so when this level is
   chosen automatically.
 
 Which level is in force is :attr:`Sandbox.isolation` (and ``isolation`` in
@@ -92,7 +93,8 @@ class Limits:
     ``processes`` counts processes and threads a program may add; with the
     address-space cap it bounds the worst case of a fork-and-allocate bomb to
     about ``processes x memory_mb``, so keep the product small on a shared
-    machine. ``disk_mb`` caps the private tmpfs (bubblewrap only).
+    machine. ``disk_mb`` caps the private tmpfs (bubblewrap; in the fallback
+    where root may mount one).
     """
 
     timeout_s: float = 10.0  # wall clock for the whole run
@@ -797,6 +799,7 @@ class Sandbox:
         nonce = secrets.token_hex(16)
         control = tempfile.mkdtemp(prefix="cope-sandbox-")
         work_host = None
+        mounted = False
         t0 = time.perf_counter()
         try:
             if self.isolation == "bwrap":
@@ -804,6 +807,7 @@ class Sandbox:
             else:
                 work_host = tempfile.mkdtemp(prefix="cope-work-")
                 work = work_host
+                mounted = _mount_quota(work_host, lim.disk_mb)  # the run's total disk, where root may mount
                 if self._drop:
                     os.chown(work_host, _NOBODY, _NOBODY)
             files = {name: open(os.path.join(control, name), "w+b") for name in ("job", "out", "err", "res")}
@@ -846,10 +850,13 @@ class Sandbox:
         finally:
             shutil.rmtree(control, ignore_errors=True)
             if work_host:
+                if mounted:
+                    _unmount(work_host)
                 _force_rmtree(work_host)
         result = self._result(records, tests, timed_out, returncode, stdout, stderr, time.perf_counter() - t0)
         result.values = _probe_values(records, len(probes), result)
         result.info["marker"] = argv[-1]  # in the command line of every process of this run
+        result.info["disk_quota"] = self.isolation == "bwrap" or mounted
         return result
 
     def _rlimits(self) -> list[tuple[str, int, int]]:
@@ -1129,6 +1136,50 @@ def _signal_name(num: int) -> str:
         return signal.Signals(num).name
     except ValueError:
         return f"signal {num}"
+
+
+_MS_NOSUID, _MS_NODEV, _MNT_DETACH = 2, 4, 2
+
+
+def _mount_quota(path: str, size_mb: float) -> bool:
+    """Mount a size-capped tmpfs on ``path`` (the fallback's working directory); False where not allowed.
+
+    Only root may mount; the mount lives exactly as long as the run and is
+    detached after it. Without it, the file-size limit bounds each file and
+    not their total.
+    """
+    if not _is_root() or sys.platform != "linux" or os.environ.get("COPE_SANDBOX_QUOTA", "1") == "0":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        opts = f"size={int(size_mb * 1024 * 1024)},mode=0700".encode()
+        ok = libc.mount(b"tmpfs", path.encode(), b"tmpfs", ctypes.c_ulong(_MS_NOSUID | _MS_NODEV), opts) == 0
+    except (OSError, AttributeError):
+        return False
+    return bool(ok)
+
+
+def _unmount(path: str) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).umount2(path.encode(), _MNT_DETACH)
+    except (OSError, AttributeError):
+        pass
+
+
+def disk_quota_available() -> bool:
+    """Whether the fallback can cap a run's total disk here (root, and a mount is allowed)."""
+    d = tempfile.mkdtemp(prefix="cope-quota-probe-")
+    try:
+        ok = _mount_quota(d, 1)
+        if ok:
+            _unmount(d)
+        return ok
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _force_rmtree(path: str) -> None:

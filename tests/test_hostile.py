@@ -160,3 +160,25 @@ def test_the_fallback_still_runs_ordinary_programs():
     assert r.all_passed and "ok 4.0" in r.stdout, (r.load_error, r.stderr)
     if landlock_abi() >= 1:
         assert r.info["landlock"] == landlock_abi()
+
+
+def test_a_program_left_as_root_has_no_root_powers():
+    """Where the interpreter cannot run as nobody, the program stays uid 0 but without capabilities."""
+    if os.geteuid() != 0:
+        pytest.skip("only a root caller can leave a program as root")
+    sb = Sandbox(Limits(timeout_s=20), isolation="rlimits")
+    if sb._drop:
+        pytest.skip("this interpreter runs as nobody: nothing stays root")
+    sb.guard = False  # the kernel's answer, not the guard's
+    program = """
+import os
+for name, act in (("setuid", lambda: os.setuid(12345)), ("chown", lambda: os.chown(".", 12345, 12345)),
+                  ("setgroups", lambda: os.setgroups([0, 12345]))):
+    try:
+        act()
+        print("ESCAPED", name)
+    except PermissionError:
+        print("refused", name)
+"""
+    r = sb.run(program)
+    assert "ESCAPED" not in r.stdout and r.stdout.count("refused") == 3, (r.stdout, r.load_error, r.stderr)

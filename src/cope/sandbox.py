@@ -17,7 +17,9 @@ Always (both isolation levels)
   * not root: when cope runs as root the program drops to ``nobody`` first
     (root ignores the process limit). In the fallback that needs an
     interpreter ``nobody`` can read; if it cannot (say, Python under a
-    private home directory), the program stays root and a warning says so.
+    private home directory), the program stays uid 0 with every capability
+    dropped (no mounts, modules, raw sockets, setuid or reading others'
+    files), and a warning says so.
 
 ``bwrap`` (bubblewrap, Debian/Ubuntu package ``bubblewrap``): real OS isolation
   New PID, network, IPC and UTS namespaces (no network at all: only a loopback
@@ -413,6 +415,23 @@ def _main():
     except Exception:
         pass
     sys.dont_write_bytecode = True
+    if job.get("drop_caps"):
+        # still uid 0 (nobody could not run this interpreter): at least without root's powers,
+        # so no module loading, mounts, raw sockets, setuid, chown or reading others' files
+        try:
+            import ctypes, struct
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+            for cap in range(64):
+                libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+            hdr = ctypes.create_string_buffer(struct.pack("=Ii", 0x20080522, 0), 8)
+            data = ctypes.create_string_buffer(24)
+            if libc.capset(hdr, data) != 0:
+                raise OSError(ctypes.get_errno(), "capset")
+            del libc, ctypes
+        except Exception as e:
+            report({"k": "fatal", "err": "could not drop capabilities: %s" % e})
+            os._exit(70)
     if job.get("landlock"):
         ll = {"__name__": "_landlock", "__builtins__": builtins}
         exec(job["landlock_src"], ll)
@@ -717,8 +736,8 @@ class Sandbox:
         if _is_root() and not self._drop:
             self._warn_once(
                 "root",
-                "the sandbox runs programs as root (the interpreter is not readable by 'nobody' and "
-                "bubblewrap is not in use): resource limits, the in-process guard"
+                "the sandbox runs programs as uid 0 without capabilities (the interpreter is not readable by "
+                "'nobody' and bubblewrap is not in use): resource limits, the in-process guard"
                 + (" and Landlock (files, TCP, signals) apply" if self.landlock else
                    " only apply (this kernel has no Landlock)"),
             )
@@ -820,6 +839,7 @@ class Sandbox:
                     "guard": self.guard,
                     "guard_src": _GUARD,
                     "landlock": self.landlock,
+                    "drop_caps": _is_root() and not self._drop,
                     "landlock_src": _LANDLOCK,
                     "work": work,
                     "read_roots": self._read_roots(),

@@ -48,7 +48,7 @@ EXTRACTION_CASES = [
     ("It costs 3.75 dollars in total.", "3.75"),
     ("Half of it: 3/4 of a cup", "3/4"),
     ("The population is 1,234,567 now.", "1,234,567"),
-    ("Compute 10-3 to get the difference", "3"),
+    ("Compute 10-3 to get the difference", None),  # a step, not an answer-shaped ending
     # nothing
     ("I don't know how to solve this.", None),
     ("", None),
@@ -284,3 +284,17 @@ def test_import_stays_light() -> None:
     code = "import sys, cope.tasks.math; print('sympy' in sys.modules, 'math_verify' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("1. Add the apples.\n2. Subtract the eaten ones.\n5. Check the result.", None),  # list indices, no answer
+    ("Step 3: divide by the number of boxes", None),
+    ("We have 12 apples, then 7 more, and the total of", None),  # cut off: the last line has no number
+    ("She has 12 apples.\nSo the total is 19", "19"),
+    ("The sum is:\n\\[ 7 + 12 = 19 \\]", "19"),  # a display's closing line is skipped
+    ("- 4. The answer: 19 dollars", "19"),
+])
+def test_an_unboxed_answer_must_end_the_text(text, expected):
+    from cope.tasks.math import extract_answer
+
+    assert extract_answer(text) == expected

@@ -164,7 +164,8 @@ def extract_answer(text: str) -> str | None:
 
     Models are asked for ``\\boxed{}``, so the last box wins. Small models do
     not always comply, so GSM8K's "#### X", an "answer is X" phrase and,
-    last, the final number in the text are accepted in that order.
+    last, the final number of the text's last line (not a list item's index)
+    are accepted in that order.
     """
     if not text or not text.strip():
         return None
@@ -179,10 +180,35 @@ def extract_answer(text: str) -> str | None:
     ans = _after_last_marker(text)
     if ans:
         return ans
-    numbers = [m.group(0) for m in _NUMBER_RE.finditer(text)]
-    if numbers:
-        return numbers[-1]
-    return None
+    return _final_number(text)
+
+
+# A list item's index ("5.", "3)", "Step 2:", "- 4."), not a number the text concludes with.
+_LIST_INDEX_RE = re.compile(r"^\s*(?:[-*\u2022]\s+)?(?:(?:step|item)\s*)?\(?\d+[.):]\s+", re.I)
+# A line that only closes a display or a block ("\]", "$$", "\end{align}", "```").
+_CLOSER_RE = re.compile(r"^\s*(?:\\\]|\$\$|\\end\{[a-z*]+\}|\\\)|```|[})\]])\s*$")
+
+
+def _final_number(text: str) -> str | None:
+    """The last number of the text's final line, the answer-shaped ending of an unboxed answer.
+
+    A number elsewhere (an intermediate result, a list item's index, a
+    sample cut off mid-sentence) is no answer: the sample is a missing vote
+    rather than a wrong one that can win a small majority.
+    """
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    while lines and _CLOSER_RE.match(lines[-1]):
+        lines.pop()
+    if not lines:
+        return None
+    last = _LIST_INDEX_RE.sub("", lines[-1])
+    matches = list(_NUMBER_RE.finditer(last))
+    if not matches:
+        return None
+    # ending the line: at most a unit or a few words after it ("19 dollars in all."), not a sentence
+    if len(re.findall(r"[A-Za-z]+", last[matches[-1].end():])) > 3:
+        return None
+    return matches[-1].group(0)
 
 
 # ---------------------------------------------------------------------------

@@ -222,7 +222,8 @@ def _journaled(srv, tmp_path, max_usd=None, **kw):
     from cope.eval.calls import Budget, CallCache, JournaledModel
     from cope.pricing import PriceTable
 
-    model = OpenAIModel("fault-model", base_url=srv.base_url, backoff_base=0.01, timeout=10, **kw)
+    kw.setdefault("timeout", 10)
+    model = OpenAIModel("fault-model", base_url=srv.base_url, backoff_base=0.01, **kw)
     price = PriceTable.load().for_spec("openai/fault-model", "gpt-4o")
     journal = Journal(tmp_path / "journal.jsonl")
     budget = Budget(max_usd)
@@ -472,3 +473,43 @@ def test_a_billed_reply_with_no_choices_is_journaled_with_its_cost(tmp_path):
         journal.close()
     failed = [r for r in read_journal(tmp_path / "journal.jsonl") if r["type"] == "call_failed"]
     assert len(failed) == 1 and failed[0]["usd"] > 0 and budget.spent == pytest.approx(failed[0]["usd"])
+
+
+def test_zz_every_api_fault_is_survived(tmp_path, capsys):
+    """One pass over the API faults above through the journaled client: each ends in an answer or one
+    clear BackendError, and whatever was billed is journaled and counted. Prints the figure."""
+    key = "sk-live-fault-0123456789"
+    cases = {
+        "429 then answer": ([Reply(429, headers={"retry-after": "0"}, body=error_body("slow down")), Reply()], True),
+        "500 then answer": ([Reply(500, body=error_body("oops")), Reply()], True),
+        "malformed JSON then answer": ([Reply(raw=b"{not json"), Reply()], True),
+        "timeout then answer": ([Reply(delay_s=1.5), Reply()], True),
+        "no usage": ([Reply(usage=False)], True),
+        "always 500": ([Reply(500, body=error_body("down"))], False),
+        "401 echoing the key": ([Reply(401, body=error_body(f"bad key {key}"))], False),
+        "billed, no choices": ([Reply(body={"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                                           "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 0,
+                                                                    "total_tokens": 5}})], False),
+    }
+    survived = 0
+    for name, (script, answers) in cases.items():
+        d = tmp_path / name.replace(" ", "_")
+        d.mkdir()
+        with FaultServer(script) as srv:
+            jm, journal, budget = _journaled(srv, d, max_retries=2, api_key=key, timeout=0.5)
+            try:
+                gen = _run(jm, jm.generate(CHAT, GenParams(seed=1, max_tokens=8)))
+                outcome = "answer"
+            except BackendError as exc:
+                gen, outcome = None, str(exc)
+            journal.close()
+        records = list(read_journal(d / "journal.jsonl"))
+        billed = sum(r.get("usd", 0.0) for r in records if r["type"] in ("call", "call_failed"))
+        good = (outcome == "answer") == answers and key not in outcome and "\n" not in outcome
+        good = good and budget.spent == pytest.approx(billed) and budget.reserved == 0
+        if answers:
+            good = good and gen is not None and billed > 0
+        assert good, (name, outcome, records)
+        survived += 1
+    with capsys.disabled():
+        print(f"\nfaults: {survived} of {len(cases)} API faults survived (answer or one clear error, spend journaled)")

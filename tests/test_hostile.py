@@ -182,3 +182,34 @@ for name, act in (("setuid", lambda: os.setuid(12345)), ("chown", lambda: os.cho
 """
     r = sb.run(program)
     assert "ESCAPED" not in r.stdout and r.stdout.count("refused") == 3, (r.stdout, r.load_error, r.stderr)
+
+
+@pytest.mark.parametrize("guard", LEVELS)
+def test_no_udp_or_raw_socket_to_the_host(guard):
+    import socket
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.5)
+    port = udp.getsockname()[1]
+    try:
+        program = f"""
+import socket
+for fam, kind in ((socket.AF_INET, socket.SOCK_DGRAM), (socket.AF_INET6, socket.SOCK_DGRAM),
+                  (socket.AF_INET, socket.SOCK_RAW), (socket.AF_NETLINK, socket.SOCK_RAW)):
+    try:
+        s = socket.socket(fam, kind)
+        s.sendto(b"ESCAPED", ("127.0.0.1", {port}))
+        print("sent")
+    except BaseException as e:
+        print("denied", type(e).__name__)
+"""
+        sb = box(guard)
+        if not guard and not sb.seccomp:
+            pytest.skip("no seccomp filter on this architecture")
+        out = ran(sb, program)
+        assert "sent" not in out and out.count("denied") == 4, out
+        with pytest.raises(OSError):
+            udp.recvfrom(64)
+    finally:
+        udp.close()

@@ -183,10 +183,11 @@ def check_sandbox() -> Check:
     from .sandbox import _is_root, landlock_abi
 
     layers = {"isolation": sb.isolation, "guard": sb.guard, "landlock_abi": landlock_abi() if sb.landlock else 0,
-              "runs_as_root": _is_root() and not sb._drop}
+              "seccomp": sb.seccomp, "runs_as_root": _is_root() and not sb._drop}
     if sb.isolation == "bwrap":
         return Check("sandbox", "ok", "bubblewrap namespaces", layers)
     wall = f"Landlock ABI {layers['landlock_abi']} (files, TCP, signals)" if sb.landlock else "no Landlock"
+    wall += ", seccomp (no sockets but AF_UNIX)" if sb.seccomp else ", no seccomp"
     root = "; programs run as root" if layers["runs_as_root"] else ""
     return Check("sandbox", "warn", f"resource limits, guard and {wall}{root}; bubblewrap: {why}",
                  {**layers, "why_not_bwrap": why, "warnings": notes})

@@ -34,7 +34,9 @@ Always (both isolation levels)
   puts around itself before the program runs, which holds for root too:
   reading only the Python installation, /usr and a few files, writing only
   its working directory (no device nodes), no TCP connect or bind (ABI >= 4),
-  no signals or abstract sockets outside the sandbox (ABI >= 6). Then the
+  no signals or abstract sockets outside the sandbox (ABI >= 6). A seccomp
+  filter (x86_64, aarch64) refuses sockets other than AF_UNIX (UDP, raw,
+  netlink) and io_uring. Then the
   limits above plus an in-process guard (Python audit hooks) that refuses
   to start processes, open sockets or resolve names, load ctypes/cffi, kill
   other processes, change limits, write outside the working directory and
@@ -368,6 +370,61 @@ def _landlock(read_roots, write_roots, devices):
     return abi
 '''
 
+# seccomp: a kernel filter on system calls, for what Landlock does not cover: sockets other
+# than AF_UNIX (UDP, raw, netlink, ...) and io_uring (which could open them). x86_64 and
+# aarch64 only (system call numbers differ by architecture); elsewhere nothing is filtered.
+_SECCOMP = r'''
+def _seccomp():
+    import ctypes, struct
+    LD, JEQ, JGE, RET = 0x20, 0x15, 0x35, 0x06
+    ALLOW, DENY = 0x7fff0000, 0x00050000 | 13  # SECCOMP_RET_ERRNO | EACCES
+    arches = ((0xC000003E, 41, 425), (0xC00000B7, 198, 425))  # (AUDIT_ARCH, socket, io_uring_setup)
+    prog = []  # (code, jt_label, jf_label, k), labels resolved below
+
+    def op(code, k, jt=None, jf=None):
+        prog.append([code, jt, jf, k])
+
+    op(LD, 4)  # seccomp_data.arch
+    for i, (arch, sock, uring) in enumerate(arches):
+        op(JEQ, arch, "a%d" % i, "n%d" % i)
+        prog.append("a%d" % i)
+        op(LD, 0)  # nr
+        if i == 0:
+            op(JGE, 0x40000000, "deny", None)  # x32 system calls on x86_64
+        op(JEQ, uring, "deny", None)
+        op(JEQ, sock, "family", "allow")
+        prog.append("n%d" % i)
+    op(RET, ALLOW)
+    prog.append("family")
+    op(LD, 16)  # args[0], low 32 bits: the address family
+    op(JEQ, 1, "allow", "deny")  # AF_UNIX only
+    prog.append("allow")
+    op(RET, ALLOW)
+    prog.append("deny")
+    op(RET, DENY)
+    at, n = {}, 0
+    for x in prog:
+        if isinstance(x, str):
+            at[x] = n
+        else:
+            n += 1
+    code, n = [], 0
+    for x in prog:
+        if isinstance(x, str):
+            continue
+        c, jt, jf, k = x
+        rel = lambda lab: 0 if lab is None else at[lab] - n - 1
+        code.append(struct.pack("=HBBI", c, rel(jt), rel(jf), k))
+        n += 1
+    buf = ctypes.create_string_buffer(b"".join(code), 8 * n)
+    fprog = struct.pack("=HxxxxxxQ", n, ctypes.addressof(buf))
+    fbuf = ctypes.create_string_buffer(fprog, len(fprog))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(22, 2, fbuf, 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "seccomp")
+    return n
+'''
+
 _HARNESS = r'''
 import os, sys
 
@@ -443,6 +500,15 @@ def _main():
             os._exit(70)
         report({"k": "landlock", "abi": abi})
         del ll
+    if job.get("seccomp"):
+        sc = {"__name__": "_seccomp", "__builtins__": builtins}
+        exec(job["seccomp_src"], sc)
+        try:
+            report({"k": "seccomp", "n": sc["_seccomp"]()})
+        except Exception as e:
+            report({"k": "fatal", "err": "seccomp failed: %s" % e})
+            os._exit(70)
+        del sc
     if job["guard"]:
         guard = {"__name__": "_guard", "__builtins__": builtins}
         exec(job["guard_src"], guard)
@@ -725,6 +791,11 @@ class Sandbox:
         # (bubblewrap's namespaces already are one).
         self.landlock = (self.isolation == "rlimits" and landlock_abi() > 0
                          and os.environ.get("COPE_SANDBOX_LANDLOCK", "1") != "0")  # 0: off, to compare
+        import platform
+
+        self.seccomp = (self.isolation == "rlimits" and sys.platform == "linux"
+                        and platform.machine() in ("x86_64", "aarch64")
+                        and os.environ.get("COPE_SANDBOX_SECCOMP", "1") != "0")
 
         # Root ignores RLIMIT_NPROC, so programs drop to nobody. Bubblewrap
         # mounts the interpreter where nobody can reach it; the fallback can
@@ -772,6 +843,7 @@ class Sandbox:
             probe = Sandbox.__new__(Sandbox)
             probe.limits, probe.python, probe._interp = Limits(timeout_s=30), self.python, self._interp
             probe.isolation, probe.guard, probe._drop, probe.landlock = "bwrap", False, _is_root(), False
+            probe.seccomp = False
             try:
                 r = probe.run("import sys\nprint(sys.version_info[0])", ["assert 1 + 1 == 2"])
                 ok = r.all_passed and r.stdout.strip() == "3"
@@ -840,6 +912,8 @@ class Sandbox:
                     "guard_src": _GUARD,
                     "landlock": self.landlock,
                     "drop_caps": _is_root() and not self._drop,
+                    "seccomp": self.seccomp,
+                    "seccomp_src": _SECCOMP,
                     "landlock_src": _LANDLOCK,
                     "work": work,
                     "read_roots": self._read_roots(),
@@ -1052,7 +1126,8 @@ class Sandbox:
                          timed_out=timed_out, returncode=returncode, stdout=stdout, stderr=stderr,
                          duration_s=duration, isolation=self.isolation,
                          info={"guard": self.guard, "dropped_root": self._drop,
-                               "landlock": next((r.get("abi") for r in records if r.get("k") == "landlock"), 0)})
+                               "landlock": next((r.get("abi") for r in records if r.get("k") == "landlock"), 0),
+                               "seccomp": any(r.get("k") == "seccomp" for r in records)})
 
 
 class _Bad(ValueError):

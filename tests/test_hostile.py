@@ -213,3 +213,30 @@ for fam, kind in ((socket.AF_INET, socket.SOCK_DGRAM), (socket.AF_INET6, socket.
             udp.recvfrom(64)
     finally:
         udp.close()
+
+
+def test_a_program_left_as_root_can_start_threads_but_no_processes():
+    """uid 0 is exempt from the process limit, so the kernel refuses it new processes (threads stay)."""
+    if os.geteuid() != 0:
+        pytest.skip("only a root caller can leave a program as root")
+    sb = Sandbox(Limits(timeout_s=20), isolation="rlimits")
+    if sb._drop or not sb.seccomp:
+        pytest.skip("nothing stays root here, or no seccomp filter on this architecture")
+    sb.guard = False  # a fork bomb with the guard defeated: the kernel's answer
+    program = """
+import os, threading
+t = threading.Thread(target=lambda: print("thread ran"))
+t.start()
+t.join()
+n = 0
+for _ in range(50):
+    try:
+        if os.fork() == 0:
+            os._exit(0)
+        n += 1
+    except OSError:
+        pass
+print("forked", n)
+"""
+    r = sb.run(program)
+    assert "thread ran" in r.stdout and "forked 0" in r.stdout, (r.stdout, r.load_error, r.stderr)

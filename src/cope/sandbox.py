@@ -36,7 +36,8 @@ Always (both isolation levels)
   its working directory (no device nodes), no TCP connect or bind (ABI >= 4),
   no signals or abstract sockets outside the sandbox (ABI >= 6). A seccomp
   filter (x86_64, aarch64) refuses sockets other than AF_UNIX (UDP, raw,
-  netlink) and io_uring. Then the
+  netlink) and io_uring, and, for a program left as uid 0 (exempt from the
+  process limit), every new process but threads. Then the
   limits above plus an in-process guard (Python audit hooks) that refuses
   to start processes, open sockets or resolve names, load ctypes/cffi, kill
   other processes, change limits, write outside the working directory and
@@ -374,34 +375,46 @@ def _landlock(read_roots, write_roots, devices):
 # than AF_UNIX (UDP, raw, netlink, ...) and io_uring (which could open them). x86_64 and
 # aarch64 only (system call numbers differ by architecture); elsewhere nothing is filtered.
 _SECCOMP = r'''
-def _seccomp():
+def _seccomp(no_processes):
     import ctypes, struct
-    LD, JEQ, JGE, RET = 0x20, 0x15, 0x35, 0x06
-    ALLOW, DENY = 0x7fff0000, 0x00050000 | 13  # SECCOMP_RET_ERRNO | EACCES
-    arches = ((0xC000003E, 41, 425), (0xC00000B7, 198, 425))  # (AUDIT_ARCH, socket, io_uring_setup)
+    LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
+    ALLOW, DENY, NOSYS = 0x7fff0000, 0x00050000 | 13, 0x00050000 | 38  # SECCOMP_RET_ERRNO | EACCES, ENOSYS
+    # (AUDIT_ARCH, socket, io_uring_setup, clone, clone3, fork and vfork)
+    arches = ((0xC000003E, 41, 425, 56, 435, (57, 58)), (0xC00000B7, 198, 425, 220, 435, ()))
     prog = []  # (code, jt_label, jf_label, k), labels resolved below
 
     def op(code, k, jt=None, jf=None):
         prog.append([code, jt, jf, k])
 
     op(LD, 4)  # seccomp_data.arch
-    for i, (arch, sock, uring) in enumerate(arches):
+    for i, (arch, sock, uring, clone, clone3, forks) in enumerate(arches):
         op(JEQ, arch, "a%d" % i, "n%d" % i)
         prog.append("a%d" % i)
         op(LD, 0)  # nr
         if i == 0:
             op(JGE, 0x40000000, "deny", None)  # x32 system calls on x86_64
         op(JEQ, uring, "deny", None)
+        if no_processes:
+            # a program left as uid 0 is exempt from the process limit: it may start threads only
+            for nr in forks:
+                op(JEQ, nr, "deny", None)
+            op(JEQ, clone3, "nosys", None)  # its flags sit behind a pointer: the C library falls back to clone
+            op(JEQ, clone, "clone", None)
         op(JEQ, sock, "family", "allow")
         prog.append("n%d" % i)
     op(RET, ALLOW)
     prog.append("family")
     op(LD, 16)  # args[0], low 32 bits: the address family
     op(JEQ, 1, "allow", "deny")  # AF_UNIX only
+    prog.append("clone")
+    op(LD, 16)  # clone's flags
+    op(JSET, 0x10000, "allow", "deny")  # CLONE_THREAD
     prog.append("allow")
     op(RET, ALLOW)
     prog.append("deny")
     op(RET, DENY)
+    prog.append("nosys")
+    op(RET, NOSYS)
     at, n = {}, 0
     for x in prog:
         if isinstance(x, str):
@@ -504,7 +517,7 @@ def _main():
         sc = {"__name__": "_seccomp", "__builtins__": builtins}
         exec(job["seccomp_src"], sc)
         try:
-            report({"k": "seccomp", "n": sc["_seccomp"]()})
+            report({"k": "seccomp", "n": sc["_seccomp"](bool(job.get("drop_caps")))})
         except Exception as e:
             report({"k": "fatal", "err": "seccomp failed: %s" % e})
             os._exit(70)

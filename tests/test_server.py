@@ -439,6 +439,28 @@ def test_sdk_raises_typed_errors(server):
         c.chat.completions.create(model="tiny", messages=[], stream=True)
 
 
+def test_a_preset_request_timeout_bounds_each_api_request(tmp_path, upstreams):
+    stuck = upstreams["stuck"]
+    srv = ServerProcess(tmp_path, f'''
+[presets.quick]
+small = "{SMOL}"
+large = "openai/stuck"
+method = "large"
+base_url = "{stuck.base_url}"
+price_as = "gpt-4o-mini"
+request_timeout_s = 0.5
+''')
+    try:
+        n = stuck.count
+        t0 = time.monotonic()
+        status, _, data = http(srv.url + "/chat/completions", {"model": "quick", "messages": [
+            {"role": "user", "content": "2+2?"}]}, key=None)
+        assert status == 502 and "timed out after 0.5 s" in data["error"]["message"], data
+        assert stuck.count - n == 5 and time.monotonic() - t0 < 30  # five attempts of 0.5 s, not 5 x 120 s
+    finally:
+        assert srv.stop() == 0
+
+
 def test_solve_past_the_time_limit_is_a_504(server, upstreams):
     n = upstreams["stuck"].count
     before = usage_of(BOB, server)["spent_usd"]

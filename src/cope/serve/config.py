@@ -62,6 +62,7 @@ class Preset:
     api_key_env: str | None = None
     system: str = "drop"
     timeout_s: float | None = None  # None: the server-wide limit
+    request_timeout_s: float | None = None  # per API request attempt (None: the backend's 120 s)
     n_threads: int | None = None
     # a preset file from ``cope calibrate --write-preset``: its cascade replaces method, n and taus
     preset_file: str | None = None
@@ -71,7 +72,7 @@ class Preset:
         kwargs: dict[str, Any] = dict(
             small=self.small, large=self.large, n=self.n, tau1=self.tau1, tau2=self.tau2,
             method=self.method, max_tokens=self.max_tokens, small_price_as=self.small_price_as or None,
-            prices=prices, base_url=self.base_url, n_threads=self.n_threads,
+            prices=prices, base_url=self.base_url, n_threads=self.n_threads, timeout=self.request_timeout_s,
         )
         if self.price_as is not None:
             kwargs["large_price_as"] = self.price_as or None
@@ -357,6 +358,8 @@ def validate(config: ServerConfig) -> None:
             raise ConfigError(f"{at}: system must be one of {', '.join(SYSTEM_MODES)}, got '{p.system}'")
         if p.timeout_s is not None and p.timeout_s <= 0:
             raise ConfigError(f"{at}: timeout_s must be > 0, got {p.timeout_s}")
+        if p.request_timeout_s is not None and p.request_timeout_s <= 0:
+            raise ConfigError(f"{at}: request_timeout_s must be > 0, got {p.request_timeout_s}")
         if p.n_threads is not None and p.n_threads < 1:
             raise ConfigError(f"{at}: n_threads must be >= 1, got {p.n_threads}")
         if p.api_key_env and not os.environ.get(p.api_key_env):

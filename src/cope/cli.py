@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Sequence
 
+from .argtypes import POSITIVE, bounded_float, bounded_int
 from .errors import ConfigError, CopeError
 
 
@@ -35,42 +36,11 @@ class _Parser(argparse.ArgumentParser):
 MAX_N = 64
 
 
-def _bounded_int(lo: int, hi: int | None = None):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"must be {lo}..{hi}, got {v}" if hi is not None
-                                             else f"must be at least {lo}, got {v}")
-        return v
-    parse.__name__ = "int"
-    return parse
-
-
-def _bounded_float(lo: float, hi: float | None = None, *, open_lo: bool = False):
-    import math
-
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(v) or v < lo or (open_lo and v == lo) or (hi is not None and v > hi):
-            span = f"in [{lo:g}, {hi:g}]" if hi is not None else (f"above {lo:g}" if open_lo else f"at least {lo:g}")
-            raise argparse.ArgumentTypeError(f"must be a finite number {span}, got {text}")
-        return v
-    parse.__name__ = "float"
-    return parse
-
-
-_N = _bounded_int(1, MAX_N)
-_POS = _bounded_int(1)
-_TAU = _bounded_float(0.0, 1.0)
-_USD = _bounded_float(0.0)
-_SECONDS = _bounded_float(0.0, open_lo=True)
-_PORT = _bounded_int(0, 65535)
+_N = bounded_int(1, MAX_N)
+_POS = POSITIVE
+_TAU = bounded_float(0.0, 1.0)
+_USD = bounded_float(0.0)
+_SECONDS = bounded_float(0.0, open_lo=True)
 
 
 def _build_parser() -> argparse.ArgumentParser:

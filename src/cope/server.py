@@ -25,6 +25,7 @@ import sys
 import threading
 from typing import Any, Iterator, Sequence
 
+from .argtypes import PORT, POSITIVE
 from .errors import ConfigError, CopeError
 
 # Seconds in-flight requests get to finish on shutdown before they are cancelled.
@@ -44,35 +45,15 @@ def build_parser(prog: str = "cope serve") -> argparse.ArgumentParser:
     return p
 
 
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0 picks a free one), got {v}")
-    return v
-
-
-def _threads(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--port", type=PORT, default=8000, help="port (default: 8000; 0 picks a free one)")
     p.add_argument("--config", default=None,
                    help="TOML file with presets, keys and limits; client keys may also come from the "
                         "environment variable COPE_API_KEYS (comma-separated), used together with the file's")
     p.add_argument("--preset", nargs="+", default=[], metavar="FILE",
                    help="preset files (from cope calibrate --write-preset) to serve, each under its name")
-    p.add_argument("--threads", type=_threads, default=None, help="CPU threads for local models (default: all)")
+    p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads for local models (default: all)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default: info)")
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per HTTP request")

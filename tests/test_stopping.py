@@ -248,3 +248,79 @@ def test_cope_auto_on_code_is_cope_stopped_at_the_first_passing_program():
     assert full.stage == early.stage == 1 and early.answer == full.answer and "a + b" in early.answer
     assert (full.stages[0].drawn, early.stages[0].drawn) == (8, 4)
     assert early.tokens("small")["completion"] < full.tokens("small")["completion"]
+
+
+class PlanningCoder(Scripted):
+    """Its k-th planning call writes goals naming ``kKxJ``; its programs are right only when the prompt
+    holds a goal of planning call ``good`` (control flow only: what the goals say is not read)."""
+
+    def __init__(self, spec, good):
+        super().__init__(spec, None)
+        self.good, self.plan_calls = good, []
+
+    async def generate(self, messages, params):
+        text = " ".join(str(m.get("content", "")) for m in messages)
+        if params.max_tokens == 80:  # a goal request (plans.MAX_TOKENS)
+            k = len(self.plan_calls)
+            self.plan_calls.append((params.n, params.seed))
+            comps = [Completion(f"Write it the way k{k}x{j} says.", 3) for j in range(params.n)]
+            return Generation(comps, 10, 3 * params.n, 0.01, self.spec)
+        self.calls.append((params.n, params.seed))
+        op = "+" if f" k{self.good}x" in text else "-"
+        comps = [Completion(f"```python\ndef add(a, b):\n    return a {op} b\n```", 12) for _ in range(params.n)]
+        return Generation(comps, 10, 12 * params.n, 0.01, self.spec)
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_plans_in_windows_are_drawn_with_the_samples_that_use_them(tmp_path, windowed):
+    """With plans_in_windows a stage writes each window's goals just before its samples: a stage
+    that stops at its second window paid for 2 + 2 goals, not 8, and keeps the goal that passed."""
+    from cope.presets import load_preset
+
+    f = tmp_path / "p.toml"
+    f.write_text('[preset]\nname = "w"\nbase = "cope"\ntau1 = 1.0\ntau2 = 1.0\nn = 8\nwindow = 2\n'
+                 f'stop = "exact"\nplans_in_windows = {str(windowed).lower()}\n')
+    pf = load_preset(f)
+    assert pf.plans_in_windows is windowed and ("plans_in_windows = true" in pf.to_toml()) is windowed
+    cfg = pf.config()
+    assert cfg.stages[0].plan.windowed is windowed and not cfg.stages[1].plan.windowed  # one guideline
+    stub = 'def add(a, b):\n    """Sum.\n    >>> add(1, 2)\n    3\n    """\n'
+    good = 1 if windowed else 0  # up front, all 8 goals come from planning call 0
+    small = PlanningCoder("local/a", good)
+    c = Cope(small=small, large=PlanningCoder("local/b", -1), config=cfg,
+             large_price_as="gpt-4o-mini", prices=PriceTable.load())
+    r = c.solve(stub, task="code", seed=3)
+    assert r.stage == 1 and "a + b" in r.answer
+    if windowed:
+        assert [n for n, _ in small.plan_calls] == [2, 2] and r.stages[0].drawn == 4
+        assert [p.text.split()[4] for p in r.plans] == ["k0x0", "k0x1", "k1x0", "k1x1"]
+        assert sum(1 for cl in r.calls if cl.role == "plan") == 2
+    else:
+        assert [n for n, _ in small.plan_calls] == [8] and r.stages[0].drawn == 2 and len(r.plans) == 8
+    # a recording draws every window, its plans seeded as the live run's: the live calls are its first
+    rec_model = PlanningCoder("local/a", good)
+    Cope(small=rec_model, large=PlanningCoder("local/b", -1), config=recording(cfg),
+         large_price_as="gpt-4o-mini", prices=PriceTable.load()).solve(stub, task="code", seed=3)
+    live = len(small.plan_calls)  # stage 1 goals (stage 2 guideline is large's)
+    assert rec_model.plan_calls[:live] == small.plan_calls[:live]
+    assert [n for n, _ in rec_model.plan_calls] == ([2, 2, 2, 2] if windowed else [8])
+    assert len({seed for _, seed in rec_model.plan_calls}) == len(rec_model.plan_calls)
+    assert r.plans[[p.text.split()[4] for p in r.plans].index(f"k{good}x0")].name == "g_S"
+
+
+def test_predictive_rule_changes_are_counted_on_a_real_recording():
+    """On the committed GSM recording: the exact rule keeps every decision of full sampling, the
+    predictive rule draws no more than it, and what it changed is counted, not hidden."""
+    from pathlib import Path
+
+    from cope.eval.metrics import summarize_run
+
+    s = summarize_run(Path(__file__).parent.parent / "results" / "gsm")
+    cope_es = s["early_stopping"]["cope"]
+    assert cope_es["problems"] == 60 and "large" not in s["early_stopping"]  # one greedy sample: no vote
+    assert cope_es["samples_predictive"] <= cope_es["samples_exact"] < cope_es["samples_full"]
+    assert cope_es["accuracy_exact"] == s["methods"]["cope"]["accuracy"]
+    for e in s["early_stopping"].values():
+        assert e["right_to_wrong"] + e["wrong_to_right"] <= e["decisions_changed"]
+        assert e["accuracy_predictive"] == pytest.approx(
+            e["accuracy_exact"] + (e["wrong_to_right"] - e["right_to_wrong"]) / e["problems"])

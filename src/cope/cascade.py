@@ -40,6 +40,10 @@ class PlanStep:
     count: int = 1
     temperature: float = 0.8
     keep_as: str = ""
+    # drawn window by window with the samples that use them, not all up front: a stage that
+    # stops after its first window then pays for that window's plans only (no effect without windows;
+    # each window's plans are seeded on their own, so a recording replays an early-stopped run)
+    windowed: bool = False
 
 
 @dataclass(frozen=True)
@@ -258,7 +262,8 @@ class Cascade:
             stage_seed = None if seed is None else seed * 1000 + (st.seed_index or idx) * 100
             emit(Event("stage", idx, len(stages), st.executor, 0, st.n, spent()))
             try:
-                new_plans = await self._plan(problem, st, idx, stage_seed, calls, emit)
+                new_plans = [] if self._plans_windowed(st) else await self._plan(
+                    problem, st, idx, stage_seed, calls, emit)
                 completions, plan_of_sample, styles, assessment, window_s = await self._execute(
                     problem, st, idx, kept, new_plans, stage_seed, calls, emit)
             except BackendError as exc:
@@ -270,6 +275,7 @@ class Cascade:
             if new_plans and st.plan and st.plan.keep_as:
                 # Keep a plan that led to the majority answer (the first one).
                 pick = plan_of_sample[assessment.support[0]] if assessment.support else 0
+                pick = min(pick, len(new_plans) - 1)
                 chosen = new_plans[pick]
                 kept[st.plan.keep_as] = Plan(chosen.kind, chosen.text, chosen.model, chosen.stage, st.plan.keep_as)
                 used_plans[len(used_plans) - len(new_plans) + pick] = kept[st.plan.keep_as]
@@ -349,16 +355,23 @@ class Cascade:
             )
         )
 
-    async def _plan(self, problem, st: Stage, idx, seed, calls, emit) -> list[Plan]:
+    @staticmethod
+    def _plans_windowed(st: Stage) -> bool:
+        """Whether the stage's plans are drawn with each window (see :attr:`PlanStep.windowed`)."""
+        # with stop "none" too: a recording draws every window's plans as the live run drew its first
+        return bool(st.plan and st.plan.windowed and st.plan.count > 1 and st.window)
+
+    async def _plan(self, problem, st: Stage, idx, seed, calls, emit, count: int | None = None) -> list[Plan]:
         if st.plan is None:
             return []
         ps = st.plan
+        count = count or ps.count
         bound = self.models[ps.planner]
-        params = GenParams(n=ps.count, temperature=ps.temperature, max_tokens=MAX_TOKENS[ps.kind], seed=seed)
-        with self._progress(emit, "plan", idx, ps.planner, ps.count, calls, f"{ps.kind}s"):
+        params = GenParams(n=count, temperature=ps.temperature, max_tokens=MAX_TOKENS[ps.kind], seed=seed)
+        with self._progress(emit, "plan", idx, ps.planner, count, calls, f"{ps.kind}s"):
             asks = getattr(self.task, "plan_asks", None)
             gen = await bound.model.generate(planner_messages(problem, ps.kind, asks), params)
-        self._record(calls, idx, "plan", ps.planner, gen, ps.count)
+        self._record(calls, idx, "plan", ps.planner, gen, count)
         return [Plan(ps.kind, clean_plan(c.text, ps.kind), bound.spec, idx) for c in gen.completions]
 
     def _styles(self, st: Stage) -> tuple[str, ...]:
@@ -390,26 +403,31 @@ class Cascade:
         samples of a window that share a prompt go into one call (several
         prompts with the same count into one ``generate_many``), so one
         window with no styles is exactly one call, as before windows existed.
+        With windowed plans, ``new_plans`` starts empty and grows by the plans
+        each window's samples use, drawn just before them.
         """
         bound = self.models[st.executor]
         base = [kept[name] for name in st.use_plans if name in kept]
         seed_x = None if seed is None else seed + 1
         styles = self._styles(st)
         n = st.n
-        per = n // len(new_plans) if new_plans else n
-        slot_plan = [i // per if new_plans else 0 for i in range(n)]
+        windowed = self._plans_windowed(st)
+        n_plans = st.plan.count if windowed and st.plan else len(new_plans)
+        per = n // n_plans if n_plans else n
+        slot_plan = [i // per if n_plans else 0 for i in range(n)]
         slot_style = [styles[i % len(styles)] if styles else "" for i in range(n)]
         prompts: dict[tuple[int, str], list] = {}
 
         def prompt(key: tuple[int, str]) -> list:
             if key not in prompts:
-                plans = base + ([new_plans[key[0]]] if new_plans else [])
+                # a planner that returned fewer plans than asked: its last plan serves the rest
+                plans = base + ([new_plans[min(key[0], len(new_plans) - 1)]] if new_plans else [])
                 prompts[key] = (self.task.executor_messages(problem, plans, style=key[1]) if key[1]
                                 else self.task.executor_messages(problem, plans))
             return prompts[key]
 
         # A stage that keeps one of several plans keeps the majority's: its answer matters even when it escalates.
-        need_answer = bool(st.plan and st.plan.keep_as and len(new_plans) > 1)
+        need_answer = bool(st.plan and st.plan.keep_as and n_plans > 1)
         can_stop = st.stop != "none" and hasattr(self.task, "settled")
         outputs: list = [None] * n
         window_s: list[float] = []
@@ -417,6 +435,11 @@ class Cascade:
         assessment: Assessment | None = None
         with self._progress(emit, "execute", idx, st.executor, n, calls, "samples"):
             for w, (lo, hi) in enumerate(windows(n, st.window)):
+                missing = slot_plan[hi - 1] + 1 - len(new_plans)
+                if windowed and missing > 0:
+                    # window 0 keeps the stage seed; later windows' plans get their own streams
+                    plan_seed = None if seed is None else seed + w * 1009 + 53 * (w > 0)
+                    new_plans += await self._plan(problem, st, idx, plan_seed, calls, emit, count=missing)
                 groups: dict[tuple[int, str], list[int]] = {}
                 for i in range(lo, hi):
                     groups.setdefault((slot_plan[i], slot_style[i]), []).append(i)

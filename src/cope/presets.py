@@ -33,7 +33,7 @@ from .cascade import CascadeConfig
 from .errors import ConfigError
 from .stopping import RULES
 
-_KEYS = {"name", "base", "stages", "tau1", "tau2", "n", "window", "stop", "max_tokens"}
+_KEYS = {"name", "base", "stages", "tau1", "tau2", "n", "window", "stop", "max_tokens", "plans_in_windows"}
 _NAME = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -50,6 +50,8 @@ class PresetFile:
     window: int | None = None  # None: the base method's
     stop: str | None = None
     max_tokens: int | None = None
+    # a windowed stage's plans drawn with each window, not all up front (see PlanStep.windowed)
+    plans_in_windows: bool = False
     expected: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
@@ -62,6 +64,9 @@ class PresetFile:
         sampling = {k: v for k, v in (("window", self.window), ("stop", self.stop)) if v is not None}
         if sampling:  # any base method's voting stages can be drawn in windows and stopped early
             base = replace(base, stages=tuple(replace(st, **sampling) if st.n > 1 else st for st in base.stages))
+        if self.plans_in_windows:
+            base = replace(base, stages=tuple(replace(st, plan=replace(st.plan, windowed=True))
+                                              if st.plan and st.plan.count > 1 else st for st in base.stages))
         return subset(base, self.stages, where=self.source or self.name)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +92,8 @@ class PresetFile:
             lines.append(f'stop = "{self.stop}"')
         if self.max_tokens is not None:
             lines.append(f"max_tokens = {self.max_tokens}")
+        if self.plans_in_windows:
+            lines.append("plans_in_windows = true")
         if self.expected:
             lines += ["", "# what the calibration expects on new problems (information only)", "[expected]"]
             for k, v in self.expected.items():
@@ -163,11 +170,14 @@ def load_preset(path: str | Path, *, check: bool = True) -> PresetFile:
             raise ConfigError(f"{path}: '{key}' must be a whole number, got {v!r}")
     if "stop" in table and table["stop"] not in RULES:
         raise ConfigError(f"{path}: 'stop' must be one of {', '.join(RULES)}, got {table['stop']!r}")
+    if not isinstance(table.get("plans_in_windows", False), bool):
+        raise ConfigError(f"{path}: 'plans_in_windows' must be true or false, got {table['plans_in_windows']!r}")
     expected = data.get("expected", {})
     preset = PresetFile(
         name=table["name"], base=table["base"], stages=tuple(stages),
         tau1=float(table.get("tau1", 0.75)), tau2=float(table.get("tau2", 0.5)), n=table.get("n", 8),
         window=table.get("window"), stop=table.get("stop"), max_tokens=table.get("max_tokens"),
+        plans_in_windows=table.get("plans_in_windows", False),
         expected=expected if isinstance(expected, dict) else {}, source=str(path),
     )
     if check:

@@ -117,7 +117,10 @@ def replayed(r: dict[str, Any], *thresholds: float, plan: Sequence[Any] | None =
     the decision is the recording's own; with the predictive rule it is what
     the rule decided at its stop (see :func:`early_stop_changes`).
     """
-    stages = [dict(s) for s in r["stages"]]
+    # the token tallies are rewritten per stage below: copied, so the recorded row stays as it was
+    stages = [{**s, "tokens": {who: {role: dict(t) for role, t in roles.items()}
+                               for who, roles in s.get("tokens", {}).items()}} if "tokens" in s else dict(s)
+              for s in r["stages"]]
     stop = len(stages)
     for i, s in enumerate(stages[:-1]):
         if plan is not None and i < len(plan):
@@ -181,6 +184,50 @@ def _replay_stop(s: dict[str, Any], st: Any, threshold: float | None, strict: bo
         plan_s = s["latency_s"] - sum(w_s)  # the stage's planning call, if any, ran in full
         s["latency_s"] = plan_s + sum(w_s[: len(windows(drawn, st.window))])
     s["drawn"] = drawn
+
+
+def early_stop_changes(rows: list[dict[str, Any]], stages: Sequence[Any], *, window: int = 4,
+                       strict: bool = False) -> dict[str, Any] | None:
+    """The predictive rule against the exact one, both replayed on a recording's full votes.
+
+    The exact rule never changes a decision; the predictive one stops sooner
+    and may. This counts, over the recorded problems, the samples each rule
+    would have drawn and the problems whose deciding stage or
+    correctness the predictive rule changed (a stage's recorded answer is kept,
+    so a changed answer shows as changed correctness), so a user can see what its
+    savings cost before turning it on. Stages without a window of their own
+    are replayed in windows of ``window``: a recording drawn in one batch
+    holds exchangeable samples, so its first k stand for a live run's first k.
+    None when no stage votes (nothing to stop early).
+    """
+    from dataclasses import replace
+
+    if not rows or not any(st.n > 1 for st in stages) or len(stages) != len(rows[0]["stages"]):
+        return None
+    taus = [st.threshold for st in stages[:-1]]
+
+    def run(rule: str) -> list[dict[str, Any]]:
+        plan = [replace(st, stop=rule, window=st.window or window) if st.n > 1 else st for st in stages]
+        return [replayed(r, *taus, plan=plan, strict=strict) for r in rows]
+
+    def drawn(r: dict[str, Any]) -> int:
+        return sum(int(s.get("drawn", s.get("n", 1))) for s in r["stages"][: r["stage"]])
+
+    exact, pred = run("exact"), run("predictive")
+    changed = [(e, p) for e, p in zip(exact, pred) if (e["stage"], bool(e["correct"])) != (p["stage"], bool(p["correct"]))]
+    return {
+        "problems": len(rows),
+        "window": max((st.window or window) for st in stages if st.n > 1),
+        "samples_exact": sum(drawn(r) for r in exact),
+        "samples_predictive": sum(drawn(r) for r in pred),
+        "samples_full": sum(drawn({**r, "stages": [{**s, "drawn": s.get("n", 1)} for s in r["stages"]]})
+                            for r in exact),
+        "decisions_changed": len(changed),
+        "right_to_wrong": sum(1 for e, p in changed if e["correct"] and not p["correct"]),
+        "wrong_to_right": sum(1 for e, p in changed if p["correct"] and not e["correct"]),
+        "accuracy_exact": float(np.mean([bool(r["correct"]) for r in exact])),
+        "accuracy_predictive": float(np.mean([bool(r["correct"]) for r in pred])),
+    }
 
 
 def stage3_without_plan(cope_rows: list[dict[str, Any]], large_rows: list[dict[str, Any]],
@@ -322,6 +369,7 @@ def summarize_run(out: Path) -> dict[str, Any]:
         by_method.setdefault(r["method"], []).append(r)
     notes = []
     calibration: dict[str, list[dict[str, Any]]] = {}
+    early_stopping: dict[str, dict[str, Any]] = {}
     styles = {m: t for m, rows in by_method.items() if (t := style_breakdown(rows))}
     if cfg.record:
         for m in ("cope", "cascade-noplan"):
@@ -343,6 +391,9 @@ def summarize_run(out: Path) -> dict[str, Any]:
                         for r in rows if len(r["stages"]) > max(picks)]
                 notes.append(f"{m}: stages {', '.join(str(k + 1) for k in picks)} of the recorded cascade")
                 by_method[m] = rows
+            changes = early_stop_changes(rows, stages)
+            if changes:
+                early_stopping[m] = changes
             if len(stages) > 1 or early:
                 taus = [st.threshold for st in stages[:-1]]
                 by_method[m] = [replayed(r, *taus, plan=stages) for r in rows]
@@ -388,6 +439,7 @@ def summarize_run(out: Path) -> dict[str, Any]:
         "judged": judged,
         "paired_vs_large": paired,
         "calibration": calibration,
+        "early_stopping": early_stopping,
         "styles": styles,
         "regenerate": f"cope report {out}",
     }

@@ -97,6 +97,19 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
                 for st in stages:
                     cells = ", ".join(f"{b['confidence']:.2f}: {b['right']}/{b['problems']}" for b in st["bins"])
                     lines.append(f"| {m} | {st['stage']} | {cells} | {st['ece']:.2f} |")
+        early = s.get("early_stopping") or {}
+        if early:
+            lines += ["", "Early stopping replayed on the recording's full votes (each voting stage in windows of "
+                          "the method's own size, or 4): samples drawn over all problems by each rule, and what the "
+                          "predictive rule changed against the exact one (which changes nothing by construction):",
+                      "", "| method | problems | samples: all n / exact / predictive | decisions changed | "
+                          "right to wrong / wrong to right | accuracy exact / predictive |",
+                      "|---|---|---|---|---|---|"]
+            for m, e in early.items():
+                lines.append(f"| {m} | {e['problems']} | {e['samples_full']} / {e['samples_exact']} / "
+                             f"{e['samples_predictive']} | {e['decisions_changed']} | {e['right_to_wrong']} / "
+                             f"{e['wrong_to_right']} | {100 * e['accuracy_exact']:.1f}% / "
+                             f"{100 * e['accuracy_predictive']:.1f}% |")
         for name, w in s.get("judged", {}).items():
             lo, hi = w["adjusted_ci95"]
             lines += ["", f"Judged: {name}: {w['wins']} wins, {w['ties']} ties, {w['losses']} losses of {w['n']}; "

@@ -81,6 +81,8 @@ def _stage_summary(st) -> dict[str, Any]:
     out: dict[str, Any] = {"executor": st.executor, "n": st.n, "threshold": st.threshold}
     if st.plan:
         out["plan"] = f"{st.plan.count} {st.plan.kind} by {st.plan.planner}"
+        if st.plan.windowed and st.window:
+            out["plans_in_windows"] = True
     if st.use_plans:
         out["use_plans"] = list(st.use_plans)
     if st.styles:

@@ -219,3 +219,36 @@ def test_cope_s3_noplan_differs_from_cope_only_in_stage3_plans(smol):
     assert r.stage == 3
     g_l = next(p for p in r.plans if p.name == "g_L")
     assert len(large.prompts) == 2 and g_l.text not in large.prompts[1] and "Guideline" not in large.prompts[1]
+
+
+class _HalfAnswered:
+    """Answers one prompt of a ``generate_many`` and fails the other, as an API that billed the first."""
+
+    spec = "local/half"
+
+    async def generate(self, messages, params):
+        from cope.models.base import Completion, Generation
+
+        return Generation([Completion("\\boxed{4}", 5) for _ in range(params.n)], 10, 5 * params.n, 0.01, self.spec)
+
+    async def generate_many(self, prompts, params):
+        from cope.errors import BackendError
+
+        first = await self.generate(prompts[0], params)
+        raise BackendError("second prompt failed", spent=[first])
+
+
+def test_a_partly_answered_call_keeps_its_cost_in_the_error():
+    """The cascade's error carries the answered part of a failed call as a call record, priced,
+    not only the calls that fully succeeded (before, the engine overwrote it with those)."""
+    from cope.cascade import CascadeConfig, Stage
+    from cope.errors import BackendError
+
+    cfg = CascadeConfig(stages=(Stage(executor="small", n=2, threshold=None, styles=("cot", "pot")),))
+    half = _HalfAnswered()
+    c = Cope(small=half, large=half, config=cfg, small_price_as="gpt-4o-mini", prices=PriceTable.load())
+    with pytest.raises(BackendError) as info:
+        c.solve("What is 2 + 2?", task="math")
+    paid = info.value.spent
+    assert len(paid) == 1 and paid[0].role == "execute" and paid[0].stage == 1
+    assert paid[0].completion_tokens == 5 and paid[0].cost_usd > 0

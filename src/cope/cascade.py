@@ -361,6 +361,19 @@ class Cascade:
         # with stop "none" too: a recording draws every window's plans as the live run drew its first
         return bool(st.plan and st.plan.windowed and st.plan.count > 1 and st.window)
 
+    @contextmanager
+    def _paid_on_failure(self, calls: list[CallRecord], stage: int, role: str, who: Role):
+        """A failed call's answered part (``BackendError.spent``: generations the API billed, e.g. the
+        prompts of a ``generate_many`` that came back before another failed) joins the call records,
+        so the error the caller sees carries every cost, not only the calls that fully succeeded."""
+        try:
+            yield
+        except BackendError as exc:
+            for g in exc.spent:
+                if isinstance(g, Generation):
+                    self._record(calls, stage, role, who, g, len(g.completions))
+            raise
+
     async def _plan(self, problem, st: Stage, idx, seed, calls, emit, count: int | None = None) -> list[Plan]:
         if st.plan is None:
             return []
@@ -370,7 +383,8 @@ class Cascade:
         params = GenParams(n=count, temperature=ps.temperature, max_tokens=MAX_TOKENS[ps.kind], seed=seed)
         with self._progress(emit, "plan", idx, ps.planner, count, calls, f"{ps.kind}s"):
             asks = getattr(self.task, "plan_asks", None)
-            gen = await bound.model.generate(planner_messages(problem, ps.kind, asks), params)
+            with self._paid_on_failure(calls, idx, "plan", ps.planner):
+                gen = await bound.model.generate(planner_messages(problem, ps.kind, asks), params)
         self._record(calls, idx, "plan", ps.planner, gen, count)
         return [Plan(ps.kind, clean_plan(c.text, ps.kind), bound.spec, idx) for c in gen.completions]
 
@@ -453,10 +467,11 @@ class Cascade:
                     call_seed = None if seed_x is None else seed_x + w * 1009 + g * 101
                     params = GenParams(n=count, temperature=st.temperature, max_tokens=st.max_tokens,
                                        seed=call_seed, logprobs=self.task.needs_logprobs)
-                    if len(keys) > 1:
-                        gens = await bound.model.generate_many([prompt(k) for k in keys], params)
-                    else:
-                        gens = [await bound.model.generate(prompt(keys[0]), params)]
+                    with self._paid_on_failure(calls, idx, "execute", st.executor):
+                        if len(keys) > 1:
+                            gens = await bound.model.generate_many([prompt(k) for k in keys], params)
+                        else:
+                            gens = [await bound.model.generate(prompt(keys[0]), params)]
                     for key, gen in zip(keys, gens):
                         window_s[-1] += gen.latency_s
                         self._record(calls, idx, "execute", st.executor, gen, count)

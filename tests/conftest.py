@@ -11,6 +11,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Tests run on 2 cores; keep llama.cpp from oversubscribing when pytest runs
 # a server process beside it.
 os.environ.setdefault("COPE_THREADS", "2")
+# The server keeps spend in a SQLite ledger under its state directory: never the
+# developer's own, and one fresh directory per test run (a server test that wants
+# its own ledger sets the variable for its process).
+import tempfile  # noqa: E402
+
+os.environ["COPE_STATE_DIR"] = tempfile.mkdtemp(prefix="cope-test-state-")
 
 SMOL = "local/smollm2-135m"
 

@@ -287,19 +287,24 @@ def test_a_reply_without_usage_counts_against_the_cap(tmp_path):
     assert gen.extra["usage_estimated"] and call["usd"] > 0 and budget.spent == pytest.approx(call["usd"])
 
 
-def test_a_key_overshoots_by_at_most_one_reserved_call():
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_a_key_overshoots_by_at_most_one_reserved_call(backend, tmp_path):
     from cope.serve.config import KeyConfig
     from cope.serve.ledger import BudgetExceeded as KeyBudgetExceeded, Ledger
+    from cope.serve.spend import open_store
 
-    ledger = Ledger([KeyConfig(name="k", secret="sk-k-123456789", budget_usd=0.05)])
+    store = open_store(backend, path=str(tmp_path / "ledger.sqlite3"))
+    ledger = Ledger([KeyConfig(name="k", secret="sk-k-123456789", budget_usd=0.05)], store)
     (acct,) = ledger.accounts
-    ledger.reserve(acct, 0.04)
-    ledger.reserve(acct, 0.04)  # 0.04 held < 0.05: one more call may start, and may overshoot
+    first = ledger.reserve(acct, 0.04)
+    second = ledger.reserve(acct, 0.04)  # 0.04 held < 0.05: one more call may start, and may overshoot
     with pytest.raises(KeyBudgetExceeded):
         ledger.reserve(acct, 0.04)  # held 0.08 >= 0.05: refused while those two are in flight
-    ledger.settle(acct, 0.04, 0.03)
-    ledger.settle(acct, 0.04, 0.03)
-    assert acct.spent_usd == pytest.approx(0.06) and acct.reserved_usd == 0 and acct.refused == 1
+    ledger.settle(first, 0.03)
+    ledger.settle(second, 0.03)
+    ledger.settle(second, 0.03)  # a repeated settle charges nothing more
+    use = ledger.usage(acct)
+    assert use["spent_usd"] == pytest.approx(0.06) and use["reserved_usd"] == 0 and acct.refused == 1
     with pytest.raises(KeyBudgetExceeded):
         ledger.admit(acct)
 

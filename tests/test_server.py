@@ -41,11 +41,12 @@ class ServerProcess:
     """``python -m cope.server`` with a config file; stdout and stderr go to a file we poll.
 
     ``keys`` sets COPE_API_KEYS for the server alone (it is removed otherwise,
-    so a developer's own variable cannot change what the tests see).
+    so a developer's own variable cannot change what the tests see). ``state``
+    is its state directory (the SQLite ledger): by default one of its own.
     """
 
     def __init__(self, tmp: Path, config: str | None, extra: tuple[str, ...] = ("--no-access-log",),
-                 keys: str | None = None) -> None:
+                 keys: str | None = None, state: Path | None = None) -> None:
         self.tmp = tmp
         self.log = tmp / "server.err"
         args = [sys.executable, "-m", "cope.server", "--port", "0", "--threads", "2", *extra]
@@ -54,6 +55,7 @@ class ServerProcess:
             cfg.write_text(config)
             args += ["--config", str(cfg)]
         env = {k: v for k, v in os.environ.items() if k != "COPE_API_KEYS"}
+        env["COPE_STATE_DIR"] = str(state or tmp / "state")  # each server its own ledger unless told
         if keys is not None:
             env["COPE_API_KEYS"] = keys
         self._err = self.log.open("w")

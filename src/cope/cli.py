@@ -149,6 +149,12 @@ def _build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve COPE presets as an OpenAI-compatible endpoint")
     add_serve_arguments(srv)
 
+    ks = sub.add_parser("keys", help="the server's API keys: spend read from its ledger")
+    ks_sub = ks.add_subparsers(dest="keys_command", required=True)
+    ku = ks_sub.add_parser("usage", help="every key's spend (total, today, this month) and held calls")
+    ku.add_argument("--config", default=None, help="the server's TOML config (default: the built-in one)")
+    ku.add_argument("--json", action="store_true", help="print one JSON object")
+
     d = sub.add_parser("doctor", help="check this install: build, CPU, models, sandbox, caches, keys")
     d.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     d.add_argument("--model", nargs="+", default=None,
@@ -425,6 +431,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from .serve import load_config
+    from .serve.usage import key_usage, render
+
+    report = key_usage(load_config(args.config))
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
@@ -441,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda message, category, *_a, **_k: f"cope: warning: {message}\n"
     try:
         handler = {"solve": _cmd_solve, "eval": _cmd_eval, "calibrate": _cmd_calibrate,
-                   "report": _cmd_report, "judge": _cmd_judge, "serve": _cmd_serve, "models": _cmd_models,
+                   "report": _cmd_report, "judge": _cmd_judge, "serve": _cmd_serve, "models": _cmd_models, "keys": _cmd_keys,
                    "doctor": _cmd_doctor}[args.command]
         return handler(args)
     except CopeError as exc:

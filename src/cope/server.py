@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", nargs="+", default=[], metavar="FILE",
                    help="preset files (from cope calibrate --write-preset) to serve, each under its name")
     p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads for local models (default: all)")
+    p.add_argument("--workers", type=POSITIVE, default=1,
+                   help="worker processes sharing the port and the SQLite ledger (default: 1); "
+                        "each loads its own models")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default: info)")
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per HTTP request")
@@ -164,16 +167,21 @@ def serve(args: argparse.Namespace) -> int:
     if not config.keys and not _is_loopback(args.host):
         sys.stderr.write(f"cope serve: warning: listening on {args.host} with no keys ([keys] or {ENV_KEYS}): "
                          "anyone who can reach it can spend on the configured models\n")
-    app = create_app(config)
+    workers = getattr(args, "workers", 1) or 1
+    if workers > 1 and config.ledger.backend == "memory":
+        raise ConfigError("--workers needs a shared ledger: each worker would keep its own spend "
+                          "([ledger] backend = \"memory\"); use the sqlite backend")
+    app = create_app(config) if workers == 1 else None
     shown = f"[{host}]" if ":" in host else host
     if config.keys:
         keys = f"{len(config.keys)} key{'s' if len(config.keys) > 1 else ''}"
         keys += f" ({config.env_keys} from {ENV_KEYS} only)" if config.env_keys else ""
-        keys += ", spend per key kept in memory"
+        keys += {"memory": ", spend per key kept in memory", "redis": ", spend per key in the redis ledger"}.get(
+            config.ledger.backend, f", spend per key in {config.ledger_path()}")
     else:
         keys = "no keys: open to anyone who can reach it"
     ready = (f"cope serve: ready on http://{shown}:{port}/v1 with presets {', '.join(config.presets)} "
-             f"({config.source}; {keys})")
+             f"({config.source}; {keys}" + (f"; {workers} worker processes" if workers > 1 else "") + ")")
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -196,45 +204,47 @@ def serve(args: argparse.Namespace) -> int:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    uv_config = uvicorn.Config(app, log_level=args.log_level, access_log=not args.no_access_log,
-                               timeout_graceful_shutdown=GRACEFUL_S, server_header=False, lifespan="off",
-                               http=_header_timed_h11())
-    Server(uv_config).run(sockets=[sock])
+    common = dict(log_level=args.log_level, access_log=not args.no_access_log, timeout_graceful_shutdown=GRACEFUL_S,
+                  server_header=False, lifespan="off", http="cope.serve.http:HeaderTimedH11")
+    if workers > 1:
+        _serve_workers(args, workers, sock, ready, common)
+        return 0
+    Server(uvicorn.Config(app, **common)).run(sockets=[sock])
     return 0
 
 
-# Seconds a new connection has to send a request's headers; then the server closes it, so idle
-# or half-open connections (a slowloris) cannot pile up. Keep-alive idling is uvicorn's own timeout.
-HEADER_TIMEOUT_S = 10.0
+def _serve_workers(args: argparse.Namespace, workers: int, sock: socket.socket, ready: str,
+                   common: dict[str, Any]) -> None:
+    """K uvicorn worker processes on one socket, each building the app from the same config.
 
+    Workers are spawned, so each one loads the config again from the files named
+    in the environment (see :mod:`cope.serve.worker`) and builds its own models on
+    first use: memory grows with K. They share spend through the SQLite ledger.
+    """
+    import json
 
-def _header_timed_h11() -> type:
-    """uvicorn's h11 protocol with a deadline for the first request's headers."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    class HeaderTimedH11(H11Protocol):
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._cope_deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._cope_too_slow)
+    from .serve.worker import ARGS_ENV
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.cycle is not None and self._cope_deadline is not None:
-                self._cope_deadline.cancel()  # a request has started: its body has its own limit
-                self._cope_deadline = None
+    os.environ[ARGS_ENV] = json.dumps({"config": os.path.abspath(args.config) if args.config else None,
+                                       "preset": [os.path.abspath(f) for f in getattr(args, "preset", [])],
+                                       "log_level": args.log_level})
+    uv_config = uvicorn.Config("cope.serve.worker:build", factory=True, workers=workers, **common)
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._cope_deadline is not None:
-                self._cope_deadline.cancel()
-                self._cope_deadline = None
-            super().connection_lost(exc)
+    class Supervisor(Multiprocess):
+        def init_processes(self) -> None:
+            super().init_processes()
+            for proc in self.processes:
+                if not proc.wait_until_ready(120, self.should_exit):
+                    sys.stderr.write("cope serve: error: a worker did not start; stopping\n")
+                    self.should_exit.set()
+                    return
+            sys.stderr.write(ready + "\n")
+            sys.stderr.flush()
 
-        def _cope_too_slow(self) -> None:
-            self._cope_deadline = None
-            if self.cycle is None and not self.transport.is_closing():
-                self.transport.close()
-
-    return HeaderTimedH11
+    Supervisor(uv_config, sockets=[sock]).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

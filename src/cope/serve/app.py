@@ -180,7 +180,7 @@ class Service:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.presets = Presets(config)
-        self.ledger = Ledger(config.keys)
+        self.ledger = Ledger(config.keys, config.open_ledger())
         self.gate = Gate(config.limits.max_concurrent, config.limits.max_waiting)
         self.started = int(time.time())
         from ..pricing import PriceTable
@@ -206,7 +206,7 @@ class Service:
         return result
 
     def extension(self, preset: Preset, result: Any, account: Account, request: ChatRequest) -> dict[str, Any]:
-        acct = account.to_dict()
+        acct = self.ledger.usage(account)
         return {**result.to_dict(), "preset": preset.name, "seed": request.seed,
                 "key": {k: acct[k] for k in ("key", "spent_usd", "budget_usd", "remaining_usd")}}
 
@@ -339,12 +339,12 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/v1/cope/usage")
     async def usage(request: Request) -> Response:
-        """The caller's spend since the server started (kept in memory only)."""
+        """The caller's spend and budgets, read from the ledger (every process's calls)."""
         try:
             account, _ = svc.admit(request)
         except AuthError as exc:
             return _json_error(exc)
-        return JSONResponse(account.to_dict())
+        return JSONResponse(svc.ledger.usage(account))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

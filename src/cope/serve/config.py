@@ -15,6 +15,7 @@ only in the variable have no budget; they are labelled ``COPE_API_KEYS[i]``
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -102,11 +103,59 @@ class Preset:
 
 @dataclass(frozen=True)
 class KeyConfig:
-    """A client key: a label for logs and reports, the secret, an optional budget."""
+    """A client key: a label for logs and reports, the secret, optional budgets.
+
+    ``account`` is the id its spend is kept under in the ledger (default: the
+    name, so a rotated secret keeps its spend); keys from COPE_API_KEYS alone
+    are kept under a digest of the secret, as their labels are positions.
+    """
 
     name: str
     secret: str
     budget_usd: float | None = None
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    account: str = ""
+
+    def budgets(self) -> dict[str, float]:
+        """The budgets set, by period kind (total, day, month)."""
+        from .spend import budgets_of
+
+        return budgets_of({"budget_usd": self.budget_usd, "daily_usd": self.daily_usd,
+                           "monthly_usd": self.monthly_usd})
+
+
+LEDGER_BACKENDS = ("sqlite", "redis", "memory")
+
+# The redis backend's URL when the config file does not give one (it may hold a password).
+LEDGER_URL_ENV = "COPE_LEDGER_URL"
+
+# Where the server keeps state (the SQLite ledger) unless the config says: $COPE_STATE_DIR,
+# else $XDG_STATE_HOME/cope, else ~/.local/state/cope.
+STATE_ENV = "COPE_STATE_DIR"
+
+
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if env.get(STATE_ENV):
+        return Path(env[STATE_ENV]).expanduser()
+    base = Path(env["XDG_STATE_HOME"]).expanduser() if env.get("XDG_STATE_HOME") else Path.home() / ".local/state"
+    return base / "cope"
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """Where spend is kept: ``sqlite`` (a file, shared by the host's workers; the default),
+    ``redis`` (a Redis server at ``url``, shared by replicas on several hosts) or ``memory``
+    (this process only, reset on restart). ``timezone`` is where days and months
+    turn; a hold older than ``stale_hold_s`` was left by a process that died and is charged
+    at its bound (None: twice the longest solve time limit, plus a minute)."""
+
+    backend: str = "sqlite"
+    path: str | None = None  # sqlite: None means <state dir>/ledger.sqlite3
+    url: str | None = None  # redis: redis://[:password@]host:port/db; None means $COPE_LEDGER_URL
+    timezone: str = "UTC"
+    stale_hold_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +175,7 @@ class ServerConfig:
     presets: dict[str, Preset]
     keys: list[KeyConfig] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
     prices: str | None = None  # a price file on top of the shipped table
     source: str = "built-in defaults"
     env_keys: int = 0  # how many of ``keys`` came from COPE_API_KEYS alone
@@ -137,20 +187,64 @@ class ServerConfig:
             if p.api_key_env:
                 found.append(os.environ.get(p.api_key_env, ""))
         found.append(os.environ.get("OPENAI_API_KEY", ""))
+        url = self.ledger_url()
+        if url:
+            from urllib.parse import urlsplit
+
+            found.append(urlsplit(url).password or "")
         return [s for s in found if len(s) >= 8]
 
     def timeout_for(self, preset: Preset) -> float:
         return preset.timeout_s if preset.timeout_s is not None else self.limits.timeout_s
 
+    def ledger_path(self) -> Path:
+        """The SQLite ledger's file."""
+        return Path(self.ledger.path).expanduser() if self.ledger.path else state_dir() / "ledger.sqlite3"
+
+    def ledger_url(self) -> str | None:
+        """The redis backend's URL: the config's, else $COPE_LEDGER_URL."""
+        if self.ledger.backend != "redis":
+            return None
+        return self.ledger.url or os.environ.get(LEDGER_URL_ENV) or None
+
+    def stale_hold_s(self) -> float:
+        if self.ledger.stale_hold_s is not None:
+            return self.ledger.stale_hold_s
+        longest = max([self.timeout_for(p) for p in self.presets.values()] or [self.limits.timeout_s])
+        return 2 * longest + 60
+
+    def open_ledger(self) -> Any:
+        """The spend store this config names (opened: the SQLite file is created if missing)."""
+        from .spend import open_store
+
+        import sqlite3
+
+        path = str(self.ledger_path()) if self.ledger.backend == "sqlite" else None
+        try:
+            return open_store(self.ledger.backend, path=path, url=self.ledger_url(), tz=self.ledger.timezone,
+                              stale_s=self.stale_hold_s())
+        except sqlite3.Error as exc:
+            raise ConfigError(f"ledger {path}: {exc} (set [ledger] path, or {STATE_ENV})") from None
+        except ImportError:
+            raise ConfigError("the redis ledger needs the redis package: pip install redis") from None
+        except Exception as exc:  # redis: connection refused, bad password, unknown host
+            if type(exc).__module__.startswith("redis"):
+                from urllib.parse import urlsplit
+
+                where = urlsplit(self.ledger_url() or "")
+                raise ConfigError(f"ledger redis://{where.hostname}:{where.port or 6379}: {exc}") from None
+            raise
+
 
 _PRESET_KEYS = {f.name for f in fields(Preset)} - {"name"}
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
-_TOP_KEYS = {"prices", "defaults", "presets", "keys", "limits"}
+_LEDGER_KEYS = {f.name for f in fields(LedgerConfig)}
+_TOP_KEYS = {"prices", "defaults", "presets", "keys", "limits", "ledger"}
 
 
 def _types(name: str) -> tuple[type, ...]:
     if name in ("small", "large", "task", "method", "price_as", "small_price_as", "base_url",
-                "api_key_env", "system", "preset_file"):
+                "api_key_env", "system", "preset_file", "backend", "path", "url", "timezone"):
         return (str,)
     if name in ("n", "max_tokens", "n_threads", "max_concurrent", "max_waiting", "max_input_chars",
                 "max_messages", "max_body_bytes"):
@@ -237,7 +331,8 @@ def env_keys(value: str | None, known: list[KeyConfig]) -> list[KeyConfig]:
         if secret in seen:  # listed in the config file too (its name and budget win), or twice here
             continue
         seen.add(secret)
-        keys.append(KeyConfig(name=f"{ENV_KEYS}[{i}]", secret=secret))
+        digest = hashlib.sha256(secret.encode()).hexdigest()[:16]
+        keys.append(KeyConfig(name=f"{ENV_KEYS}[{i}]", secret=secret, account=f"{ENV_KEYS}:{digest}"))
     return keys
 
 
@@ -269,6 +364,9 @@ def _load_file(path: str | os.PathLike[str]) -> ServerConfig:
         presets[name] = replace(presets.get(name, base), name=name, **own)
 
     limits = Limits(**_table(f"{where}: [limits]", data.get("limits", {}), _LIMIT_KEYS))
+    ledger = LedgerConfig(**_table(f"{where}: [ledger]", data.get("ledger", {}), _LEDGER_KEYS))
+    if ledger.path and not Path(ledger.path).expanduser().is_absolute():
+        ledger = replace(ledger, path=str(file.parent / ledger.path))  # relative to the config file
     keys = _keys(where, data.get("keys", {}))
 
     prices = data.get("prices")
@@ -276,7 +374,10 @@ def _load_file(path: str | os.PathLike[str]) -> ServerConfig:
         if not isinstance(prices, str) or not prices:
             raise ConfigError(f"{where}: 'prices' must be a path to a price file")
         prices = str((file.parent / prices) if not Path(prices).is_absolute() else Path(prices))
-    return ServerConfig(presets=presets, keys=keys, limits=limits, prices=prices, source=str(path))
+    return ServerConfig(presets=presets, keys=keys, limits=limits, ledger=ledger, prices=prices, source=str(path))
+
+
+_BUDGET_KEYS = ("budget_usd", "daily_usd", "monthly_usd")
 
 
 def _keys(where: str, table: Any) -> list[KeyConfig]:
@@ -287,9 +388,10 @@ def _keys(where: str, table: Any) -> list[KeyConfig]:
         at = f"{where}: [keys.{name}]"
         if not isinstance(row, dict):
             raise ConfigError(f"{at} must be a table")
-        unknown = sorted(set(row) - {"key", "key_env", "budget_usd"})
+        unknown = sorted(set(row) - {"key", "key_env", *_BUDGET_KEYS})
         if unknown:
-            raise ConfigError(f"{at}: unknown key '{unknown[0]}'; allowed: budget_usd, key, key_env")
+            raise ConfigError(f"{at}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(_BUDGET_KEYS))}, "
+                              "key, key_env")
         if ("key" in row) == ("key_env" in row):
             raise ConfigError(f"{at}: give exactly one of 'key' (the secret) or 'key_env' (a variable holding it)")
         if "key" in row:
@@ -308,12 +410,14 @@ def _keys(where: str, table: Any) -> list[KeyConfig]:
         if secret in seen:
             raise ConfigError(f"{at}: the same key is listed twice")
         seen.add(secret)
-        budget = row.get("budget_usd")
-        if budget is not None:
-            if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
-                raise ConfigError(f"{at}: 'budget_usd' must be a number >= 0, got {budget!r}")
-            budget = float(budget)
-        keys.append(KeyConfig(name=name, secret=secret, budget_usd=budget))
+        budgets: dict[str, float] = {}
+        for label in _BUDGET_KEYS:
+            budget = row.get(label)
+            if budget is not None:
+                if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
+                    raise ConfigError(f"{at}: '{label}' must be a number >= 0, got {budget!r}")
+                budgets[label] = float(budget)
+        keys.append(KeyConfig(name=name, secret=secret, **budgets))
     return keys
 
 
@@ -332,6 +436,27 @@ def validate(config: ServerConfig) -> None:
         raise ConfigError(f"[limits] max_waiting must be >= 0, got {lim.max_waiting}")
     if lim.timeout_s <= 0:
         raise ConfigError(f"[limits] timeout_s must be > 0, got {lim.timeout_s}")
+    led = config.ledger
+    if led.backend not in LEDGER_BACKENDS:
+        raise ConfigError(f"[ledger] backend must be one of {', '.join(LEDGER_BACKENDS)}, got '{led.backend}'")
+    if led.path is not None and led.backend != "sqlite":
+        raise ConfigError(f"[ledger] path is for the sqlite backend, not '{led.backend}'")
+    if led.url is not None and led.backend != "redis":
+        raise ConfigError(f"[ledger] url is for the redis backend, not '{led.backend}'")
+    if led.backend == "redis":
+        url = config.ledger_url()
+        if not url:
+            raise ConfigError(f"[ledger] the redis backend needs a url (or {LEDGER_URL_ENV})")
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("[ledger] url must start with redis://, rediss:// or unix://")
+    try:
+        from .spend import zone
+
+        zone(led.timezone)
+    except (ValueError, KeyError, OSError):
+        raise ConfigError(f"[ledger] timezone: unknown time zone '{led.timezone}' (e.g. UTC, Europe/Paris)") from None
+    if led.stale_hold_s is not None and led.stale_hold_s <= 0:
+        raise ConfigError(f"[ledger] stale_hold_s must be > 0, got {led.stale_hold_s}")
 
     table = PriceTable.load(config.prices)
     for p in config.presets.values():

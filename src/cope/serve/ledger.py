@@ -1,18 +1,21 @@
-"""Who is calling and what they have spent: API keys and USD budgets, in memory.
+"""Who is calling and what they have spent: API keys, budgets per period, and the spend store.
 
-Spend is kept in this process only and starts at zero on every restart: the
-server is a single process in front of one machine's models, and a budget here
-is a guard against a runaway client, not an invoice. An operator who needs
-spend to survive restarts reads each response's ``cope.cost_usd``.
+Authentication and this process's counters (requests, refusals, solves in
+flight) live here; spend and holds live in a :mod:`cope.serve.spend` store,
+which is a SQLite file by default, so a budget holds across restarts and
+across the worker processes of one host. Budgets are per key: a total
+(``budget_usd``), a day's (``daily_usd``) and a month's (``monthly_usd``),
+days and months counted in the ledger's time zone.
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from .config import KeyConfig
-
+from .spend import Hold, MemoryStore, Refused, SpendStore, Usage
 
 class AuthError(Exception):
     """No key, or a key the server does not know (HTTP 401)."""
@@ -22,25 +25,26 @@ class BudgetExceeded(Exception):
     """The key has spent its budget (HTTP 429, insufficient_quota)."""
 
 
+_PERIOD_NAMES = {"total": "total", "day": "daily", "month": "monthly"}
+
+
 @dataclass
 class Account:
-    """Running totals for one key. ``budget_usd`` None means unlimited."""
+    """One key: its label, the id its spend is kept under, its budgets, this process's counters."""
 
     name: str
-    budget_usd: float | None = None
-    spent_usd: float = 0.0
-    reserved_usd: float = 0.0  # worst-case cost of the model calls in flight
-    calls_in_flight: int = 0
+    budgets: dict[str, float] = field(default_factory=dict)  # by period kind: total, day, month
+    store_id: str = ""
     requests: int = 0
     in_flight: int = 0
     refused: int = 0
 
-    def to_dict(self) -> dict[str, object]:
-        left = None if self.budget_usd is None else max(0.0, self.budget_usd - self.spent_usd)
-        return {"key": self.name, "spent_usd": self.spent_usd, "budget_usd": self.budget_usd,
-                "remaining_usd": left, "reserved_usd": self.reserved_usd, "requests": self.requests,
-                "in_flight": self.in_flight,
-                "refused": self.refused}
+    def __post_init__(self) -> None:
+        self.store_id = self.store_id or self.name
+
+    @property
+    def budget_usd(self) -> float | None:
+        return self.budgets.get("total")
 
 
 class Ledger:
@@ -51,13 +55,14 @@ class Ledger:
     before it is sent (see :mod:`cope.serve.metering`) and is charged what it
     cost when it ends, or its whole reservation when it was cut off (a client
     that hung up: the upstream bills the request anyway). A call is let
-    through while spend plus reservations is under the budget, so a key
-    overshoots its budget by at most one reserved call, however many
-    requests it sends at once.
+    through while spend plus holds is under each of the key's budgets, so a
+    key overshoots a budget by at most one reserved call, however many
+    requests it sends at once and however many processes share the store.
     """
 
-    def __init__(self, keys: list[KeyConfig]) -> None:
-        self._secrets = [(k.secret.encode(), Account(k.name, k.budget_usd)) for k in keys]
+    def __init__(self, keys: list[KeyConfig], store: SpendStore | None = None) -> None:
+        self.store: SpendStore = store if store is not None else MemoryStore()
+        self._secrets = [(k.secret.encode(), Account(k.name, k.budgets(), k.account)) for k in keys]
         self.open = not keys
         self._anonymous = Account("anonymous")
 
@@ -83,31 +88,51 @@ class Ledger:
             raise AuthError("invalid API key")
         return found
 
+    def _refusal(self, account: Account, exc: Refused) -> BudgetExceeded:
+        account.refused += 1
+        which = "" if exc.period == "total" else f"{_PERIOD_NAMES[exc.period]} "
+        held = f" (${exc.held:.6f} more held by calls in flight)" if exc.held else ""
+        return BudgetExceeded(f"key '{account.name}' has spent ${exc.spent:.6f} of its ${exc.budget:.6f} "
+                              f"{which}budget{held}")
+
     def admit(self, account: Account) -> None:
         """Refuse a key whose budget is spent; count the request otherwise."""
-        if account.budget_usd is not None and account.spent_usd + account.reserved_usd >= account.budget_usd:
-            account.refused += 1
-            raise BudgetExceeded(
-                f"key '{account.name}' has spent ${account.spent_usd:.6f} of its ${account.budget_usd:.6f} budget"
-            )
+        if account.budgets:
+            use = self.store.usage(account.store_id, time.time())
+            for kind, budget in account.budgets.items():
+                if use.spent[kind] + use.held[kind] >= budget:
+                    raise self._refusal(account, Refused(kind, use.spent[kind], use.held[kind], budget))
         account.requests += 1
 
-    def charge(self, account: Account, usd: float) -> None:
-        account.spent_usd += max(0.0, usd)
+    def reserve(self, account: Account, bound: float) -> Hold:
+        """Hold ``bound`` USD for a call about to be sent; refuse once a budget is taken."""
+        try:
+            return self.store.reserve(account.store_id, bound, account.budgets, time.time())
+        except Refused as exc:
+            raise self._refusal(account, exc) from None
 
-    def reserve(self, account: Account, bound: float) -> None:
-        """Hold ``bound`` USD for a call about to be sent; refuse once the budget is taken."""
-        if account.budget_usd is not None and account.spent_usd + account.reserved_usd >= account.budget_usd:
-            account.refused += 1
-            raise BudgetExceeded(
-                f"key '{account.name}' has spent ${account.spent_usd:.6f} of its ${account.budget_usd:.6f} "
-                f"budget (${account.reserved_usd:.6f} more held by calls in flight)"
-            )
-        account.reserved_usd += bound
-        account.calls_in_flight += 1
-
-    def settle(self, account: Account, bound: float, usd: float) -> None:
+    def settle(self, hold: Hold, usd: float) -> None:
         """A reserved call ended: release the hold, charge what it cost."""
-        account.calls_in_flight = max(0, account.calls_in_flight - 1)
-        account.reserved_usd = max(0.0, account.reserved_usd - bound) if account.calls_in_flight else 0.0
-        self.charge(account, usd)
+        self.store.settle(hold, usd)
+
+    def release(self, hold: Hold) -> None:
+        """A reserved call was never sent: release the hold, charge nothing."""
+        self.store.release(hold)
+
+    def usage(self, account: Account) -> dict[str, object]:
+        """The key's spend and budgets now, read from the store (every process's calls)."""
+        return usage_dict(account, self.store.usage(account.store_id, time.time()))
+
+
+def usage_dict(account: Account, use: Usage) -> dict[str, object]:
+    """What ``GET /v1/cope/usage`` and ``cope keys usage`` show for one key.
+
+    ``remaining_usd`` is what the tightest of its budgets leaves (None: no budget).
+    """
+    left = [max(0.0, b - use.spent[k]) for k, b in account.budgets.items()]
+    periods = {_PERIOD_NAMES[k]: {"spent_usd": use.spent[k], "budget_usd": account.budgets.get(k),
+                                  "reserved_usd": use.held[k]} for k in ("day", "month")}
+    return {"key": account.name, "spent_usd": use.spent["total"], "budget_usd": account.budget_usd,
+            "remaining_usd": min(left) if left else None, "reserved_usd": use.held["total"],
+            "calls_in_flight": use.holds, "requests": account.requests, "in_flight": account.in_flight,
+            "refused": account.refused, **periods}

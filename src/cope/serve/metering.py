@@ -44,21 +44,21 @@ class MeteredModel:
             return await call()
         ledger, account = who
         bound = upper_bound_usd(self.price, prompts, params.n, params.max_tokens)
-        ledger.reserve(account, bound)
+        hold = ledger.reserve(account, bound)
         try:
             out = await call()
         except BackendError as exc:
             paid = [g for g in exc.spent if isinstance(g, Generation)]
-            ledger.settle(account, bound, sum(self.price.cost(g.prompt_tokens, g.completion_tokens) for g in paid))
+            ledger.settle(hold, sum(self.price.cost(g.prompt_tokens, g.completion_tokens) for g in paid))
             raise
         except (asyncio.CancelledError, TimeoutError):
-            ledger.settle(account, bound, bound)  # sent, so billed; what it cost is unknown: the most it could
+            ledger.settle(hold, bound)  # sent, so billed; what it cost is unknown: the most it could
             raise
         except BaseException:
-            ledger.settle(account, bound, 0.0)
+            ledger.release(hold)
             raise
         gens = out if isinstance(out, list) else [out]
-        ledger.settle(account, bound, sum(self.price.cost(g.prompt_tokens, g.completion_tokens) for g in gens))
+        ledger.settle(hold, sum(self.price.cost(g.prompt_tokens, g.completion_tokens) for g in gens))
         return out
 
     async def generate(self, messages: Sequence[Message], params: GenParams) -> Generation:

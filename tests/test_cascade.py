@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
+
+from cope.tasks import get_task
 from recording import Recording
 
 from cope.api import Cope
@@ -143,7 +145,9 @@ def test_invalid_configs(smol):
         c.solve("1+1?", task="poetry")
     bad = replace(c.config, stages=(replace(c.config.stages[0], n=3),))  # 3 samples over 8 goals
     with pytest.raises(ConfigError):
-        Cascade(bad, c.models, None)
+        Cascade(bad, c.models, get_task("math"))
+    with pytest.raises(ConfigError, match="cope.tasks.Task subclass"):
+        c.solve("1+1?", task=object())  # a task must be a Task: the engine reads its attributes directly
 
 
 def test_async_variant(smol):

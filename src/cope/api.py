@@ -21,12 +21,21 @@ DEFAULT_LARGE = "local/qwen2.5-coder-1.5b"
 # dollars in its reports mean something (and every report says so).
 DEFAULT_LARGE_PRICE_AS = "gpt-4o-mini"
 
+
+def default_large_price_as(large: "str | Model") -> str | None:
+    """The price row a large model is charged at when the caller does not say: the one place this
+    is decided (the offline default large model as gpt-4o-mini, every other model at its own)."""
+    return DEFAULT_LARGE_PRICE_AS if isinstance(large, str) and large == DEFAULT_LARGE else None
+
 _UNSET: Any = object()
 
 
 def _task(task: "str | Task") -> "Task":
     """A task family by name, or a configured Task object (e.g. OpenTask(max_perplexity=2.0))."""
     if not isinstance(task, str):
+        if not isinstance(task, Task):
+            raise ConfigError(f"a task must be a family name or a cope.tasks.Task subclass instance, "
+                              f"got {type(task).__name__}")
         return task
     from .tasks import get_task
 
@@ -63,14 +72,12 @@ class Cope:
     ) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n must be an integer >= 1, got {n!r}")
-        explicit = tau1 is not None or tau2 is not None
-        tau1 = 0.75 if tau1 is None else tau1  # the paper's; a family's own defaults are the CLI's business
-        tau2 = 0.5 if tau2 is None else tau2
         for label, tau in (("tau1", tau1), ("tau2", tau2)):
-            if not 0.0 <= float(tau) <= 1.0:
-                raise ConfigError(f"{label} must be in [0, 1], got {tau}")
+            if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float))
+                                    or not 0.0 <= float(tau) <= 1.0):
+                raise ConfigError(f"{label} must be a number in [0, 1], got {tau!r}")
         if large_price_as is _UNSET:
-            large_price_as = DEFAULT_LARGE_PRICE_AS if large == DEFAULT_LARGE else None
+            large_price_as = default_large_price_as(large)
         self.prices = prices if isinstance(prices, PriceTable) else PriceTable.load(prices)
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or not timeout > 0 or timeout == float("inf")):
@@ -80,9 +87,52 @@ class Cope:
         for role, spec, price_as in (("small", small, small_price_as), ("large", large, large_price_as)):
             model = spec if not isinstance(spec, str) else build_model(spec, **options)
             self.models[role] = BoundModel(model, self.prices.for_spec(model.spec, price_as))
-        self.config = config or method_config(method, n=n, tau1=tau1, tau2=tau2, max_tokens=max_tokens,
-                                              explicit_taus=explicit)
-        self.config.validate()
+        # thresholds not given are each task family's own, resolved per task (see methods.task_config)
+        self._recipe = {"name": method, "n": n, "tau1": tau1, "tau2": tau2, "max_tokens": max_tokens}
+        self._fixed: CascadeConfig | None = None
+        self._per_task: dict[tuple[str, tuple[float, float]], CascadeConfig] = {}
+        if config is not None:
+            self.config = config
+        else:
+            from .tasks.base import PAPER_TAUS
+
+            method_config(method, n=n, tau1=PAPER_TAUS[0] if tau1 is None else tau1,
+                          tau2=PAPER_TAUS[1] if tau2 is None else tau2, max_tokens=max_tokens).validate()
+
+    @property
+    def config(self) -> CascadeConfig:
+        """The cascade as set, or (no config given) the method's at the paper's default thresholds;
+        :meth:`config_for` is what a task family actually runs."""
+        if self._fixed is not None:
+            return self._fixed
+        from .tasks.base import PAPER_TAUS
+
+        r = self._recipe
+        return method_config(r["name"], n=r["n"], tau1=PAPER_TAUS[0] if r["tau1"] is None else r["tau1"],
+                             tau2=PAPER_TAUS[1] if r["tau2"] is None else r["tau2"], max_tokens=r["max_tokens"],
+                             explicit_taus=r["tau1"] is not None or r["tau2"] is not None)
+
+    @config.setter
+    def config(self, value: CascadeConfig) -> None:
+        value.validate()
+        self._fixed = value
+
+    def config_for(self, task: Task) -> CascadeConfig:
+        """The cascade this Cope runs for ``task``: the one set, or the method's with the family's thresholds."""
+        from dataclasses import replace
+
+        # resolved once: the family's setting, without the other families' (a variant's own
+        # variants must not be applied a second time)
+        if self._fixed is not None:
+            return replace(self._fixed.for_family(task.name), variants=())
+        key = (task.name, tuple(task.default_taus))
+        if key not in self._per_task:
+            from .methods import task_config
+
+            r = self._recipe
+            self._per_task[key] = replace(task_config(r["name"], task, n=r["n"], tau1=r["tau1"], tau2=r["tau2"],
+                                                      max_tokens=r["max_tokens"]), variants=())
+        return self._per_task[key]
 
     @property
     def pricing_notes(self) -> list[str]:
@@ -100,10 +150,9 @@ class Cope:
         task_obj = _task(task)
         # A family may read more than text out of a bare prompt (code: the
         # docstring examples of a stub become visible tests).
-        from_text = getattr(task_obj, "problem_from_text", None)
-        if isinstance(problem, str) and from_text is not None:
-            problem = from_text(problem)
-        cascade = Cascade(self.config, self.models, task_obj)
+        if isinstance(problem, str):
+            problem = task_obj.problem_from_text(problem)
+        cascade = Cascade(self.config_for(task_obj), self.models, task_obj)
         result = await cascade.run(problem, seed=seed, on_event=on_event)
         result.info.setdefault("pricing", self.pricing_notes)
         result.info.setdefault("price_table", self.prices.version)

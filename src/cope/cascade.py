@@ -21,7 +21,7 @@ from .errors import BackendError, ConfigError
 from .models.base import Generation, GenParams, Model, on_samples_done
 from .plans import MAX_TOKENS, clean_plan, planner_messages
 from .pricing import Price
-from .stopping import RULES, StopRule, windows
+from .stopping import RULES, StopRule, accepts, windows
 from .tasks.base import Assessment, Plan, PlanKind, Problem, Task
 
 Role = str  # "small" | "large" (any key of the models mapping)
@@ -112,7 +112,7 @@ class CascadeConfig:
     def accepts(self, confidence: float, threshold: float | None) -> bool:
         if threshold is None:
             return True
-        return confidence > threshold if self.strict else confidence >= threshold
+        return bool(accepts(confidence, threshold, self.strict))
 
 
 @dataclass
@@ -229,7 +229,7 @@ class Cascade:
     """Runs a :class:`CascadeConfig` for one problem at a time."""
 
     def __init__(self, config: CascadeConfig, models: dict[Role, BoundModel], task: Task) -> None:
-        config = config.for_family(getattr(task, "name", ""))
+        config = config.for_family(task.name)
         config.validate()
         for i, st in enumerate(config.stages, start=1):
             roles = [st.executor] + ([st.plan.planner] if st.plan else [])
@@ -382,7 +382,7 @@ class Cascade:
         bound = self.models[ps.planner]
         params = GenParams(n=count, temperature=ps.temperature, max_tokens=MAX_TOKENS[ps.kind], seed=seed)
         with self._progress(emit, "plan", idx, ps.planner, count, calls, f"{ps.kind}s"):
-            asks = getattr(self.task, "plan_asks", None)
+            asks = self.task.plan_asks
             with self._paid_on_failure(calls, idx, "plan", ps.planner):
                 gen = await bound.model.generate(planner_messages(problem, ps.kind, asks), params)
         self._record(calls, idx, "plan", ps.planner, gen, count)
@@ -390,13 +390,13 @@ class Cascade:
 
     def _styles(self, st: Stage) -> tuple[str, ...]:
         """The stage's executor styles that this task family offers; none unless two or more remain."""
-        offered = getattr(self.task, "executor_styles", ())
+        offered = self.task.executor_styles
         chosen = tuple(x for x in st.styles if x in offered)
         return chosen if len(chosen) > 1 else ()
 
     async def _assess(self, problem: Problem, completions, styles) -> Assessment:
         kw = {"styles": list(styles)} if styles else {}
-        if styles or getattr(self.task, "slow_assess", False):  # e.g. running programs: keep the loop free
+        if styles or self.task.slow_assess:  # e.g. running programs: keep the loop free
             return await asyncio.to_thread(self.task.assess, problem, completions, **kw)
         return self.task.assess(problem, completions, **kw)
 
@@ -404,10 +404,9 @@ class Cascade:
         """Whether the samples not drawn yet could still change the stage's decision (see cope.stopping)."""
         if drawn >= st.n:
             return True
-        settled = getattr(self.task, "settled", None)
-        if st.stop == "none" or settled is None:
+        if st.stop == "none":
             return False
-        return bool(settled(assessment, drawn, st.n, st.threshold, strict=self.config.strict,
+        return bool(self.task.settled(assessment, drawn, st.n, st.threshold, strict=self.config.strict,
                             need_answer=need_answer, rule=st.stop))
 
     async def _execute(self, problem, st: Stage, idx, kept, new_plans, seed, calls, emit):

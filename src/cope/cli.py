@@ -183,10 +183,6 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         from .tasks.open import OpenTask
 
         task = OpenTask(max_perplexity=args.max_perplexity)
-    taus = getattr(task, "default_taus", (0.75, 0.5))
-    explicit = args.tau1 is not None or args.tau2 is not None
-    args.tau1 = taus[0] if args.tau1 is None else args.tau1
-    args.tau2 = taus[1] if args.tau2 is None else args.tau2
     kwargs = {}
     if hasattr(args, "large_price_as"):
         kwargs["large_price_as"] = args.large_price_as or None
@@ -194,11 +190,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         from .presets import load_preset
 
         kwargs["config"] = load_preset(args.preset).config(args.max_tokens)
-    if "config" not in kwargs:
-        from .methods import method_config
-
-        kwargs["config"] = method_config(args.method, n=args.n, tau1=args.tau1, tau2=args.tau2,
-                                         max_tokens=args.max_tokens, explicit_taus=explicit).for_family(task.name)
+    # thresholds left unset are the task family's own: Cope resolves them (methods.task_config)
     c = Cope(
         small=args.small, large=args.large, n=args.n, tau1=args.tau1, tau2=args.tau2,
         method=args.method, max_tokens=args.max_tokens, small_price_as=args.small_price_as,
@@ -224,7 +216,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     else:
         from .display import print_result
 
-        print_result(result, n_stages=len(c.config.stages))
+        print_result(result, n_stages=len(c.config_for(task).stages))
     return 0
 
 
@@ -289,7 +281,6 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .api import DEFAULT_LARGE, DEFAULT_LARGE_PRICE_AS
     from .eval.runner import EvalConfig, run_eval
 
     mapping = None
@@ -298,7 +289,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             mapping = dict(kv.split("=", 1) for kv in args.map.split(","))
         except ValueError:
             raise ConfigError(f"--map expects key=field pairs separated by commas, got '{args.map}'") from None
-    price_as = getattr(args, "large_price_as", DEFAULT_LARGE_PRICE_AS if args.large == DEFAULT_LARGE else None)
+    # unset: the library's default for the large model (api.default_large_price_as); "": its own price
+    price_kw = {"large_price_as": args.large_price_as or None} if hasattr(args, "large_price_as") else {}
     name = args.benchmark.replace("jsonl:", "").replace("/", "_")
     out = Path(args.out or f"runs/{name}")
     from .presets import load_preset
@@ -314,7 +306,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     methods = (args.method or ([] if presets else ["cope"])) + list(presets)
     cfg = EvalConfig(
         benchmark=args.benchmark, methods=methods, limit=args.limit, seed=args.seed, small=args.small,
-        large=args.large, small_price_as=args.small_price_as, large_price_as=price_as or None, n=args.n,
+        large=args.large, small_price_as=args.small_price_as, n=args.n, **price_kw,
         tau1=args.tau1, tau2=args.tau2, max_tokens=args.max_tokens, record=args.record,
         concurrency=args.concurrency, max_usd=args.max_usd, prices=args.prices, base_url=args.base_url,
         timeout=args.timeout,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -141,8 +141,13 @@ def cross_fitted(rows: Sequence[dict], *, folds: int = 5, threshold: float = 0.5
     return out
 
 
-class FrugalTask:
-    """A task whose stage confidence is the scorer's probability that the vote is right."""
+class FrugalTask(Task):
+    """A task whose stage confidence is the scorer's probability that the vote is right.
+
+    Everything else is the wrapped family's (prompts, plan wording, styles,
+    scoring), except early stopping: the scorer's probability is not a count
+    over samples, so a vote is always drawn in full (the base class's rule).
+    """
 
     default_taus = (0.5, 0.5)  # accept when the scorer thinks the vote is more likely right than wrong
 
@@ -151,13 +156,18 @@ class FrugalTask:
         self.scorer = scorer
         self.name = inner.name
         self.needs_logprobs = inner.needs_logprobs
-        self.slow_assess = getattr(inner, "slow_assess", False)
+        self.slow_assess = inner.slow_assess
+        self.plan_asks = inner.plan_asks  # type: ignore[misc]
+        self.executor_styles = inner.executor_styles
 
-    def executor_messages(self, problem: Problem, plans: Sequence[Plan]) -> list[Message]:
-        return self.inner.executor_messages(problem, plans)
+    def problem_from_text(self, text: str, **kw: Any) -> Problem:
+        return self.inner.problem_from_text(text, **kw)
 
-    def assess(self, problem: Problem, completions: Sequence[Completion]) -> Assessment:
-        a = self.inner.assess(problem, completions)
+    def executor_messages(self, problem: Problem, plans: Sequence[Plan], **kw: Any) -> list[Message]:
+        return self.inner.executor_messages(problem, plans, **kw)
+
+    def assess(self, problem: Problem, completions: Sequence[Completion], **kw: Any) -> Assessment:
+        a = self.inner.assess(problem, completions, **kw)
         clusters = a.info.get("clusters")
         if not isinstance(clusters, list) or len(completions) < 2:
             return a  # nothing to score (a single greedy answer): keep the task's own confidence

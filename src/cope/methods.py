@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from .cascade import NEVER, CascadeConfig, PlanStep, Stage
 from .errors import ConfigError
+from .tasks.base import Task
 
 
 def cope(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: int = 512,
@@ -37,7 +38,7 @@ def cope(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: int =
 
 
 def cope_s3_noplan(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: int = 512,
-                   strict: bool = False, **_: object) -> CascadeConfig:
+                   strict: bool = False) -> CascadeConfig:
     """COPE whose stage 3 ignores the guideline: the large model answers unplanned.
 
     An ablation: a sampled guideline from a weak large model can steer its own
@@ -48,22 +49,22 @@ def cope_s3_noplan(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tok
     return replace(base, stages=(*base.stages[:-1], replace(base.stages[-1], use_plans=())))
 
 
-def large_alone(*, max_tokens: int = 512, **_: object) -> CascadeConfig:
+def large_alone(*, max_tokens: int = 512) -> CascadeConfig:
     """The large model solves once, greedily, with no plan."""
     return CascadeConfig(stages=(Stage(executor="large", n=1, temperature=0.0, max_tokens=max_tokens),))
 
 
-def small_alone(*, max_tokens: int = 512, **_: object) -> CascadeConfig:
+def small_alone(*, max_tokens: int = 512) -> CascadeConfig:
     """The small model solves once, greedily, with no plan."""
     return CascadeConfig(stages=(Stage(executor="small", n=1, temperature=0.0, max_tokens=max_tokens),))
 
 
-def small_vote(n: int = 8, *, max_tokens: int = 512, **_: object) -> CascadeConfig:
+def small_vote(n: int = 8, *, max_tokens: int = 512) -> CascadeConfig:
     """The small model samples n solutions (T=0.8) and the majority answers."""
     return CascadeConfig(stages=(Stage(executor="small", n=n, temperature=0.8, max_tokens=max_tokens),))
 
 
-def cascade_noplan(n: int = 8, tau1: float = 0.75, *, max_tokens: int = 512, **_: object) -> CascadeConfig:
+def cascade_noplan(n: int = 8, tau1: float = 0.75, *, max_tokens: int = 512) -> CascadeConfig:
     """COPE without plans: small votes; on low consensus the large model solves."""
     return CascadeConfig(stages=(
         Stage(executor="small", n=n, temperature=0.8, threshold=tau1, max_tokens=max_tokens),
@@ -71,7 +72,7 @@ def cascade_noplan(n: int = 8, tau1: float = 0.75, *, max_tokens: int = 512, **_
     ))
 
 
-def plan_only(n: int = 8, *, max_tokens: int = 512, **_: object) -> CascadeConfig:
+def plan_only(n: int = 8, *, max_tokens: int = 512) -> CascadeConfig:
     """One large-model guideline, the small model executes n times; no escalation."""
     return CascadeConfig(stages=(
         Stage(executor="small", n=n, temperature=0.8, max_tokens=max_tokens,
@@ -79,7 +80,7 @@ def plan_only(n: int = 8, *, max_tokens: int = 512, **_: object) -> CascadeConfi
     ))
 
 
-def abc(n: int = 8, *, max_tokens: int = 512, **_: object) -> CascadeConfig:
+def abc(n: int = 8, *, max_tokens: int = 512) -> CascadeConfig:
     """Agreement-based cascading: accept the small tier only when all its samples agree.
 
     The ABC paper ensembles different models per tier; with one small model
@@ -92,7 +93,7 @@ def abc(n: int = 8, *, max_tokens: int = 512, **_: object) -> CascadeConfig:
     ))
 
 
-def frugal(n: int = 8, *, max_tokens: int = 512, frugal_threshold: float = 0.5, **_: object) -> CascadeConfig:
+def frugal(n: int = 8, *, max_tokens: int = 512, frugal_threshold: float = 0.5) -> CascadeConfig:
     """FrugalGPT-style: small votes; a trained scorer (see ``cope.frugal``) decides to accept.
 
     The stage's confidence is the scorer's probability that the vote is right,
@@ -109,7 +110,7 @@ MOT = ("cot", "pot")
 
 
 def mot_cascade(n: int = 8, tau1: float = 0.75, *, max_tokens: int = 512, window: int = 4,
-                stop: str = "exact", **_: object) -> CascadeConfig:
+                stop: str = "exact") -> CascadeConfig:
     """Mixture-of-Thoughts cascade (Yue et al., 2024), with no plans: a baseline for cope-auto.
 
     The small model votes over n samples, half chain-of-thought and half
@@ -144,7 +145,7 @@ AUTO_PRESETS = {"math": "cope-auto-math.toml", "code": "cope-auto-code.toml"}
 
 
 def cope_auto(n: int = 8, tau1: float = 0.75, tau2: float = 0.5, *, max_tokens: int = 512, window: int = 4,
-              stop: str = "exact", strict: bool = False, **_: object) -> CascadeConfig:
+              stop: str = "exact", strict: bool = False) -> CascadeConfig:
     """COPE beyond the paper: mixed votes, early stopping, stages and thresholds from data.
 
     1. small votes unplanned over n samples, half chain-of-thought, half
@@ -187,6 +188,18 @@ METHODS = {
 }
 
 
+# Options a caller may give any method (a method that does not use one ignores it: the large
+# model alone has no thresholds); any other option must be one the method declares.
+COMMON_OPTIONS = frozenset({"n", "tau1", "tau2", "max_tokens"})
+
+
+def method_options(name: str) -> frozenset[str]:
+    """The keyword options a method's factory declares."""
+    import inspect
+
+    return frozenset(inspect.signature(METHODS[name]).parameters)
+
+
 def method_config(name: str, *, explicit_taus: bool = True, **options: object) -> CascadeConfig:
     """A named method's cascade.
 
@@ -198,8 +211,28 @@ def method_config(name: str, *, explicit_taus: bool = True, **options: object) -
         factory = METHODS[name]
     except KeyError:
         raise ConfigError(f"unknown method '{name}'; known: {', '.join(METHODS)}") from None
-    config = factory(**options)  # type: ignore[operator]
+    accepted = method_options(name)
+    unknown = sorted(set(options) - COMMON_OPTIONS - accepted)
+    if unknown:
+        raise ConfigError(f"method '{name}' has no option '{unknown[0]}'; it takes: {', '.join(sorted(accepted))}")
+    # the options every method is offered (n, thresholds, max_tokens) reach only the methods that use them
+    config = factory(**{k: v for k, v in options.items() if k in accepted})  # type: ignore[operator]
     return replace(config, variants=()) if explicit_taus else config
+
+
+def task_config(name: str, task: "Task", *, tau1: float | None = None, tau2: float | None = None,
+                **options: object) -> CascadeConfig:
+    """The cascade a method runs for a task family: the one place thresholds get their defaults.
+
+    A threshold not given is the family's own (``Task.default_taus``: code
+    accepts only a sample that passes every visible test), and a method
+    calibrated per family (cope-auto) keeps its families' settings unless the
+    caller gave a threshold.
+    """
+    d1, d2 = task.default_taus
+    config = method_config(name, tau1=d1 if tau1 is None else tau1, tau2=d2 if tau2 is None else tau2,
+                           explicit_taus=tau1 is not None or tau2 is not None, **options)
+    return config.for_family(task.name)
 
 
 def recording(config: CascadeConfig) -> CascadeConfig:

@@ -33,9 +33,17 @@ RULES: tuple[str, ...] = ("none", "exact", "predictive")
 EPSILON = 0.05  # the predictive rule's tolerated chance of a changed decision
 
 
+def accepts(confidence, threshold, strict: bool = False):  # noqa: ANN001, ANN201 - floats or numpy arrays
+    """The one accept rule: a stage's confidence reaches its threshold (``strict``: exceeds it).
+
+    The same expression works on floats (the live cascade, replayed rows) and
+    on numpy arrays (the vectorised threshold sweep), so live and replay agree.
+    """
+    return confidence > threshold if strict else confidence >= threshold
+
+
 def _meets(count: float, n: int, threshold: float, strict: bool) -> bool:
-    share = count / n
-    return share > threshold if strict else share >= threshold
+    return bool(accepts(count / n, threshold, strict))
 
 
 def leader(keys: Sequence[Hashable | None]) -> tuple[Hashable | None, int, dict[Hashable, int], dict[Hashable, int]]:

@@ -173,9 +173,9 @@ def as_benchmark(limit: int | None = None, seed: int = 0) -> Any:
     ``seed`` is unused (the data is fixed); it is there to match the
     registry's loader signature.
     """
-    from .registry import Benchmark
+    from .base import Benchmark
 
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
     problems = [first_turn(q) for q in load_mtbench()]
-    return Benchmark("mtbench", "open", problems[:limit] if limit else problems, f"{PACKAGE} question.jsonl")
+    return Benchmark("mtbench", "", problems[:limit] if limit else problems, f"{PACKAGE} question.jsonl")

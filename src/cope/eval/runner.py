@@ -36,7 +36,7 @@ class EvalConfig:
     small: str = "local/qwen2.5-coder-0.5b"
     large: str = "local/qwen2.5-coder-1.5b"
     small_price_as: str | None = None
-    large_price_as: str | None = "gpt-4o-mini"
+    large_price_as: str | None = "default"  # "default": the library's row for ``large`` (api.default_large_price_as)
     n: int = 8
     tau1: float | None = None  # None: the task family's default (math 0.75/0.5, code 1.0/1.0)
     tau2: float | None = None
@@ -53,6 +53,12 @@ class EvalConfig:
     timeout: float | None = None  # seconds per API request attempt (None: the backend's 120)
     format: int = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.large_price_as == "default":
+            from ..api import default_large_price_as
+
+            self.large_price_as = default_large_price_as(self.large)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
@@ -423,7 +429,7 @@ def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: boo
         from ..benchmarks.registry import benchmark_task
         from ..tasks import get_task
 
-        taus = getattr(get_task(benchmark_task(cfg.benchmark, cfg.task)), "default_taus", (0.75, 0.5))
+        taus = get_task(benchmark_task(cfg.benchmark, cfg.task)).default_taus
         # recorded so a method calibrated per family (cope-auto) knows these are defaults, not the user's
         cfg.extra["taus_given"] = cfg.tau1 is not None or cfg.tau2 is not None
         cfg.tau1 = taus[0] if cfg.tau1 is None else cfg.tau1

@@ -134,13 +134,14 @@ class Presets:
         return self._built[preset.name]
 
 
-def _capped(cope: Any, cap: int | None) -> Any:
+def _capped(cope: Any, cap: int | None, task: Any) -> Any:
     """The same Cope with each executor sample capped at ``cap`` tokens (models shared)."""
-    if cap is None or all(st.max_tokens <= cap for st in cope.config.stages):
+    config = cope.config_for(task)
+    if cap is None or all(st.max_tokens <= cap for st in config.stages):
         return cope
     capped = copy.copy(cope)
-    capped.config = replace(cope.config, stages=tuple(replace(st, max_tokens=min(st.max_tokens, cap))
-                                                      for st in cope.config.stages))
+    capped.config = replace(config, stages=tuple(replace(st, max_tokens=min(st.max_tokens, cap))
+                                                 for st in config.stages))
     return capped
 
 
@@ -195,9 +196,12 @@ class Service:
         try:
             # Built outside the time limit: a first build may verify a large model
             # file, and a cancelled build would only be repeated by the next request.
-            c = _capped(await self.presets.cope(preset), request.token_cap)
+            from ..tasks import get_task
+
+            task = get_task(preset.task)
+            c = _capped(await self.presets.cope(preset), request.token_cap, task)
             async with asyncio.timeout(self.config.timeout_for(preset)):
-                result = await c.asolve(problem, preset.task, seed=request.seed)
+                result = await c.asolve(problem, task, seed=request.seed)
         finally:
             CURRENT.reset(token)
             account.in_flight -= 1
@@ -352,8 +356,10 @@ def create_app(config: ServerConfig) -> FastAPI:
             account = svc.ledger.authenticate(request.headers.get("authorization"))
             body = await _parse(request, config.limits.max_body_bytes)
             preset = svc.presets.get_preset(body.model)
+            from ..tasks import get_task
+
             problem = to_problem(body, system=preset.system, max_chars=config.limits.max_input_chars,
-                                 max_messages=config.limits.max_messages)
+                                 max_messages=config.limits.max_messages, task=get_task(preset.task))
             if svc.gate.full():
                 svc.gate.enter()  # raises the 429 now, while a status code can still say so
             svc.ledger.admit(account)

@@ -54,7 +54,7 @@ class Preset:
     task: str = "math"
     method: str = "cope"
     n: int = 8
-    tau1: float | None = None  # None: the method's own (cope: the paper's 0.75 / 0.5; cope-auto: calibrated)
+    tau1: float | None = None  # None: the task family's own (math 0.75 / 0.5, code 1.0; cope-auto: calibrated)
     tau2: float | None = None
     max_tokens: int = 512
     price_as: str | None = None
@@ -91,14 +91,14 @@ class Preset:
             from ..presets import load_preset
 
             config = load_preset(self.preset_file).config(self.max_tokens)
+            config = config.for_family(self.task)
         else:
-            from ..methods import method_config
+            from ..methods import task_config
+            from ..tasks import get_task
 
-            given = self.tau1 is not None or self.tau2 is not None
-            config = method_config(self.method, n=self.n, tau1=0.75 if self.tau1 is None else self.tau1,
-                                   tau2=0.5 if self.tau2 is None else self.tau2, max_tokens=self.max_tokens,
-                                   explicit_taus=given)
-        return [st.threshold for st in config.for_family(self.task).stages]
+            config = task_config(self.method, get_task(self.task), n=self.n, tau1=self.tau1, tau2=self.tau2,
+                                 max_tokens=self.max_tokens)
+        return [st.threshold for st in config.stages]
 
 
 @dataclass(frozen=True)
@@ -505,10 +505,10 @@ def validate(config: ServerConfig) -> None:
 
 def _effective_price_as(role: str, spec: str, price_as: str | None) -> str | None:
     """The row a model is charged at, following ``cope.Cope``'s default for the large model."""
-    from ..api import DEFAULT_LARGE, DEFAULT_LARGE_PRICE_AS
+    from ..api import default_large_price_as
 
     if price_as is None:
-        return DEFAULT_LARGE_PRICE_AS if role == "large" and spec == DEFAULT_LARGE else None
+        return default_large_price_as(spec) if role == "large" else None
     return price_as or None
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..tasks.base import Problem
+from ..errors import CopeError
+from ..tasks.base import Problem, Task
 
 Role = Literal["system", "developer", "user", "assistant"]
 
@@ -120,8 +122,14 @@ def _text(message: ChatMessage, index: int) -> str:
     return text
 
 
-def to_problem(request: ChatRequest, *, system: str, max_chars: int, max_messages: int) -> Problem:
-    """The last user message as the problem, earlier turns as its history."""
+def to_problem(request: ChatRequest, *, system: str, max_chars: int, max_messages: int,
+               task: Task | None = None) -> Problem:
+    """The last user message as the problem, earlier turns as its history.
+
+    The preset's task family reads the text as ``cope solve`` does (a code
+    stub's docstring examples become its visible tests unless the client sent
+    ``cope.tests``); a text the family cannot read is a 400.
+    """
     if not request.messages:
         raise RequestError("messages must not be empty", param="messages")
     if len(request.messages) > max_messages:
@@ -148,8 +156,14 @@ def to_problem(request: ChatRequest, *, system: str, max_chars: int, max_message
     if system == "prepend" and any(t.strip() for t in instructions):
         problem_text = "\n\n".join([*(t.strip() for t in instructions if t.strip()), problem_text])
     opts = request.cope or CopeOptions()
-    return Problem(text=problem_text, history=tuple(history), tests=tuple(opts.tests),
-                   entry_point=opts.entry_point)
+    if task is None:
+        return Problem(text=problem_text, history=tuple(history), tests=tuple(opts.tests),
+                       entry_point=opts.entry_point)
+    try:
+        problem = task.problem_from_text(problem_text, tests=opts.tests, entry_point=opts.entry_point)
+    except CopeError as exc:
+        raise RequestError(str(exc), param=f"messages.{last}.content") from None
+    return replace(problem, history=tuple(history))
 
 
 def error_body(message: str, kind: str = "invalid_request_error", *, param: str | None = None,

@@ -37,7 +37,8 @@ from typing import Any, Sequence
 
 from ..errors import ConfigError
 from ..models.base import Completion, Message
-from .base import Assessment, Plan, Problem, chat, plan_lines
+from ..stopping import leader
+from .base import Assessment, Plan, Problem, Task, chat, plan_lines
 
 __all__ = ["AgentTask", "FALLBACK_ACTION", "fallback_action", "match_action", "normalize_action", "step_problem"]
 
@@ -269,7 +270,7 @@ def step_problem(
 # ---------------------------------------------------------------------------
 
 
-class AgentTask:
+class AgentTask(Task):
     """Next-action choice in a text game; confidence is the majority share over n samples."""
 
     name = "agent"
@@ -331,9 +332,7 @@ class AgentTask:
                 output="",
                 info={**info, "votes": {}, "fallback": True},
             )
-        order = {a: extracted.index(a) for a in counts}
-        # The most votes wins; a tie goes to the action sampled first.
-        winner = min(counts, key=lambda a: (-counts[a], order[a]))
+        winner, _, _, order = leader(extracted)  # the most votes; a tie goes to the action sampled first
         support = [i for i, a in enumerate(extracted) if a == winner]
         return Assessment(
             answer=winner,

@@ -1,15 +1,16 @@
-"""The task protocol: what a task family tells the cascade.
+"""The task contract: what a task family tells the cascade.
 
 A task family owns its executor prompt, how it reads an answer out of a
 completion, and its confidence signal (consensus for math, visible tests for
 code, ...). The cascade only sees :class:`Assessment`, so adding a family is
-one file that implements :class:`Task`.
+one file with a subclass of :class:`Task`: the base class declares every
+attribute the engine reads, with the default a family gets by not saying.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 from ..models.base import Completion, Message
 
@@ -78,26 +79,52 @@ class Assessment:
     info: dict[str, object] = field(default_factory=dict)
 
 
-class Task(Protocol):
+# The paper's thresholds: a family that says nothing accepts a stage-1 vote at 0.75, stage 2 at 0.5.
+PAPER_TAUS: tuple[float, float] = (0.75, 0.5)
+
+
+class Task:
     """A task family: prompts, answer extraction, confidence and scoring.
 
-    Optional attributes the engine reads when present: ``plan_asks`` (the
-    family's wording of the goal / guideline request, see :mod:`cope.plans`),
-    ``default_taus`` and ``slow_assess``.
+    Subclasses implement :meth:`executor_messages`, :meth:`assess` and
+    :meth:`score`; everything else has a default here, so the engine, the
+    library and the command lines read attributes directly and a family
+    changes a behaviour by overriding one name.
     """
 
-    name: str
+    name: str = ""
     # Whether assess() needs per-token logprobs (perplexity-based confidence).
-    needs_logprobs: bool
+    needs_logprobs: bool = False
+    # Stage thresholds when the caller gives none (code: 1.0, only a sample passing every visible test).
+    default_taus: tuple[float, float] = PAPER_TAUS
+    # The family's wording of the goal / guideline request (see cope.plans); None: the generic one.
+    plan_asks: ClassVar[Mapping[str, str] | None] = None
+    # Executor prompt styles a stage may mix in one vote (math: chain of thought and programs).
+    executor_styles: tuple[str, ...] = ()
+    # Whether assess() is slow (runs programs): the cascade then calls it in a thread.
+    slow_assess: bool = False
+
+    def problem_from_text(self, text: str, *, tests: Sequence[str] = (), entry_point: str | None = None) -> Problem:
+        """A prompt (and any visible tests a client sent) as a problem; a family may read more out of
+        the text (code: a stub's docstring examples become its visible tests when none are given)."""
+        return Problem(text=text, tests=tuple(tests), entry_point=entry_point)
 
     def executor_messages(self, problem: Problem, plans: Sequence[Plan]) -> list[Message]:
         """Chat messages asking the executor to solve ``problem`` guided by ``plans``."""
-        ...
+        raise NotImplementedError
 
-    def assess(self, problem: Problem, completions: Sequence[Completion]) -> Assessment:
+    def assess(self, problem: Problem, completions: Sequence[Completion], **kw: Any) -> Assessment:
         """Read answers out of the executor outputs and score the stage's confidence."""
-        ...
+        raise NotImplementedError
 
     def score(self, problem: Problem, answer: str | None) -> bool:
         """Whether a final answer is correct (reference answer, hidden tests, ...)."""
-        ...
+        raise NotImplementedError
+
+    def settled(self, assessment: Assessment, drawn: int, n: int, threshold: float | None, **rule: Any) -> bool:
+        """Whether the samples not drawn yet can no longer change the stage's decision.
+
+        The default never stops a vote early: a family whose confidence is not a
+        count over samples cannot say what the rest would do.
+        """
+        return False

@@ -46,7 +46,7 @@ from typing import Any, Sequence
 from ..errors import ConfigError
 from ..models.base import Completion, Message
 from ..sandbox import RunResult, Sandbox, default_sandbox
-from .base import Assessment, Plan, Problem, chat, plan_lines
+from .base import Assessment, Plan, Problem, Task, chat, plan_lines
 
 __all__ = ["CodeTask", "TestSpec", "code_problem", "extract_code", "program_for", "read_tests"]
 
@@ -421,7 +421,7 @@ def code_problem(
 # ---------------------------------------------------------------------------
 
 
-class CodeTask:
+class CodeTask(Task):
     """Python function synthesis: confidence is "some sample passes every visible test".
 
     ``sandbox`` runs the programs (default: one process-wide
@@ -471,9 +471,9 @@ class CodeTask:
         return self._sandbox
 
     @staticmethod
-    def problem_from_text(text: str) -> Problem:
-        """A bare prompt as a code problem (a stub's docstring examples become visible tests)."""
-        return code_problem(text)
+    def problem_from_text(text: str, *, tests: Sequence[str] = (), entry_point: str | None = None) -> Problem:
+        """A prompt as a code problem: the tests given, else a stub's docstring examples."""
+        return code_problem(text, list(tests) if tests else None, entry_point=entry_point)
 
     def executor_messages(self, problem: Problem, plans: Sequence[Plan]) -> list[Message]:
         """The task, its visible tests (unless the prompt already shows them) and the plans."""

@@ -20,7 +20,8 @@ from typing import Any, Sequence
 
 from ..errors import ConfigError
 from ..models.base import Completion, Message
-from .base import Assessment, Plan, Problem, chat, plan_lines
+from ..stopping import leader
+from .base import Assessment, Plan, Problem, Task, chat, plan_lines
 
 __all__ = ["MathTask", "answers_equal", "cluster_answers", "extract_answer"]
 
@@ -426,8 +427,7 @@ def vote(outputs: Sequence[str], extracted: Sequence[str | None]) -> Assessment:
             output=outputs[0] if outputs else "",  # still show what the model wrote
             info={"clusters": clusters, "votes": {}},
         )
-    # Ids follow first appearance, so the lowest id wins a tie.
-    majority = min(sizes, key=lambda c: (-sizes[c], c))
+    majority = leader(clusters)[0]  # a tie goes to the cluster drawn first (cope.stopping.leader)
     support = [i for i, c in enumerate(clusters) if c == majority]
     first_member = {c: extracted[clusters.index(c)] for c in sizes}
     votes = {str(first_member[c]): sizes[c] for c in sorted(sizes)}
@@ -455,7 +455,7 @@ _SYSTEM_PROMPT = (
 )
 
 
-class MathTask:
+class MathTask(Task):
     """Math word problems (GSM8K, MATH): confidence is the majority vote share.
 
     Two executor styles can be mixed in one stage (``Stage.styles``, the

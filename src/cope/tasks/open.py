@@ -44,7 +44,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
 from ..models.base import Completion, Message
-from .base import Assessment, Plan, Problem, chat, plan_lines
+from .base import Assessment, Plan, Problem, Task, chat, plan_lines
 
 __all__ = [
     "DEFAULT_MAX_PERPLEXITY",
@@ -214,7 +214,7 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-class OpenTask:
+class OpenTask(Task):
     """Open-ended requests: n candidates, keep the least perplexed, escalate when it is above ``max_perplexity``.
 
     ``answer`` is the chosen candidate's full text. Per sample, ``extracted``

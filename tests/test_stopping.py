@@ -235,9 +235,14 @@ def test_cope_auto_on_code_is_cope_stopped_at_the_first_passing_program():
     cope returns from the same samples, drawing only the window that holds the first pass."""
     auto = method_config("cope-auto", explicit_taus=False).for_family("code")
     paper = method_config("cope", tau1=1.0, tau2=1.0)
-    assert [(st.executor, st.n, st.threshold, st.plan, st.use_plans) for st in auto.stages] == \
-        [(st.executor, st.n, st.threshold, st.plan, st.use_plans) for st in paper.stages]
-    assert [(st.window, st.stop) for st in auto.stages[:2]] == [(4, "exact"), (4, "exact")]
+    def shape(st):  # what the stage runs, apart from when its plans are drawn
+        from dataclasses import replace as _r
+
+        return st.executor, st.n, st.threshold, st.plan and _r(st.plan, windowed=False), st.use_plans
+
+    assert [shape(st) for st in auto.stages] == [shape(st) for st in paper.stages]
+    assert [(st.window, st.stop) for st in auto.stages[:2]] == [(1, "exact"), (1, "exact")]
+    assert auto.stages[0].plan.windowed  # one goal drawn with each sample
     stub = 'def add(a, b):\n    """Sum.\n    >>> add(1, 2)\n    3\n    >>> add(2, 2)\n    4\n    """\n'
     runs = {}
     for name, cfg in (("cope", paper), ("cope-auto", auto)):
@@ -246,7 +251,7 @@ def test_cope_auto_on_code_is_cope_stopped_at_the_first_passing_program():
         runs[name] = c.solve(stub, task="code", seed=3)
     full, early = runs["cope"], runs["cope-auto"]
     assert full.stage == early.stage == 1 and early.answer == full.answer and "a + b" in early.answer
-    assert (full.stages[0].drawn, early.stages[0].drawn) == (8, 4)
+    assert full.stages[0].drawn == 8 and early.stages[0].drawn < 8
     assert early.tokens("small")["completion"] < full.tokens("small")["completion"]
 
 

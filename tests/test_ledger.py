@@ -25,7 +25,7 @@ import shutil
 import socket
 
 from cope.errors import ConfigError
-from cope.serve.spend import MemoryStore, Refused, SqliteStore, open_store, period_ids, zone
+from cope.serve.spend import MemoryStore, Refused, open_store, period_ids, zone
 from fault_server import FaultServer, Reply, completion_body
 from test_server import REMOTE_COST, SMOL, ServerProcess, http, wait_for
 

@@ -195,7 +195,7 @@ def main() -> None:
             (tmp / "prices.toml").write_text('[models."bench"]\ninput = 0.15\noutput = 0.6\n')
             (tmp / "serve.toml").write_text(config_text(fast.line, slow.line, args.clients))
             quiet = ["--no-access-log", "--log-level", "warning"] if args.quiet_server else []
-            srv = Process([sys.executable, "-m", "cope.server", "--port", "0", "--config", "serve.toml", *quiet], tmp,
+            srv = Process([sys.executable, "-m", "cope.serve", "--port", "0", "--config", "serve.toml", *quiet], tmp,
                           log=tmp / "server.log", ready="cope serve: ready on ")
             procs.append(srv)
             url = srv.line.split()[4]

@@ -87,6 +87,7 @@ def test_bad_argument_type_one_line():
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_unreachable_api_base_url():
     port = free_port()  # nothing listens there
     p = cope("solve", "1+1", "--method", "large", "--large", "openai/gpt-4o-mini",

@@ -115,7 +115,7 @@ def test_replay_of_a_strict_cascade_agrees_with_live():
 def test_every_vote_breaks_ties_the_same_way():
     from cope.eval.replay import _vote
     from cope.stopping import leader
-    from cope.tasks.agent import AgentTask
+    from cope.agent.task import AgentTask
     from cope.tasks.base import Problem
     from cope.tasks.math import vote
 
@@ -144,3 +144,68 @@ def test_a_stub_posted_to_the_server_gets_its_docstring_tests():
     with pytest.raises(RequestError, match="not valid Python") as err:  # the CLI's check, as a 400
         to_problem(broken, system="drop", max_chars=10_000, max_messages=8, task=get_task("code"))
     assert err.value.status == 400
+
+
+# --- one solver configuration: built and refused the same way by the library, eval and the server ---
+
+@pytest.mark.parametrize("bad, message", [
+    ({"n": 0}, "n must be an integer >= 1, got 0"),
+    ({"tau1": 1.5}, "tau1 must be a number in [0, 1], got 1.5"),
+    ({"tau2": float("nan")}, "tau2 must be a number in [0, 1], got nan"),
+    ({"max_tokens": 0}, "max_tokens must be an integer >= 1, got 0"),
+    ({"method": "nosuch"}, "unknown method 'nosuch'"),
+])
+def test_every_entry_point_refuses_a_bad_setting_with_the_same_words(tmp_path, bad, message):
+    from cope.eval.runner import EvalConfig, run_eval
+    from cope.serve import load_config
+    from cope.solver import SolverConfig
+
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        SolverConfig(**bad).validate()
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        Cope(small=PartlyRight("local/a"), large=PartlyRight("local/b"), large_price_as="gpt-4o-mini",
+             prices=PriceTable.load(), **bad)
+    key, v = next(iter(bad.items()))
+    if v == v:  # (a TOML nan is refused earlier, as a non-finite number)
+        cfg = tmp_path / "serve.toml"
+        cfg.write_text(f"[presets.x]\nsmall = \"local/qwen2.5-coder-0.5b\"\nlarge = \"local/qwen2.5-coder-1.5b\"\n"
+                       f"{key} = {repr(v).replace(chr(39), chr(34))}\n")
+        with pytest.raises(ConfigError, match="preset 'x': " + message.replace("[", r"\[").replace("]", r"\]")):
+            load_config(cfg, environ={})
+    if "method" not in bad:  # eval names unknown methods before it reads their options
+        ev = {k: v for k, v in bad.items()}
+        with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            run_eval(EvalConfig(benchmark="gsm", methods=["cope"], limit=1, **ev), tmp_path / "run", progress=False)
+
+
+def test_the_solver_configuration_is_what_each_entry_point_runs(tmp_path):
+    from cope.eval.runner import EvalConfig
+    from cope.methods import load_preset
+    from cope.serve.config import Preset
+    from cope.solver import SolverConfig
+
+    code = get_task("code")
+    assert [st.threshold for st in SolverConfig().cascade(code).stages] == [1.0, 1.0, None]
+    assert [st.threshold for st in SolverConfig(tau1=0.5).cascade(code).stages][0] == 0.5
+    preset = tmp_path / "p.toml"
+    preset.write_text("[preset]\nname = 'p'\nbase = 'cope'\nstages = [1, 3]\ntau1 = 0.6\nn = 4\n")
+    from_file = SolverConfig(preset_file=str(preset)).validate().cascade(get_task("math"))
+    assert from_file == load_preset(preset).config().for_family("math") and len(from_file.stages) == 2
+    p = Preset(name="x", small="local/a", large="local/b", task="code", n=4, tau1=None)
+    assert p.solver == SolverConfig(n=4) and p.thresholds() == [1.0, 1.0, None]
+    assert EvalConfig(benchmark="gsm", methods=["cope"], n=4).solver("cope").n == 4
+
+
+def test_a_capped_copy_of_a_cope_leaves_the_original_running_its_own_cascade():
+    """The server caps max_tokens on a shallow copy; the copy's cascade must not leak into the original."""
+    import copy
+    from dataclasses import replace
+
+    c = Cope(small=PartlyRight("local/a"), large=PartlyRight("local/b"), large_price_as="gpt-4o-mini",
+             prices=PriceTable.load(), n=2)
+    math_task = get_task("math")
+    before = c.config_for(math_task)
+    capped = copy.copy(c)
+    capped.config = replace(before, stages=tuple(replace(st, max_tokens=7) for st in before.stages))
+    assert all(st.max_tokens == 7 for st in capped.config_for(math_task).stages)
+    assert c.config_for(math_task) == before and c.config_for(math_task).stages[0].max_tokens == 512

@@ -95,7 +95,7 @@ TOML_VALUES = st.one_of(st.integers(-5, 10 ** 6).map(str), st.floats(allow_nan=F
 @given(st.dictionaries(st.sampled_from(["name", "base", "stages", "tau1", "tau2", "n", "window", "stop",
                                         "max_tokens", "colour"]), TOML_VALUES, max_size=8))
 def test_preset_files_load_or_fail_clearly(tmp_path_factory, table):
-    from cope.presets import load_preset
+    from cope.methods import load_preset
 
     f = tmp_path_factory.mktemp("preset") / "p.toml"
     f.write_text("[preset]\n" + "".join(f"{k} = {v}\n" for k, v in table.items()))

@@ -194,6 +194,7 @@ def test_an_eval_where_every_problem_fails_says_so_and_exits_non_zero(tmp_path):
     assert "3 of 3 (method, problem) pairs failed" in err and "HTTP 401" in err
 
 
+@pytest.mark.slow
 def test_timeout_option_bounds_each_request():
     with FaultServer([Reply(delay_s=3.0)]) as srv:
         p = cope("solve", "What is 2+2?", "--method", "large", "--large", "openai/fake", "--large-price-as",
@@ -291,7 +292,7 @@ def test_a_reply_without_usage_counts_against_the_cap(tmp_path):
 def test_a_key_overshoots_by_at_most_one_reserved_call(backend, tmp_path):
     from cope.serve.config import KeyConfig
     from cope.serve.ledger import BudgetExceeded as KeyBudgetExceeded, Ledger
-    from cope.serve.spend import open_store
+    from cope.serve.stores import open_store
 
     store = open_store(backend, path=str(tmp_path / "ledger.sqlite3"))
     ledger = Ledger([KeyConfig(name="k", secret="sk-k-123456789", budget_usd=0.05)], store)
@@ -402,6 +403,7 @@ def test_judging_outside_handles_the_usual_shapes():
     assert judge(check, [(True, 2)]) == (False, "the test cannot be judged: an exponent too large")
 
 
+@pytest.mark.slow
 def test_humaneval_canonical_solutions_pass_when_judged_outside():
     from cope.benchmarks.humaneval import load_humaneval
     from cope.tasks.assertions import split_test

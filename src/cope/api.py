@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import Any
 
 from .cascade import BoundModel, Cascade, CascadeConfig, EventSink, Result
 from .errors import ConfigError
-from .methods import method_config
 from .models.base import Model
 from .models.registry import build_model
 from .pricing import PriceTable
+from .solver import SolverConfig
 from .tasks.base import Problem, Task
 
 DEFAULT_SMALL = "local/qwen2.5-coder-0.5b"
@@ -48,7 +47,10 @@ class Cope:
     ``small`` / ``large`` are specs ("local/<name>", "openai/<model>") or
     objects implementing the Model protocol. ``*_price_as`` charges a model at
     another model's price-table row. ``method`` picks a preset from
-    ``cope.methods`` (default: the paper's three-stage COPE).
+    ``cope.methods`` (default: the paper's three-stage COPE); ``method``, ``n``,
+    the thresholds and ``max_tokens`` make a :class:`~cope.solver.SolverConfig`
+    (or pass ``solver=`` one, e.g. with a preset file); ``config`` sets a
+    cascade of one's own instead.
     """
 
     def __init__(
@@ -69,13 +71,11 @@ class Cope:
         n_threads: int | None = None,
         config: CascadeConfig | None = None,
         timeout: float | None = None,
+        solver: SolverConfig | None = None,
     ) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"n must be an integer >= 1, got {n!r}")
-        for label, tau in (("tau1", tau1), ("tau2", tau2)):
-            if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float))
-                                    or not 0.0 <= float(tau) <= 1.0):
-                raise ConfigError(f"{label} must be a number in [0, 1], got {tau!r}")
+        # one validated value for method, n, thresholds and preset file (see cope.solver)
+        self.solver = (solver if solver is not None else
+                       SolverConfig(method=method, n=n, tau1=tau1, tau2=tau2, max_tokens=max_tokens)).validate()
         if large_price_as is _UNSET:
             large_price_as = default_large_price_as(large)
         self.prices = prices if isinstance(prices, PriceTable) else PriceTable.load(prices)
@@ -87,17 +87,11 @@ class Cope:
         for role, spec, price_as in (("small", small, small_price_as), ("large", large, large_price_as)):
             model = spec if not isinstance(spec, str) else build_model(spec, **options)
             self.models[role] = BoundModel(model, self.prices.for_spec(model.spec, price_as))
-        # thresholds not given are each task family's own, resolved per task (see methods.task_config)
-        self._recipe = {"name": method, "n": n, "tau1": tau1, "tau2": tau2, "max_tokens": max_tokens}
         self._fixed: CascadeConfig | None = None
+        self._default: CascadeConfig | None = None
         self._per_task: dict[tuple[str, tuple[float, float]], CascadeConfig] = {}
         if config is not None:
             self.config = config
-        else:
-            from .tasks.base import PAPER_TAUS
-
-            method_config(method, n=n, tau1=PAPER_TAUS[0] if tau1 is None else tau1,
-                          tau2=PAPER_TAUS[1] if tau2 is None else tau2, max_tokens=max_tokens).validate()
 
     @property
     def config(self) -> CascadeConfig:
@@ -105,33 +99,26 @@ class Cope:
         :meth:`config_for` is what a task family actually runs."""
         if self._fixed is not None:
             return self._fixed
-        from .tasks.base import PAPER_TAUS
-
-        r = self._recipe
-        return method_config(r["name"], n=r["n"], tau1=PAPER_TAUS[0] if r["tau1"] is None else r["tau1"],
-                             tau2=PAPER_TAUS[1] if r["tau2"] is None else r["tau2"], max_tokens=r["max_tokens"],
-                             explicit_taus=r["tau1"] is not None or r["tau2"] is not None)
+        if self._default is None:
+            self._default = self.solver.default_cascade()
+        return self._default
 
     @config.setter
     def config(self, value: CascadeConfig) -> None:
         value.validate()
         self._fixed = value
+        self._per_task = {}  # a new dict: a shallow copy (the server's capped Cope) must not clear its original's
 
     def config_for(self, task: Task) -> CascadeConfig:
-        """The cascade this Cope runs for ``task``: the one set, or the method's with the family's thresholds."""
+        """The cascade this Cope runs for ``task``: the one set, or the solver's with the family's thresholds."""
         from dataclasses import replace
 
-        # resolved once: the family's setting, without the other families' (a variant's own
-        # variants must not be applied a second time)
-        if self._fixed is not None:
-            return replace(self._fixed.for_family(task.name), variants=())
+        # resolved once per family: the family's setting, without the other families' (a variant's
+        # own variants must not be applied a second time)
         key = (task.name, tuple(task.default_taus))
         if key not in self._per_task:
-            from .methods import task_config
-
-            r = self._recipe
-            self._per_task[key] = replace(task_config(r["name"], task, n=r["n"], tau1=r["tau1"], tau2=r["tau2"],
-                                                      max_tokens=r["max_tokens"]), variants=())
+            self._per_task[key] = (replace(self._fixed.for_family(task.name), variants=())
+                                   if self._fixed is not None else self.solver.cascade(task))
         return self._per_task[key]
 
     @property

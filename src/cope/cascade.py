@@ -441,7 +441,7 @@ class Cascade:
 
         # A stage that keeps one of several plans keeps the majority's: its answer matters even when it escalates.
         need_answer = bool(st.plan and st.plan.keep_as and n_plans > 1)
-        can_stop = st.stop != "none" and hasattr(self.task, "settled")
+        can_stop = st.stop != "none"  # a family without a settled rule (the base class) never stops early
         outputs: list = [None] * n
         window_s: list[float] = []
         drawn = 0

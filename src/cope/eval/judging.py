@@ -3,7 +3,7 @@
 Open-ended answers have no reference to score against, so a run of the
 ``open`` family records answers only; this step compares each method's answer
 with a baseline method's answer to the same question (both orders, see
-``cope.judge``), journals every verdict, and skips pairs already judged, so
+``cope.eval.judge``), journals every verdict, and skips pairs already judged, so
 it resumes like ``cope eval``.
 """
 
@@ -16,13 +16,13 @@ from typing import Any
 from ..errors import ConfigError
 from .journal import Journal, archived, read_journal
 from .metrics import judged_win_rates
-from .runner import load_config, load_results
+from .rundir import load_config, load_results
 
 
 def judge_run(out: Path, judge: str, baseline: str, *, base_url: str | None = None,
               n_threads: int | None = None) -> dict[str, Any]:
     from ..benchmarks.registry import load_benchmark
-    from ..judge import Judge
+    from .judge import Judge
 
     cfg = load_config(out)
     results = load_results(out)

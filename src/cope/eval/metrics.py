@@ -9,227 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 
-from ..stopping import accepts
+from .replay import early_stop_changes, replayed
+from .stats import aiq, bootstrap_ci, fold_ids, frontier, paired_vs
 
-
-def bootstrap_ci(values: Sequence[float], *, b: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean."""
-    x = np.asarray(values, dtype=float)
-    if x.size == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(b, x.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return (float(lo), float(hi))
-
-
-def paired_vs(results: dict[str, list[dict[str, Any]]], baseline: str, *, b: int = 2000,
-              seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Each method against ``baseline`` on the problems both answered, resampled together.
-
-    Two methods' separate intervals overlap even when one is reliably
-    better, because most problems are easy or hard for both; resampling the
-    problems as pairs gives the interval of the difference itself. Returns,
-    per method, the accuracy difference (method minus baseline) and the cost
-    ratio (method's total over the baseline's) with 95% intervals, and how
-    many problems each one alone got right.
-    """
-    base = {r["problem_id"]: r for r in results.get(baseline, []) if r.get("correct") is not None}
-    out: dict[str, dict[str, Any]] = {}
-    rng = np.random.default_rng(seed)
-    for m, rows in sorted(results.items()):
-        if m == baseline:
-            continue
-        pairs = [(r, base[r["problem_id"]]) for r in rows
-                 if r.get("correct") is not None and r["problem_id"] in base]
-        if not pairs:
-            continue
-        a = np.array([float(r["correct"]) for r, _ in pairs])
-        c = np.array([float(q["correct"]) for _, q in pairs])
-        ca = np.array([float(r["cost_usd"]) for r, _ in pairs])
-        cc = np.array([float(q["cost_usd"]) for _, q in pairs])
-        idx = rng.integers(0, len(pairs), size=(b, len(pairs)))
-        diffs = (a[idx] - c[idx]).mean(axis=1)
-        entry: dict[str, Any] = {
-            "problems": len(pairs), "baseline": baseline,
-            "accuracy_diff": float((a - c).mean()),
-            "accuracy_diff_ci95": tuple(float(x) for x in np.quantile(diffs, [0.025, 0.975])),
-            "only_method_right": int(((a == 1) & (c == 0)).sum()),
-            "only_baseline_right": int(((a == 0) & (c == 1)).sum()),
-            "cost_ratio": None, "cost_ratio_ci95": None,
-        }
-        if cc.sum() > 0:
-            base_sums = cc[idx].sum(axis=1)
-            ratios = ca[idx].sum(axis=1)[base_sums > 0] / base_sums[base_sums > 0]
-            entry["cost_ratio"] = float(ca.sum() / cc.sum())
-            entry["cost_ratio_ci95"] = tuple(float(x) for x in np.quantile(ratios, [0.025, 0.975]))
-        out[m] = entry
-    return out
-
-
-def fold_ids(count: int, folds: int, seed: int = 0) -> np.ndarray:
-    """A seeded, balanced assignment of ``count`` items to ``folds`` folds (cross-fitting)."""
-    return np.random.default_rng(seed).permutation(count) % folds
-
-
-def frontier(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The cost-accuracy frontier: points no cheaper-or-equal point beats."""
-    best: list[tuple[float, float]] = []
-    for c, a in sorted(points, key=lambda p: (p[0], -p[1])):
-        if not best or a > best[-1][1]:
-            best.append((c, a))
-    return best
-
-
-def aiq(points: Sequence[tuple[float, float]]) -> float:
-    """Area under the non-decreasing frontier over the cost range, normalized (RouterBench's AIQ).
-
-    Between frontier points the accuracy a router could reach is the linear
-    interpolation (mixing two settings at random), so the area uses the upper
-    convex hull of the frontier.
-    """
-    f = frontier(points)
-    if len(f) < 2 or f[-1][0] == f[0][0]:
-        return f[0][1] if f else float("nan")
-    hull: list[tuple[float, float]] = []
-    for p in f:
-        while len(hull) >= 2:
-            (x1, y1), (x2, y2) = hull[-2], hull[-1]
-            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) >= 0:
-                hull.pop()  # hull[-1] lies under the chord: not on the upper hull
-            else:
-                break
-        hull.append(p)
-    xs, ys = zip(*hull)
-    return float(np.trapezoid(ys, xs) / (xs[-1] - xs[0]))
-
-
-def replayed(r: dict[str, Any], *thresholds: float, plan: Sequence[Any] | None = None,
-             strict: bool = False) -> dict[str, Any]:
-    """A recorded result as the cascade would have ended with these stage thresholds.
-
-    With ``plan`` (the live method's stages), a stage drawn in windows with an
-    early-stopping rule is replayed too: the samples it would have drawn are
-    counted from the recording's first samples (which the engine seeds as
-    the live run's), and only their tokens are charged. With the exact rule
-    the decision is the recording's own; with the predictive rule it is what
-    the rule decided at its stop (see :func:`early_stop_changes`).
-    """
-    # the token tallies are rewritten per stage below: copied, so the recorded row stays as it was
-    stages = [{**s, "tokens": {who: {role: dict(t) for role, t in roles.items()}
-                               for who, roles in s.get("tokens", {}).items()}} if "tokens" in s else dict(s)
-              for s in r["stages"]]
-    stop = len(stages)
-    for i, s in enumerate(stages[:-1]):
-        if plan is not None and i < len(plan):
-            _replay_stop(s, plan[i], thresholds[i], strict)
-        if accepts(s["confidence"], thresholds[i], strict):
-            stop = i + 1
-            break
-    if plan is not None and stop == len(stages) and len(plan) == len(stages):
-        _replay_stop(stages[-1], plan[-1], None, strict)
-    used = stages[:stop]
-    tokens: dict[str, Any] = {}
-    for s in used:
-        for who, roles in s.get("tokens", {}).items():
-            for role, t in roles.items():
-                acc = tokens.setdefault(who, {}).setdefault(role, {"prompt": 0, "completion": 0})
-                acc["prompt"] += t["prompt"]
-                acc["completion"] += t["completion"]
-    return {**r, "stages": stages, "stage": stop, "correct": used[-1]["correct"], "answer": used[-1]["answer"],
-            "cost_usd": sum(s["cost_usd"] for s in used), "latency_s": sum(s["latency_s"] for s in used),
-            "tokens": tokens}
-
-
-def _replay_stop(s: dict[str, Any], st: Any, threshold: float | None, strict: bool) -> None:
-    """Rewrite a recorded stage (in place) as its early-stopped live run would have drawn it."""
-    from ..stopping import first_pass_settled, replay_vote, vote_settled, windows
-
-    rule = getattr(st, "stop", "none")
-    n = s.get("n", 1)
-    if rule == "none" or n <= 1 or s.get("drawn", n) < n:
-        return
-    need_answer = bool(st.plan and st.plan.keep_as and st.plan.count > 1)
-    if "clusters" in s:
-        keys = s["clusters"]
-        drawn = replay_vote(keys, n, st.window, threshold, strict=strict, need_answer=need_answer, rule=rule)
-        if drawn < n and rule == "predictive":
-            # the predictive rule decides on what it drew: its answer and share may differ from all n
-            from .replay import _vote
-
-            conf, ok = _vote(keys[:drawn], s.get("cluster_correct", {}), drawn)
-            if vote_settled(keys[:drawn], n, threshold, strict=strict, need_answer=need_answer, rule="exact"):
-                conf, ok = s["confidence"], s["correct"]
-            s["confidence"], s["correct"] = conf, ok
-    elif "passing" in s:
-        first = min(s["passing"], default=None)
-        drawn = n
-        if first is not None and first_pass_settled(1.0, first + 1, n, threshold, strict=strict, rule=rule):
-            drawn = next(hi for lo, hi in windows(n, st.window) if lo <= first < hi)
-    else:
-        return
-    if drawn >= n:
-        return
-    per = s.get("sample_tokens") or []
-    for roles in s.get("tokens", {}).values():
-        t = roles.get("execute")
-        if t is None:
-            continue
-        t["completion"] = sum(per[:drawn]) if len(per) == n else round(t["completion"] * drawn / n)
-        t["prompt"] = round(t["prompt"] * len(windows(drawn, st.window)) / len(windows(n, st.window)))
-    w_s = s.get("window_latency_s") or []
-    if len(w_s) == len(windows(n, st.window)):
-        plan_s = s["latency_s"] - sum(w_s)  # the stage's planning call, if any, ran in full
-        s["latency_s"] = plan_s + sum(w_s[: len(windows(drawn, st.window))])
-    s["drawn"] = drawn
-
-
-def early_stop_changes(rows: list[dict[str, Any]], stages: Sequence[Any], *, window: int = 4,
-                       strict: bool = False) -> dict[str, Any] | None:
-    """The predictive rule against the exact one, both replayed on a recording's full votes.
-
-    The exact rule never changes a decision; the predictive one stops sooner
-    and may. This counts, over the recorded problems, the samples each rule
-    would have drawn and the problems whose deciding stage or
-    correctness the predictive rule changed (a stage's recorded answer is kept,
-    so a changed answer shows as changed correctness), so a user can see what its
-    savings cost before turning it on. Stages without a window of their own
-    are replayed in windows of ``window``: a recording drawn in one batch
-    holds exchangeable samples, so its first k stand for a live run's first k.
-    None when no stage votes (nothing to stop early).
-    """
-    from dataclasses import replace
-
-    if not rows or not any(st.n > 1 for st in stages) or len(stages) != len(rows[0]["stages"]):
-        return None
-    taus = [st.threshold for st in stages[:-1]]
-
-    def run(rule: str) -> list[dict[str, Any]]:
-        plan = [replace(st, stop=rule, window=st.window or window) if st.n > 1 else st for st in stages]
-        return [replayed(r, *taus, plan=plan, strict=strict) for r in rows]
-
-    def drawn(r: dict[str, Any]) -> int:
-        return sum(int(s.get("drawn", s.get("n", 1))) for s in r["stages"][: r["stage"]])
-
-    exact, pred = run("exact"), run("predictive")
-    changed = [(e, p) for e, p in zip(exact, pred) if (e["stage"], bool(e["correct"])) != (p["stage"], bool(p["correct"]))]
-    return {
-        "problems": len(rows),
-        "window": max((st.window or window) for st in stages if st.n > 1),
-        "samples_exact": sum(drawn(r) for r in exact),
-        "samples_predictive": sum(drawn(r) for r in pred),
-        "samples_full": sum(drawn({**r, "stages": [{**s, "drawn": s.get("n", 1)} for s in r["stages"]]})
-                            for r in exact),
-        "decisions_changed": len(changed),
-        "right_to_wrong": sum(1 for e, p in changed if e["correct"] and not p["correct"]),
-        "wrong_to_right": sum(1 for e, p in changed if p["correct"] and not e["correct"]),
-        "accuracy_exact": float(np.mean([bool(r["correct"]) for r in exact])),
-        "accuracy_predictive": float(np.mean([bool(r["correct"]) for r in pred])),
-    }
+__all__ = ["aiq", "bootstrap_ci", "fold_ids", "frontier", "paired_vs", "replayed", "early_stop_changes",
+           "summarize_run", "method_metrics", "reliability", "stage3_without_plan", "style_breakdown",
+           "judged_win_rates", "win_rates", "write_summary"]
 
 
 def stage3_without_plan(cope_rows: list[dict[str, Any]], large_rows: list[dict[str, Any]],
@@ -251,6 +40,11 @@ def stage3_without_plan(cope_rows: list[dict[str, Any]], large_rows: list[dict[s
         out.append({**replayed({**r, "stages": [r["stages"][0], r["stages"][1], s3]}, tau1, tau2),
                     "method": "cope-s3-noplan"})
     return out
+
+
+def stage3_replay(rows: dict[str, list[dict[str, Any]]], cfg: Any) -> list[dict[str, Any]]:
+    """The registry's replay of ``cope-s3-noplan`` from a recording's cope and large rows."""
+    return stage3_without_plan(rows["cope"], rows["large"], cfg.tau1, cfg.tau2)
 
 
 def style_breakdown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -360,7 +154,7 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
 
 def summarize_run(out: Path) -> dict[str, Any]:
     """Metrics per method from a run directory's journal (the one source of truth)."""
-    from .runner import journal_records, latest_results, load_config
+    from .rundir import journal_records, latest_results, load_config
 
     cfg = load_config(out)
     records = journal_records(out)  # one read (one decompression of an archive) for everything below
@@ -374,12 +168,15 @@ def summarize_run(out: Path) -> dict[str, Any]:
     early_stopping: dict[str, dict[str, Any]] = {}
     styles = {m: t for m, rows in by_method.items() if (t := style_breakdown(rows))}
     if cfg.record:
-        for m in ("cope", "cascade-noplan"):
-            if by_method.get(m):
+        from ..methods import METHODS, REPLAYS
+        from ..plugins import resolve
+
+        for m, spec in METHODS.items():
+            if spec.reliability and by_method.get(m):
                 calibration[m] = reliability(by_method[m])
         # A recording ran every stage; what a cascade would have done is its
         # replay at the method's own thresholds.
-        from .runner import method_cascade
+        from .rundir import method_cascade
 
         for m, rows in by_method.items():
             cascade = method_cascade(cfg, m)
@@ -402,23 +199,12 @@ def summarize_run(out: Path) -> dict[str, Any]:
                 by_method[m] = [replayed(r, *taus, plan=stages, strict=cascade.strict) for r in rows]
                 notes.append(f"{m}: replayed from the recording at thresholds {', '.join(f'{t:g}' for t in taus)}"
                              + (", its votes stopped early as live (samples drawn in windows)" if early else ""))
-        if "cascade-noplan" in by_method and "frugal-cv" not in by_method:
-            # FrugalGPT with no extra run: its scorer is cross-fitted on this
-            # recording's own stage-1 votes (each fold scored by the others).
-            from ..errors import ConfigError
-            from ..frugal import cross_fitted
-
-            try:
-                by_method["frugal-cv"] = cross_fitted(by_method["cascade-noplan"])
-                notes.append("frugal-cv: cascade-noplan's recording with a logistic-regression scorer "
-                             "cross-fitted over 5 folds of these problems instead of the consensus threshold")
-            except ConfigError:
-                pass  # too few problems to cross-fit
-        if "cope" in by_method and "large" in by_method and "cope-s3-noplan" not in by_method:
-            by_method["cope-s3-noplan"] = stage3_without_plan(by_method["cope"], by_method["large"],
-                                                              cfg.tau1, cfg.tau2)
-            notes.append("cope-s3-noplan: ablation replayed from the recording, COPE's stages 1-2 with the "
-                         "large model's unplanned greedy answer (the large method's) as stage 3")
+        for rp in REPLAYS.values():  # methods the recording answers with no model call (frugal-cv, ...)
+            if rp.name not in by_method and all(src in by_method for src in rp.sources):
+                built = resolve(rp.build)({src: by_method[src] for src in rp.sources}, cfg)
+                if built is not None:
+                    by_method[rp.name] = built
+                    notes.append(rp.note)
     methods = {m: method_metrics(rs, rs[0].get("n_stages")) for m, rs in sorted(by_method.items())}
     paired = paired_vs(by_method, "large") if "large" in by_method else {}
     points = [(v["cost_usd_per_1m"], v["accuracy"]) for v in methods.values()

@@ -14,17 +14,18 @@ costs of sampled stages are pro-rated by n'/n.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError
-from ..stopping import accepts, leader
+from ..stopping import accepts, first_pass_settled, leader, replay_vote, vote_settled, windows
+from .stats import bootstrap_ci, fold_ids
 
 if TYPE_CHECKING:
-    from ..presets import PresetFile
+    from ..methods import PresetFile
 
 
 @dataclass
@@ -56,7 +57,7 @@ def _vote(clusters: Sequence[int | None], cluster_correct: dict[str, bool], k: i
 
 
 def load_recorded(out: Path, method: str = "cope", n: int | None = None) -> Recorded:
-    from .runner import load_config, load_results
+    from .rundir import load_config, load_results
 
     cfg = load_config(out)
     if not cfg.record:
@@ -85,7 +86,7 @@ def load_recorded(out: Path, method: str = "cope", n: int | None = None) -> Reco
                     cost[i, j] = s["cost_usd"] * k / n_rec
             else:
                 conf[i, j], correct[i, j], cost[i, j] = s["confidence"], s["correct"], s["cost_usd"]
-    from .runner import method_cascade
+    from .rundir import method_cascade
 
     try:
         cascade = method_cascade(cfg, method)
@@ -198,7 +199,6 @@ def _cross_validated(rec: Recorded, grid: np.ndarray, policies: Sequence[Sequenc
     P = len(rec.ids)
     if P < 2 * folds:
         return None
-    from .metrics import bootstrap_ci, fold_ids
 
     fold = fold_ids(P, folds, seed)
     correct = np.zeros(P)
@@ -219,7 +219,7 @@ def _cross_validated(rec: Recorded, grid: np.ndarray, policies: Sequence[Sequenc
 
 def large_cost_per_1m(out: Path) -> float:
     """The ``large`` method's mean cost in a run, USD per 1M problems: what a cost ratio is relative to."""
-    from .runner import load_results
+    from .rundir import load_results
 
     rows = [r for r in load_results(out) if r["method"] == "large"]
     if not rows:
@@ -286,8 +286,8 @@ def calibrate(out: Path, *, target_cost: float | None = None, target_accuracy: f
 
 def preset_from_calibration(r: dict[str, Any], name: str) -> "PresetFile":
     """The preset file a calibration chose, with what it expects and where it came from."""
-    from ..presets import PresetFile
-    from .runner import load_config
+    from ..methods import PresetFile
+    from .rundir import load_config
 
     cfg = load_config(Path(r["run"]))
     cv = r["cross_validated"] or {}
@@ -302,3 +302,123 @@ def preset_from_calibration(r: dict[str, Any], name: str) -> "PresetFile":
         expected["target_cost_usd_per_1m"] = round(r["target_cost_usd_per_1m"], 4)
     return PresetFile(name=name, base=r["method"], stages=tuple(r["stages"]), tau1=r["tau1"], tau2=r["tau2"],
                       n=r["n"], expected=expected)
+
+
+# Replaying one recorded row: what the live cascade would have drawn and answered.
+
+def replayed(r: dict[str, Any], *thresholds: float, plan: Sequence[Any] | None = None,
+             strict: bool = False) -> dict[str, Any]:
+    """A recorded result as the cascade would have ended with these stage thresholds.
+
+    With ``plan`` (the live method's stages), a stage drawn in windows with an
+    early-stopping rule is replayed too: the samples it would have drawn are
+    counted from the recording's first samples (which the engine seeds as
+    the live run's), and only their tokens are charged. With the exact rule
+    the decision is the recording's own; with the predictive rule it is what
+    the rule decided at its stop (see :func:`early_stop_changes`).
+    """
+    # the token tallies are rewritten per stage below: copied, so the recorded row stays as it was
+    stages = [{**s, "tokens": {who: {role: dict(t) for role, t in roles.items()}
+                               for who, roles in s.get("tokens", {}).items()}} if "tokens" in s else dict(s)
+              for s in r["stages"]]
+    stop = len(stages)
+    for i, s in enumerate(stages[:-1]):
+        if plan is not None and i < len(plan):
+            _replay_stop(s, plan[i], thresholds[i], strict)
+        if accepts(s["confidence"], thresholds[i], strict):
+            stop = i + 1
+            break
+    if plan is not None and stop == len(stages) and len(plan) == len(stages):
+        _replay_stop(stages[-1], plan[-1], None, strict)
+    used = stages[:stop]
+    tokens: dict[str, Any] = {}
+    for s in used:
+        for who, roles in s.get("tokens", {}).items():
+            for role, t in roles.items():
+                acc = tokens.setdefault(who, {}).setdefault(role, {"prompt": 0, "completion": 0})
+                acc["prompt"] += t["prompt"]
+                acc["completion"] += t["completion"]
+    return {**r, "stages": stages, "stage": stop, "correct": used[-1]["correct"], "answer": used[-1]["answer"],
+            "cost_usd": sum(s["cost_usd"] for s in used), "latency_s": sum(s["latency_s"] for s in used),
+            "tokens": tokens}
+
+
+def _replay_stop(s: dict[str, Any], st: Any, threshold: float | None, strict: bool) -> None:
+    """Rewrite a recorded stage (in place) as its early-stopped live run would have drawn it."""
+    rule = getattr(st, "stop", "none")
+    n = s.get("n", 1)
+    if rule == "none" or n <= 1 or s.get("drawn", n) < n:
+        return
+    need_answer = bool(st.plan and st.plan.keep_as and st.plan.count > 1)
+    if "clusters" in s:
+        keys = s["clusters"]
+        drawn = replay_vote(keys, n, st.window, threshold, strict=strict, need_answer=need_answer, rule=rule)
+        if drawn < n and rule == "predictive":
+            # the predictive rule decides on what it drew: its answer and share may differ from all n
+            conf, ok = _vote(keys[:drawn], s.get("cluster_correct", {}), drawn)
+            if vote_settled(keys[:drawn], n, threshold, strict=strict, need_answer=need_answer, rule="exact"):
+                conf, ok = s["confidence"], s["correct"]
+            s["confidence"], s["correct"] = conf, ok
+    elif "passing" in s:
+        first = min(s["passing"], default=None)
+        drawn = n
+        if first is not None and first_pass_settled(1.0, first + 1, n, threshold, strict=strict, rule=rule):
+            drawn = next(hi for lo, hi in windows(n, st.window) if lo <= first < hi)
+    else:
+        return
+    if drawn >= n:
+        return
+    per = s.get("sample_tokens") or []
+    for roles in s.get("tokens", {}).values():
+        t = roles.get("execute")
+        if t is None:
+            continue
+        t["completion"] = sum(per[:drawn]) if len(per) == n else round(t["completion"] * drawn / n)
+        t["prompt"] = round(t["prompt"] * len(windows(drawn, st.window)) / len(windows(n, st.window)))
+    w_s = s.get("window_latency_s") or []
+    if len(w_s) == len(windows(n, st.window)):
+        plan_s = s["latency_s"] - sum(w_s)  # the stage's planning call, if any, ran in full
+        s["latency_s"] = plan_s + sum(w_s[: len(windows(drawn, st.window))])
+    s["drawn"] = drawn
+
+
+def early_stop_changes(rows: list[dict[str, Any]], stages: Sequence[Any], *, window: int = 4,
+                       strict: bool = False) -> dict[str, Any] | None:
+    """The predictive rule against the exact one, both replayed on a recording's full votes.
+
+    The exact rule never changes a decision; the predictive one stops sooner
+    and may. This counts, over the recorded problems, the samples each rule
+    would have drawn and the problems whose deciding stage or
+    correctness the predictive rule changed (a stage's recorded answer is kept,
+    so a changed answer shows as changed correctness), so a user can see what its
+    savings cost before turning it on. Stages without a window of their own
+    are replayed in windows of ``window``: a recording drawn in one batch
+    holds exchangeable samples, so its first k stand for a live run's first k.
+    None when no stage votes (nothing to stop early).
+    """
+    if not rows or not any(st.n > 1 for st in stages) or len(stages) != len(rows[0]["stages"]):
+        return None
+    taus = [st.threshold for st in stages[:-1]]
+
+    def run(rule: str) -> list[dict[str, Any]]:
+        plan = [replace(st, stop=rule, window=st.window or window) if st.n > 1 else st for st in stages]
+        return [replayed(r, *taus, plan=plan, strict=strict) for r in rows]
+
+    def drawn(r: dict[str, Any]) -> int:
+        return sum(int(s.get("drawn", s.get("n", 1))) for s in r["stages"][: r["stage"]])
+
+    exact, pred = run("exact"), run("predictive")
+    changed = [(e, p) for e, p in zip(exact, pred) if (e["stage"], bool(e["correct"])) != (p["stage"], bool(p["correct"]))]
+    return {
+        "problems": len(rows),
+        "window": max((st.window or window) for st in stages if st.n > 1),
+        "samples_exact": sum(drawn(r) for r in exact),
+        "samples_predictive": sum(drawn(r) for r in pred),
+        "samples_full": sum(drawn({**r, "stages": [{**s, "drawn": s.get("n", 1)} for s in r["stages"]]})
+                            for r in exact),
+        "decisions_changed": len(changed),
+        "right_to_wrong": sum(1 for e, p in changed if e["correct"] and not p["correct"]),
+        "wrong_to_right": sum(1 for e, p in changed if p["correct"] and not e["correct"]),
+        "accuracy_exact": float(np.mean([bool(r["correct"]) for r in exact])),
+        "accuracy_predictive": float(np.mean([bool(r["correct"]) for r in pred])),
+    }

@@ -14,126 +14,20 @@ import asyncio
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import ConfigError, CopeError
 from ..models.worker import ModelProcessDied
 from ..tasks.base import Problem
 from .calls import Budget, BudgetExceeded, CallCache, JournaledModel
-from .journal import Journal, archived, journal_exists, read_journal
-
-FORMAT = 1
-
-
-@dataclass
-class EvalConfig:
-    benchmark: str
-    methods: list[str]
-    limit: int | None = None
-    seed: int = 1234
-    small: str = "local/qwen2.5-coder-0.5b"
-    large: str = "local/qwen2.5-coder-1.5b"
-    small_price_as: str | None = None
-    large_price_as: str | None = "default"  # "default": the library's row for ``large`` (api.default_large_price_as)
-    n: int = 8
-    tau1: float | None = None  # None: the task family's default (math 0.75/0.5, code 1.0/1.0)
-    tau2: float | None = None
-    max_tokens: int = 512
-    record: bool = False
-    concurrency: int = 1
-    max_usd: float | None = None
-    prices: str | None = None
-    base_url: str | None = None
-    mapping: dict[str, str] | None = None
-    task: str | None = None
-    frugal_train: str | None = None  # a run directory the frugal scorer is trained on
-    max_steps: int = 50  # agent benchmarks: the step budget of an episode
-    timeout: float | None = None  # seconds per API request attempt (None: the backend's 120)
-    format: int = FORMAT
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.large_price_as == "default":
-            from ..api import default_large_price_as
-
-            self.large_price_as = default_large_price_as(self.large)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
-def method_cascade(cfg: EvalConfig, name: str):
-    """The cascade a run's method name stands for: a preset file it loaded, or a built-in method."""
-    presets = cfg.extra.get("presets", {})
-    if name in presets:
-        from ..presets import PresetFile
-
-        return PresetFile.from_dict(presets[name]).config(cfg.max_tokens)
-    from ..benchmarks.registry import benchmark_task
-    from ..methods import method_config
-
-    given = cfg.extra.get("taus_given", True)  # runs made before per-family presets: as given
-    config = method_config(name, n=cfg.n, tau1=cfg.tau1, tau2=cfg.tau2, max_tokens=cfg.max_tokens,
-                           explicit_taus=bool(given))
-    return config.for_family(benchmark_task(cfg.benchmark, cfg.task))
-
-
-def _stage_summary(st) -> dict[str, Any]:
-    """One stage as config.json keeps it: who executes, how many samples, when it accepts, which plans."""
-    out: dict[str, Any] = {"executor": st.executor, "n": st.n, "threshold": st.threshold}
-    if st.plan:
-        out["plan"] = f"{st.plan.count} {st.plan.kind} by {st.plan.planner}"
-        if st.plan.windowed and st.window:
-            out["plans_in_windows"] = True
-    if st.use_plans:
-        out["use_plans"] = list(st.use_plans)
-    if st.styles:
-        out["styles"] = list(st.styles)
-    if st.stop != "none":
-        out.update(window=st.window, stop=st.stop)
-    if st.seed_index:
-        out["of_stage"] = st.seed_index
-    return out
-
+from .journal import Journal, archived, read_journal
+from .rundir import EvalConfig, RunContext, load_config, load_results, method_cascade, stage_summary
 
 def problem_seed(seed: int, problem_id: str) -> int:
     """A per-problem seed that does not depend on order or on --limit."""
     return int(hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest()[:8], 16)
-
-
-def load_config(out: Path) -> EvalConfig:
-    path = out / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{out} is not a run directory (no config.json)")
-    try:
-        return EvalConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path}: unreadable run config ({exc})") from None
-
-
-def journal_records(out: Path) -> list[dict[str, Any]]:
-    """Every record of a run's journal (or of its archive), read once."""
-    if not journal_exists(out / "journal.jsonl"):
-        raise ConfigError(f"{out} is not a run directory (no journal.jsonl)")
-    return list(read_journal(out / "journal.jsonl"))
-
-
-def latest_results(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The result records among ``records``, last one winning per (method, problem)."""
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for rec in records:
-        if rec.get("type") == "result":
-            latest[(rec["method"], rec["problem_id"])] = rec
-    return list(latest.values())
-
-
-def load_results(out: Path) -> list[dict[str, Any]]:
-    """The result records of a run, last one winning per (method, problem)."""
-    return latest_results(journal_records(out))
 
 
 def _score(task, problem: Problem, answer: str | None) -> bool | None:
@@ -236,19 +130,12 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
             solvers[m] = c
         # problem-major, so a stopped run has every method on the same problems
         tasks = {m: task for m in cfg.methods}
-        if "frugal" in cfg.methods:
-            from ..frugal import FrugalScorer, FrugalTask, train_from_run
+        from ..methods import METHODS
 
-            scorer_file = out / "frugal_scorer.json"
-            if resume and scorer_file.is_file():
-                scorer = FrugalScorer.load(scorer_file)  # the same scorer as before the stop
-            else:
-                scorer = train_from_run(Path(cfg.frugal_train or ""))
-                scorer.save(scorer_file)
-            overlap = len(set(scorer.trained_on) & {p.id for p in bench.problems})
-            if overlap:
-                journal.write({"type": "note", "message": f"frugal scorer trained on {overlap} of these problems"})
-            tasks["frugal"] = FrugalTask(task, scorer)
+        context = RunContext(cfg, out, resume, bench.problems, journal)
+        for m in cfg.methods:
+            if m in METHODS:
+                tasks[m] = METHODS[m].prepare(task, context)
         todo = [(m, p) for p in bench.problems for m in cfg.methods if (m, p.id) not in done]
         sem = asyncio.Semaphore(max(1, cfg.concurrency))
         stats = {m: {"done": 0, "correct": 0, "cost": 0.0} for m in cfg.methods}
@@ -269,7 +156,7 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                     return
                 t0 = time.perf_counter()
                 try:
-                    if bench.task == "agent":
+                    if task.driver is not None:
                         await play(method, problem, t0)
                         return
                     r = await solvers[method].asolve(problem, task=tasks[method],
@@ -306,27 +193,15 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                 succeeded[0] += 1
 
         async def play(method: str, problem: Problem, t0: float) -> None:
-            """An agent benchmark item is an episode: success is its score, cost is per episode."""
-            from ..envs.textworld_env import open_game
-            from ..episode import arun_episode
+            """An item of an episodic family is played by the family's driver (agent: one game)."""
+            from ..plugins import resolve
 
-            env = await asyncio.to_thread(open_game, problem.meta["game"], level=problem.meta.get("level"))
-            try:
-                ep = await arun_episode(env, solvers[method], max_steps=cfg.max_steps,
-                                        seed=problem_seed(cfg.seed, problem.id))
-            finally:
-                env.close()
-            counts = ep.stage_counts()
-            journal.write({
-                "type": "result", "method": method, "problem_id": problem.id, "answer": ep.outcome,
-                "reference": None, "correct": ep.success, "stage": max(counts, default=1),
-                "n_stages": len(solvers[method].config.stages), "confidence": None,
-                "cost_usd": ep.cost_usd, "latency_s": sum(c.latency_s for c in ep.calls),
-                "wall_s": time.perf_counter() - t0, "calls": len(ep.calls), "stages": [],
-                "tokens": _tokens(ep.calls), "steps": ep.steps, "score": ep.score,
-                "stage_counts": {str(k): v for k, v in counts.items()},
-            })
-            bar.advance(method, (ep.success, ep.cost_usd))
+            rec, calls = await resolve(task.driver)(solvers[method], problem, seed=problem_seed(cfg.seed, problem.id),
+                                                    max_steps=cfg.max_steps)
+            journal.write({"type": "result", "method": method, "problem_id": problem.id, **rec,
+                           "n_stages": len(solvers[method].config.stages), "wall_s": time.perf_counter() - t0,
+                           "tokens": _tokens(calls)})
+            bar.advance(method, (rec["correct"], rec["cost_usd"]))
             succeeded[0] += 1
 
         with bar:
@@ -423,7 +298,7 @@ def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: boo
     else:
         if (out / "journal.jsonl").is_file() and (out / "journal.jsonl").stat().st_size:
             raise ConfigError(f"{out} already holds a run; use --resume to continue it or another --out")
-        from ..methods import METHODS
+        from ..methods import METHODS, method_names
         from ..pricing import PriceTable
 
         from ..benchmarks.registry import benchmark_task
@@ -436,12 +311,15 @@ def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: boo
         cfg.tau2 = taus[1] if cfg.tau2 is None else cfg.tau2
         unknown = [m for m in cfg.methods if m not in METHODS and m not in cfg.extra.get("presets", {})]
         if unknown:
-            raise ConfigError(f"unknown method '{unknown[0]}'; known: {', '.join(METHODS)}")
-        if "frugal" in cfg.methods and not cfg.frugal_train:
-            raise ConfigError("--method frugal needs --frugal-train RUN_DIR (a run whose first stage voted, "
-                              "e.g. small-vote on other problems)")
+            raise ConfigError(f"unknown method '{unknown[0]}'; known: {method_names()}")
+        for m in cfg.methods:
+            if m in METHODS:
+                cfg.solver(m).validate()  # n, thresholds, max_tokens: refused as the library refuses them
+            for setting, message in (METHODS[m].needs.items() if m in METHODS else ()):
+                if not getattr(cfg, setting):
+                    raise ConfigError(message)
         # what each method ran, resolved (a preset file's or a family's calibrated setting), for the record
-        cfg.extra["cascades"] = {m: [_stage_summary(st) for st in method_cascade(cfg, m).stages]
+        cfg.extra["cascades"] = {m: [stage_summary(st) for st in method_cascade(cfg, m).stages]
                                  for m in cfg.methods}
         record = asdict(cfg)
         record["price_table"] = PriceTable.load(cfg.prices).version

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
+from ..solver import SolverConfig
 
 # System (and "developer") messages: a task family's own system prompt fixes
 # the output format its confidence signal reads (\boxed{} for voting), so by
@@ -68,37 +69,29 @@ class Preset:
     # a preset file from ``cope calibrate --write-preset``: its cascade replaces method, n and taus
     preset_file: str | None = None
 
+    @property
+    def solver(self) -> SolverConfig:
+        """The preset's solver configuration (method, n, thresholds, preset file), as the library builds it."""
+        return SolverConfig(method=self.method, n=self.n, tau1=self.tau1, tau2=self.tau2, max_tokens=self.max_tokens,
+                            preset_file=self.preset_file or None)
+
     def cope_kwargs(self, prices: Any) -> dict[str, Any]:
         """Keyword arguments for :class:`cope.Cope`."""
         kwargs: dict[str, Any] = dict(
-            small=self.small, large=self.large, n=self.n, tau1=self.tau1, tau2=self.tau2,
-            method=self.method, max_tokens=self.max_tokens, small_price_as=self.small_price_as or None,
+            small=self.small, large=self.large, solver=self.solver, small_price_as=self.small_price_as or None,
             prices=prices, base_url=self.base_url, n_threads=self.n_threads, timeout=self.request_timeout_s,
         )
         if self.price_as is not None:
             kwargs["large_price_as"] = self.price_as or None
         if self.api_key_env:
             kwargs["api_key"] = os.environ.get(self.api_key_env)
-        if self.preset_file:
-            from ..presets import load_preset
-
-            kwargs["config"] = load_preset(self.preset_file).config(self.max_tokens)
         return kwargs
 
     def thresholds(self) -> list[float | None]:
         """The stage thresholds this preset's cascade runs for its task (no model is loaded)."""
-        if self.preset_file:
-            from ..presets import load_preset
+        from ..tasks import get_task
 
-            config = load_preset(self.preset_file).config(self.max_tokens)
-            config = config.for_family(self.task)
-        else:
-            from ..methods import task_config
-            from ..tasks import get_task
-
-            config = task_config(self.method, get_task(self.task), n=self.n, tau1=self.tau1, tau2=self.tau2,
-                                 max_tokens=self.max_tokens)
-        return [st.threshold for st in config.stages]
+        return [st.threshold for st in self.solver.cascade(get_task(self.task)).stages]
 
 
 @dataclass(frozen=True)
@@ -215,7 +208,7 @@ class ServerConfig:
 
     def open_ledger(self) -> Any:
         """The spend store this config names (opened: the SQLite file is created if missing)."""
-        from .spend import open_store
+        from .stores import open_store
 
         import sqlite3
 
@@ -296,7 +289,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     else:
         config = _load_file(path)
     for file in preset_files:
-        from ..presets import load_preset
+        from ..methods import load_preset
 
         pf = load_preset(file)
         if pf.name in config.presets:
@@ -423,7 +416,6 @@ def _keys(where: str, table: Any) -> list[KeyConfig]:
 
 def validate(config: ServerConfig) -> None:
     """Check every preset without loading a model, so mistakes surface at startup."""
-    from ..methods import METHODS
     from ..models.registry import parse_spec
     from ..pricing import PriceTable
     from ..tasks import TASKS
@@ -463,22 +455,10 @@ def validate(config: ServerConfig) -> None:
         at = f"preset '{p.name}'"
         if p.task not in TASKS:
             raise ConfigError(f"{at}: unknown task '{p.task}'; available: {', '.join(TASKS)}")
-        if p.method not in METHODS:
-            raise ConfigError(f"{at}: unknown method '{p.method}'; known: {', '.join(METHODS)}")
-        if p.preset_file:
-            from ..presets import load_preset
-
-            try:
-                load_preset(p.preset_file)
-            except ConfigError as exc:
-                raise ConfigError(f"{at}: {exc}") from None
-        if p.n < 1:
-            raise ConfigError(f"{at}: n must be >= 1, got {p.n}")
-        for label, tau in (("tau1", p.tau1), ("tau2", p.tau2)):
-            if tau is not None and not 0.0 <= tau <= 1.0:
-                raise ConfigError(f"{at}: {label} must be in [0, 1], got {tau}")
-        if p.max_tokens < 1:
-            raise ConfigError(f"{at}: max_tokens must be >= 1, got {p.max_tokens}")
+        try:
+            p.solver.validate()  # method, n, thresholds, max_tokens, preset file: checked as the library does
+        except ConfigError as exc:
+            raise ConfigError(f"{at}: {exc}") from None
         if p.system not in SYSTEM_MODES:
             raise ConfigError(f"{at}: system must be one of {', '.join(SYSTEM_MODES)}, got '{p.system}'")
         if p.timeout_s is not None and p.timeout_s <= 0:

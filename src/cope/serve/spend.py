@@ -296,26 +296,10 @@ class SqliteStore(_Periods):
             self._db.close()
 
 
-def open_store(backend: str, *, path: str | None = None, url: str | None = None, tz: str = "UTC",
-               stale_s: float = 3600.0) -> SpendStore:
-    """The configured backend (the config was validated, so the names are known)."""
-    if backend == "memory":
-        return MemoryStore(tz, stale_s)
-    if backend == "sqlite":
-        assert path is not None
-        return SqliteStore(path, tz, stale_s)
-    if backend == "redis":
-        from .spend_redis import RedisStore
-
-        assert url is not None
-        return RedisStore(url, tz, stale_s)
-    raise ValueError(f"unknown ledger backend '{backend}'")
-
-
 def budgets_of(limits: dict[str, float | None]) -> dict[str, float]:
     """The set budgets by period kind, from config names (budget_usd, daily_usd, monthly_usd)."""
     return {PERIODS[k]: v for k, v in limits.items() if v is not None}
 
 
 __all__: Sequence[str] = ("Hold", "MemoryStore", "PERIODS", "Refused", "SpendStore", "SqliteStore", "Usage",
-                          "budgets_of", "open_store", "period_ids")
+                          "budgets_of", "period_ids")

@@ -18,8 +18,8 @@ ARGS_ENV = "COPE_SERVE_WORKER"
 
 
 def build() -> Any:
-    from ..server import Scrubber
     from . import create_app, load_config
+    from .logs import Scrubber
 
     spec = json.loads(os.environ[ARGS_ENV])
     config = load_config(spec["config"], preset_files=spec["preset"])

@@ -16,7 +16,7 @@ def get_task(name: str) -> Task:
 
         return MathTask()
     if name in VARIANTS:
-        from .math_pot import MathPoTTask
+        from .math import MathPoTTask
 
         return MathPoTTask(mode=name.split("-", 1)[1])
     if name == "code":
@@ -28,7 +28,7 @@ def get_task(name: str) -> Task:
 
         return OpenTask()
     if name == "agent":
-        from .agent import AgentTask
+        from ..agent.task import AgentTask
 
         return AgentTask()
     raise ConfigError(f"unknown task '{name}'; available: {', '.join(TASKS + VARIANTS)}")

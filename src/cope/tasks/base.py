@@ -103,6 +103,9 @@ class Task:
     executor_styles: tuple[str, ...] = ()
     # Whether assess() is slow (runs programs): the cascade then calls it in a thread.
     slow_assess: bool = False
+    # An episodic family (agent) plays each item with this driver ("module:function", see
+    # cope.plugins) instead of solving it with one cascade; None: items are problems.
+    driver: str | None = None
 
     def problem_from_text(self, text: str, *, tests: Sequence[str] = (), entry_point: str | None = None) -> Problem:
         """A prompt (and any visible tests a client sent) as a problem; a family may read more out of

@@ -398,12 +398,12 @@ def code_problem(
     if tests is None:
         tests = ()
         if context:
-            from ..benchmarks.humaneval import docstring_examples
+            from .code_examples import docstring_examples
 
             tests = tuple(docstring_examples(context, entry_point))
             source = "docstring"
     if entry_point is None:
-        from ..benchmarks.humaneval import called_functions
+        from .code_examples import called_functions
 
         called = called_functions(list(tests))
         entry_point = called[0] if called else None

@@ -29,11 +29,10 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from ..errors import ConfigError
-from ..models.base import Completion, Message
+from ..models.base import Message
 from ..sandbox import Limits, Sandbox, default_sandbox
 from .base import Assessment, Plan, Problem, chat, plan_lines
-from .math import MathTask, _clean, extract_answer, vote
+from .math_answers import _clean, extract_answer, vote
 
 # A word problem's program needs neither minutes nor gigabytes: a loop or a
 # memory bomb is cut short and counts as no answer.
@@ -163,31 +162,3 @@ def executed_vote(outputs: Sequence[str], styles: Sequence[str], sandbox: Sandbo
     a.info["executed"] = [how for _, how in ran]
     a.info["styles"] = list(styles)
     return a
-
-
-class MathPoTTask(MathTask):
-    """Math where programs are run: ``mode="pot"`` asks for them, ``mode="exec"`` runs those written anyway."""
-
-    slow_assess = True  # running programs: the cascade calls assess in a thread
-
-    def __init__(self, mode: str = "pot", sandbox: Sandbox | None = None) -> None:
-        if mode not in ("pot", "exec"):
-            raise ConfigError(f"unknown math executor mode '{mode}'; use pot or exec")
-        self.mode = mode
-        self.name = "math-pot" if mode == "pot" else "math-exec"
-        self._sandbox = sandbox
-
-    @property
-    def sandbox(self) -> Sandbox:
-        return self._sandbox or pot_sandbox()
-
-    def executor_messages(self, problem: Problem, plans: Sequence[Plan], style: str | None = None) -> list[Message]:
-        style = style or ("pot" if self.mode == "pot" else "cot")
-        return super().executor_messages(problem, plans, style=style)
-
-    def assess(self, problem: Problem, completions: Sequence[Completion],
-               styles: Sequence[str] | None = None) -> Assessment:
-        """Vote on executed answers; a sample without a program falls back to its written answer."""
-        outputs = [c.text for c in completions]
-        own = "pot" if self.mode == "pot" else "cot"
-        return executed_vote(outputs, list(styles) if styles else [own] * len(outputs), self.sandbox)

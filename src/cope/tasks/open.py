@@ -308,11 +308,11 @@ class OpenTask(Task):
         Even MT-Bench's reference answers (math, reasoning, coding) are worked
         solutions for a judge to read, not strings to match, so a True/False
         here would be made up. Open-ended answers are scored by pairwise
-        judgment instead (``cope.judge``).
+        judgment instead (``cope.eval.judge``).
         """
         raise ConfigError(
             "open-ended answers have no right/wrong score; compare them with a judge "
-            "(cope.judge.Judge) and report the win rate"
+            "(cope.eval.judge.Judge) and report the win rate"
         )
 
 

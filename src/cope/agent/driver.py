@@ -1,0 +1,32 @@
+"""An eval item played as an episode: the agent family's driver hook (``AgentTask.driver``).
+
+A benchmark item of the agent family is a game, not a problem: the runner
+hands it to this driver instead of solving it with one cascade, and journals
+the record it returns (success is the episode's, cost is per episode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..tasks.base import Problem
+from .episode import arun_episode
+from .textworld import open_game
+
+
+async def play_item(solver: Any, problem: Problem, *, seed: int, max_steps: int) -> tuple[dict[str, Any], list]:
+    """Play ``problem``'s game with ``solver`` (a Cope); the result record's fields and the calls made."""
+    env = await asyncio.to_thread(open_game, problem.meta["game"], level=problem.meta.get("level"))
+    try:
+        ep = await arun_episode(env, solver, max_steps=max_steps, seed=seed)
+    finally:
+        env.close()
+    counts = ep.stage_counts()
+    record = {
+        "answer": ep.outcome, "reference": None, "correct": ep.success, "stage": max(counts, default=1),
+        "confidence": None, "cost_usd": ep.cost_usd, "latency_s": sum(c.latency_s for c in ep.calls),
+        "calls": len(ep.calls), "stages": [], "steps": ep.steps, "score": ep.score,
+        "stage_counts": {str(k): v for k, v in counts.items()},
+    }
+    return record, ep.calls

@@ -1,0 +1,20 @@
+"""What runs inside the sandbox: real Python files that the host sends to the child as text.
+
+They run in a separate, isolated interpreter (``python -I``), so they are
+never imported by cope: :func:`source` reads a file's text once, and the host
+passes it in the job (guard, Landlock, seccomp) or as ``-c`` (the harness).
+Keeping them as files lets linters, type checkers and coverage see them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+
+
+@lru_cache(maxsize=None)
+def source(name: str) -> str:
+    """The text of ``child/<name>.py`` (guard, landlock, seccomp or harness)."""
+    return (_HERE / f"{name}.py").read_text(encoding="utf-8")

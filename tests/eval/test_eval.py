@@ -1,0 +1,429 @@
+"""The evaluation harness on real SmolLM2 runs: record, replay, resume, budget, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cope.errors import ConfigError
+from cope.eval.journal import read_journal
+from cope.eval.metrics import aiq, bootstrap_ci, frontier, replayed, summarize_run
+from cope.eval.replay import calibrate, load_recorded, sweep
+from cope.eval.runner import EvalConfig, load_results, run_eval
+
+SMOL = "local/smollm2-135m"
+PROBLEMS = [
+    ("What is 3 + 4?", "7"), ("What is 10 - 6?", "4"), ("What is 2 times 5?", "10"),
+    ("What is 9 + 9?", "18"), ("What is 20 divided by 4?", "5"),
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("data") / "arith.jsonl"
+    p.write_text("\n".join(json.dumps({"question": q, "answer": a, "uid": f"q{i}"})
+                           for i, (q, a) in enumerate(PROBLEMS)) + "\n")
+    return p
+
+
+def config(data: Path, **kw) -> EvalConfig:
+    base = dict(benchmark=f"jsonl:{data}", methods=["cope"], small=SMOL, large=SMOL, large_price_as="gpt-4o-mini",
+                n=2, max_tokens=40, mapping={"id": "uid"}, seed=7)
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def recorded(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rec")
+    run_eval(config(data, record=True, limit=4), out, use_cache=False, progress=False)
+    return out
+
+
+@pytest.mark.slow
+def test_record_holds_every_stage(recorded):
+    rows = load_results(recorded)
+    assert len(rows) == 4
+    for r in rows:
+        assert [s["stage"] for s in r["stages"]] == [1, 2, 3]
+        assert r["stage"] == 3  # a recording never stops early
+        assert all("clusters" in s and "cluster_correct" in s for s in r["stages"])
+
+
+@pytest.mark.slow
+def test_replay_equals_live(data, recorded, tmp_path):
+    tau1, tau2 = 0.5, 1.0
+    live_dir = tmp_path / "live"
+    run_eval(config(data, tau1=tau1, tau2=tau2, limit=4), live_dir, use_cache=False, progress=False)
+    live = {r["problem_id"]: r for r in load_results(live_dir)}
+    rec = {r["problem_id"]: replayed(r, tau1, tau2) for r in load_results(recorded)}
+    assert live.keys() == rec.keys()
+    for pid, r in rec.items():
+        assert live[pid]["stage"] == r["stage"], pid
+        assert live[pid]["answer"] == r["answer"], pid
+        assert live[pid]["correct"] == r["correct"], pid
+        assert live[pid]["cost_usd"] == pytest.approx(r["cost_usd"]), pid
+        assert live[pid]["tokens"] == r["tokens"], pid
+    # the vectorized sweep agrees with the per-problem replay
+    s = sweep(load_recorded(recorded), np.array([tau1]), np.array([tau2]))
+    assert s["accuracy"][0, 0] == pytest.approx(np.mean([r["correct"] for r in rec.values()]))
+    assert s["cost"][0, 0] == pytest.approx(np.mean([r["cost_usd"] for r in rec.values()]))
+
+
+def test_replay_subsets_and_smaller_n(recorded):
+    full = load_recorded(recorded)
+    one = load_recorded(recorded, n=1)
+    assert one.n == 1 and full.n == 2
+    assert set(np.unique(one.conf[:, :2])) <= {0.0, 1.0}  # one vote is unanimous or absent
+    only_large = sweep(full, np.array([0.0]), np.array([0.0]), stages=(3,))
+    assert only_large["accuracy"][0, 0] == pytest.approx(full.correct[:, 2].mean())
+    with pytest.raises(ConfigError):
+        sweep(full, np.array([0.5]), np.array([0.5]), stages=(1, 2))
+    with pytest.raises(ConfigError):
+        load_recorded(recorded, n=3)
+
+
+def test_calibrate_respects_target(recorded):
+    free = calibrate(recorded, target_cost=0.0, boot=100)
+    assert free["cost_usd_per_1m"] == 0.0  # only settings that never pay the large model
+    best = calibrate(recorded, target_accuracy=0.0, boot=100)
+    assert best["cost_usd_per_1m"] <= free["cost_usd_per_1m"] + 1e-9
+    assert best["accuracy_ci95"][0] <= best["accuracy"] <= best["accuracy_ci95"][1]
+    costs = [p["cost_usd_per_1m"] for p in best["frontier"]]
+    accs = [p["accuracy"] for p in best["frontier"]]
+    assert costs == sorted(costs) and accs == sorted(accs)
+
+
+@pytest.mark.slow
+def test_resume_after_kill_repeats_no_call(data, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "cope", "eval", f"jsonl:{data}", "--map", "id=uid", "--method", "cope", "large",
+           "--small", SMOL, "--large", SMOL, "--large-price-as", "gpt-4o-mini", "--n", "2", "--max-tokens", "40",
+           "--seed", "7", "--out", str(out), "--no-cache", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / "journal.jsonl"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            kinds = Counter(r.get("type") for r in read_journal(journal)) if journal.exists() else Counter()
+            if kinds["result"] >= 2:
+                break
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    before = [r for r in read_journal(journal) if r["type"] == "call"]
+    done_before = sum(1 for r in read_journal(journal) if r["type"] == "result")
+    assert 2 <= done_before < 2 * len(PROBLEMS)
+    p = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    calls = [r for r in read_journal(journal) if r["type"] == "call"]
+    keys = Counter(r["key"] for r in calls)
+    assert max(keys.values()) == 1, "a call was repeated after resume"
+    assert len(calls) > len(before)
+    results = load_results(out)
+    assert Counter(r["method"] for r in results) == {"cope": len(PROBLEMS), "large": len(PROBLEMS)}
+
+
+def test_budget_cap_stops_before_exceeding(data, tmp_path):
+    out = tmp_path / "capped"
+    cap = 0.0001
+    s = run_eval(config(data, methods=["large"], max_usd=cap), out, use_cache=False, progress=False)
+    assert "stopped" in s and "--max-usd" in s["stopped"]
+    spent = sum(r["usd"] for r in read_journal(out / "journal.jsonl") if r["type"] == "call")
+    assert 0 < spent <= cap
+    assert len(load_results(out)) < len(PROBLEMS)
+
+
+def test_bootstrap_interval_on_known_distribution():
+    rng = np.random.default_rng(1)
+    x = rng.random(1000) < 0.3
+    lo, hi = bootstrap_ci(x.astype(float))
+    assert lo < 0.3 < hi
+    assert 0.04 < hi - lo < 0.075  # ~ 2 * 1.96 * sqrt(0.21 / 1000)
+    assert bootstrap_ci([1.0] * 50) == (1.0, 1.0)
+
+
+def test_frontier_and_aiq():
+    pts = [(0, 0.5), (10, 0.7), (5, 0.4), (20, 0.7), (30, 0.9)]
+    assert frontier(pts) == [(0, 0.5), (10, 0.7), (30, 0.9)]
+    # upper hull of (0,.5),(10,.7),(30,.9) is the whole frontier: trapezoids / 30
+    assert aiq(pts) == pytest.approx(((0.5 + 0.7) / 2 * 10 + (0.7 + 0.9) / 2 * 20) / 30)
+    assert aiq([(0, 0.5), (10, 0.5)]) == pytest.approx(0.5)
+
+
+def test_report_renders(data, recorded, tmp_path):
+    plain = tmp_path / "plain"
+    run_eval(config(data, methods=["large", "small"], limit=4), plain, use_cache=False, progress=False)
+    out = tmp_path / "report"
+    p = subprocess.run([sys.executable, "-m", "cope", "report", str(recorded), str(plain), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    md = (out / "summary.md").read_text()
+    assert "| cope | 4 |" in md and f"cope report {recorded} {plain}" in md
+    assert "| USD total |" in md
+    assert "Confidence against accuracy" in md and "\n| cope | 1 | " in md  # the recorded run's reliability table
+    # local compute is shown though it is free: the small model's generated tokens per problem
+    s = summarize_run(plain)["methods"]
+    small_rows = [r for r in load_results(plain) if r["method"] == "small"]
+    generated = sum(r["tokens"]["small"]["execute"]["completion"] for r in small_rows) / 4
+    assert s["large"]["small_generated_tokens_per_problem"] == 0
+    assert s["small"]["small_generated_tokens_per_problem"] == generated > 0
+    assert "| small tokens generated per problem |" in md
+    # the plain run has the large model: the small one is compared with it pair by pair
+    assert "Against `large` on the same problems" in md and "\n| small | 4 | " in md
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert "<table>" in page and "<th>accuracy [95% CI]</th>" in page and "<code>" in page
+    assert (out / "accuracy_vs_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reliability_tables_of_a_recorded_cascade(recorded):
+    from cope.eval.metrics import reliability
+
+    def row(c1, ok1, c2, ok2):
+        return {"stages": [{"confidence": c1, "correct": ok1}, {"confidence": c2, "correct": ok2},
+                           {"confidence": 1.0, "correct": True}]}
+
+    rows = [row(1.0, True, 0.5, True), row(1.0, False, 0.5, False), row(0.25, False, 0.5, True),
+            row(0.25, False, 0.75, True)]
+    st1, st2 = reliability(rows)  # the last stage decides nothing: no table
+    assert st1["bins"] == [{"confidence": 0.25, "problems": 2, "right": 0}, {"confidence": 1.0, "problems": 2, "right": 1}]
+    assert st1["ece"] == pytest.approx((2 * 0.25 + 2 * 0.5) / 4)
+    assert st2["bins"][0] == {"confidence": 0.5, "problems": 3, "right": 2}
+    # perplexity-like confidences, all distinct, are binned by tenths
+    fine = [row(0.31 + i / 100, i % 2 == 0, 0.5, True) for i in range(12)]
+    assert [b["confidence"] for b in reliability(fine)[0]["bins"]] == [0.3, 0.4]
+    # ... and their gap uses the confidences themselves, not the bin's label
+    exact = sum(abs(sum(i % 2 == 0 for i in b) - sum(0.31 + i / 100 for i in b)) for b in (range(9), range(9, 12)))
+    assert reliability(fine)[0]["ece"] == pytest.approx(exact / 12)
+    # the real recording: one table per deciding stage, over every recorded problem
+    cal = summarize_run(recorded)["calibration"]["cope"]
+    assert [t["stage"] for t in cal] == [1, 2]
+    assert all(sum(b["problems"] for b in t["bins"]) == 4 for t in cal)
+
+
+def test_paired_comparison_with_the_large_model():
+    from cope.eval.metrics import paired_vs
+
+    def rows(method, right, cost):
+        return [{"method": method, "problem_id": f"p{i}", "correct": bool(r), "cost_usd": cost}
+                for i, r in enumerate(right)]
+
+    large = rows("large", [1, 1, 1, 1, 1, 0, 0, 0, 0, 0], 2e-4)
+    cope = rows("cope", [1, 1, 1, 1, 1, 1, 1, 1, 1, 0], 1e-4)
+    worse = rows("worse", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0.0)[:6]  # answered only 6 problems
+    p = paired_vs({"large": large, "cope": cope, "worse": worse}, "large")
+    assert set(p) == {"cope", "worse"}
+    assert p["cope"]["accuracy_diff"] == pytest.approx(0.4)
+    assert p["cope"]["only_method_right"] == 4 and p["cope"]["only_baseline_right"] == 0
+    lo, hi = p["cope"]["accuracy_diff_ci95"]
+    assert 0.0 < lo <= 0.4 <= hi  # never worse on a pair, better on four: the interval excludes 0
+    assert p["cope"]["cost_ratio"] == pytest.approx(0.5) and p["cope"]["cost_ratio_ci95"] == pytest.approx((0.5, 0.5))
+    assert p["worse"]["problems"] == 6 and p["worse"]["accuracy_diff"] == pytest.approx(-5 / 6)
+    assert p["worse"]["cost_ratio"] == 0.0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["report", "/nonexistent/run"], "not a run directory"),
+    (["calibrate", "/nonexistent/run", "--target-cost", "1"], "not a run directory"),
+    (["eval", "nosuch-bench"], "unknown benchmark"),
+    (["eval", "gsm", "--method", "nosuch"], "unknown method"),
+    (["eval", "jsonl:/nonexistent.jsonl"], "not found"),
+    (["eval", "gsm", "--limit", "0"], "--limit"),
+])
+def test_bad_input_one_line(args, needle, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "cope", *args, *(["--out", str(tmp_path / "o")] if args[0] == "eval" else [])],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert needle in p.stderr.strip().splitlines()[-1]
+
+
+def test_existing_run_needs_resume_and_calibrate_needs_record(data, recorded, tmp_path):
+    with pytest.raises(ConfigError, match="--resume"):
+        run_eval(config(data), recorded, progress=False)
+    out = tmp_path / "plain"
+    run_eval(config(data, methods=["small"], limit=1), out, use_cache=False, progress=False)
+    with pytest.raises(ConfigError, match="--record"):
+        calibrate(out, target_cost=1.0)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "1+1", "answer": "2"}\nnot json\n')
+    with pytest.raises(ConfigError, match="bad.jsonl:2"):
+        run_eval(config(bad, methods=["small"]), tmp_path / "b", progress=False)
+
+
+def test_an_archived_run_reports_and_replays_but_does_not_grow(data, recorded, tmp_path):
+    import gzip
+
+    arch = tmp_path / "archived"
+    arch.mkdir()
+    shutil.copy(recorded / "config.json", arch / "config.json")
+    with gzip.open(arch / "journal.jsonl.gz", "wb") as f:
+        f.write((recorded / "journal.jsonl").read_bytes())
+    assert summarize_run(arch)["methods"] == summarize_run(recorded)["methods"]
+    assert calibrate(arch, target_accuracy=0.0, boot=10)["tau1"] == calibrate(recorded, target_accuracy=0.0,
+                                                                               boot=10)["tau1"]
+    with pytest.raises(ConfigError, match="archived run"):
+        run_eval(config(data, record=True, limit=4), arch, resume=True, progress=False)
+    assert not (arch / "journal.jsonl").exists()
+    (arch / "journal.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(ConfigError, match="unreadable archive"):
+        summarize_run(arch)
+
+
+def test_corrupted_journal_is_a_clear_error(recorded, tmp_path):
+    bad = tmp_path / "bad-run"
+    shutil.copytree(recorded, bad)
+    lines = (bad / "journal.jsonl").read_text().splitlines()
+    lines[1] = lines[1][: len(lines[1]) // 2]  # damage a line in the middle
+    (bad / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    p = subprocess.run([sys.executable, "-m", "cope", "report", str(bad)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "corrupted journal line" in p.stderr
+
+
+def test_textworld_benchmark_plays_episodes(tmp_path):
+    out = tmp_path / "tw"
+    s = run_eval(EvalConfig(benchmark="textworld", methods=["small"], limit=1, small=SMOL, large=SMOL,
+                            n=2, max_tokens=24, max_steps=2, seed=5), out, progress=False)
+    (r,) = load_results(out)
+    assert r["problem_id"] == "cooking-L1-s5" and r["answer"] in ("won", "lost", "max_steps")
+    assert 1 <= r["steps"] <= 2 and isinstance(r["correct"], bool)
+    assert sum(r["stage_counts"].values()) == r["steps"]
+    assert s["methods"]["small"]["steps_mean"] == r["steps"]
+    with pytest.raises(ConfigError, match="level"):
+        run_eval(EvalConfig(benchmark="textworld:cooking:x", methods=["small"]), tmp_path / "bad", progress=False)
+
+
+@pytest.mark.slow
+def test_mtbench_run_is_judged_pairwise(tmp_path):
+    out = tmp_path / "mt"
+    s = run_eval(EvalConfig(benchmark="mtbench", methods=["small", "large"], limit=1, small=SMOL, large=SMOL,
+                            n=2, max_tokens=24, seed=5), out, progress=False)
+    assert s["methods"]["small"]["accuracy"] is None  # no reference answer to score against
+    p = subprocess.run([sys.executable, "-m", "cope", "judge", str(out), "--judge", SMOL, "--baseline", "large"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    verdicts = [r for r in read_journal(out / "journal.jsonl") if r["type"] == "judgement"]
+    assert len(verdicts) == 1 and verdicts[0]["verdict"] in ("win", "tie", "loss")
+    again = subprocess.run([sys.executable, "-m", "cope", "judge", str(out), "--judge", SMOL, "--baseline", "large"],
+                           capture_output=True, text=True, timeout=300)
+    assert "0 pair(s) judged now" in again.stdout  # judged pairs are not judged again
+    p = subprocess.run([sys.executable, "-m", "cope", "report", str(out)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "Judged: small vs large" in (out / "summary.md").read_text()
+    bad = subprocess.run([sys.executable, "-m", "cope", "judge", str(out), "--judge", SMOL, "--baseline", "nosuch"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no results for the baseline" in bad.stderr
+
+
+def test_thresholds_default_to_the_task_family(data, tmp_path):
+    run_eval(config(data, methods=["small"], limit=1), tmp_path / "m", progress=False)
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["tau1"] == 0.75
+    from cope.benchmarks.registry import benchmark_task
+
+    assert benchmark_task("humaneval") == "code" and benchmark_task("mbpp:x.jsonl") == "code"
+    assert benchmark_task("mtbench") == "open" and benchmark_task("textworld:coin_collector") == "agent"
+    code = tmp_path / "code.jsonl"
+    code.write_text(json.dumps({"text": "Write add(a, b).", "test_list": ["assert add(1, 2) == 3"]}) + "\n")
+    run_eval(EvalConfig(benchmark=f"mbpp:{code}", methods=["small"], small=SMOL, large=SMOL, max_tokens=24),
+             tmp_path / "c", progress=False)
+    cfg = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert (cfg["tau1"], cfg["tau2"]) == (1.0, 1.0)  # code accepts only a sample that passes every test
+
+
+def _synthetic_recording(stage1_right: np.ndarray, conf1: np.ndarray) -> "Recorded":
+    from cope.eval.replay import Recorded
+
+    P = len(conf1)
+    conf = np.column_stack([conf1, np.full(P, 0.25), np.ones(P)])
+    correct = np.column_stack([stage1_right, np.zeros(P, dtype=bool), np.ones(P, dtype=bool)])
+    cost = np.column_stack([np.zeros(P), np.full(P, 1e-5), np.full(P, 2e-4)])
+    return Recorded([f"p{i}" for i in range(P)], conf, correct, cost, np.zeros((P, 3)), 8)
+
+
+def test_cross_validated_calibration_is_out_of_fold():
+    from cope.eval.replay import _cross_validated
+
+    grid = np.linspace(0, 1, 21)
+    # Consensus tells right from wrong: every fold finds the threshold, nothing is lost.
+    conf1 = np.tile([0.25, 0.5, 0.875, 1.0], 10)
+    clean = _synthetic_recording(conf1 >= 0.8, conf1)
+    cv = _cross_validated(clean, grid, [(1, 2, 3)], None, 1.0)
+    assert cv["folds"] == 5 and len(cv["chosen"]) == 5
+    assert cv["accuracy"] == 1.0 and cv["cost_usd_per_1m"] == pytest.approx(1e6 * 2.1e-4 / 2)
+    assert all(0.55 <= c["tau1"] <= 0.875 for c in cv["chosen"])
+    # A fold's thresholds are chosen without its problems: relabelling them
+    # changes what is scored, never what was chosen for them.
+    from cope.eval.metrics import fold_ids
+
+    rng = np.random.default_rng(4)
+    right, c1 = rng.random(60) < 0.5, rng.choice(grid, 60)
+    budget = 1e6 * 2.1e-4 * 0.5
+    base = _cross_validated(_synthetic_recording(right, c1), grid, [(1, 2, 3)], budget, None)
+    fold = fold_ids(60, 5)
+    flipped = right.copy()
+    flipped[fold == 2] = ~flipped[fold == 2]
+    again = _cross_validated(_synthetic_recording(flipped, c1), grid, [(1, 2, 3)], budget, None)
+    assert again["chosen"][2] == base["chosen"][2]
+    assert again["chosen"] != base["chosen"] and again["accuracy"] != base["accuracy"]
+    assert _cross_validated(_synthetic_recording(conf1[:9] > 0.8, conf1[:9]), grid, [(1, 2, 3)], None, 1.0) is None
+
+
+def test_stage3_without_plan_splices_the_large_answer():
+    from cope.eval.metrics import stage3_without_plan
+
+    def stage(k, conf, right, cost):
+        return {"stage": k, "n": 8, "confidence": conf, "correct": right, "answer": str(right), "cost_usd": cost,
+                "latency_s": 1.0, "tokens": {}}
+
+    cope = [{"method": "cope", "problem_id": "a", "stages": [stage(1, 0.9, True, 0.0), stage(2, 0.1, False, 1e-5),
+                                                              stage(3, 1.0, False, 2e-4)]},
+            {"method": "cope", "problem_id": "b", "stages": [stage(1, 0.1, False, 0.0), stage(2, 0.1, False, 1e-5),
+                                                              stage(3, 1.0, False, 2e-4)]},
+            {"method": "cope", "problem_id": "c", "stages": [stage(1, 0.1, False, 0.0), stage(2, 0.1, False, 1e-5),
+                                                              stage(3, 1.0, True, 2e-4)]}]
+    large = [{"method": "large", "problem_id": p, "stages": [stage(1, 1.0, right, 1.5e-4)]}
+             for p, right in (("a", False), ("b", True))]
+    out = {r["problem_id"]: r for r in stage3_without_plan(cope, large, 0.75, 0.5)}
+    assert set(out) == {"a", "b"}  # c has no large answer to splice in
+    assert out["a"]["stage"] == 1 and out["a"]["correct"] and out["a"]["cost_usd"] == 0.0
+    assert out["b"]["stage"] == 3 and out["b"]["correct"]  # the unplanned large answer, not COPE's stage 3
+    assert out["b"]["cost_usd"] == pytest.approx(1e-5 + 1.5e-4)  # stage 2 (its guideline included) + large
+    assert out["b"]["method"] == "cope-s3-noplan"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parent.parent.parent / "results").iterdir()
+                                        if (p / "config.json").is_file()))
+def test_committed_results_regenerate_from_their_journals(name, tmp_path):
+    """Every committed table is what `cope report` makes of the committed journal today."""
+    root = Path(__file__).parent.parent.parent
+    p = subprocess.run([sys.executable, "-m", "cope", "report", f"results/{name}", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, cwd=root)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "summary.md").read_text() == (root / "results" / name / "summary.md").read_text()
+
+
+def test_calibration_rule_on_both_targets():
+    from cope.eval.replay import _choose
+
+    # (tau1, tau2, accuracy, USD per 1M)
+    pairs = [(0.0, 0.0, 0.2, 0.0), (0.5, 0.0, 0.5, 50.0), (0.5, 0.5, 0.5, 40.0), (1.0, 1.0, 0.7, 200.0)]
+    assert _choose(pairs, 60.0, None, strict=True) == (0.5, 0.5, 0.5, 40.0)  # best within $60, then cheaper
+    assert _choose(pairs, None, 0.5, strict=True) == (0.5, 0.5, 0.5, 40.0)  # cheapest reaching 50%
+    assert _choose(pairs, None, 0.1, strict=True) == (0.0, 0.0, 0.2, 0.0)
+    with pytest.raises(ConfigError, match=r"no thresholds reach a cost of \$-1 .* cheapest costs \$0.00"):
+        _choose(pairs, -1.0, None, strict=True)
+    with pytest.raises(ConfigError, match="no thresholds reach accuracy 0.9; the best is 0.700"):
+        _choose(pairs, None, 0.9, strict=True)
+    # a cross-validation fold still picks the nearest setting
+    assert _choose(pairs, -1.0, None, strict=False) == (0.0, 0.0, 0.2, 0.0)
+    assert _choose(pairs, None, 0.9, strict=False) == (1.0, 1.0, 0.7, 200.0)

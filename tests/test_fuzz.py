@@ -166,7 +166,7 @@ def test_server_request_bodies_get_a_json_answer(tmp_path):
     import urllib.error
     import urllib.request
 
-    from test_server import ServerProcess
+    from serving import ServerProcess
 
     srv = ServerProcess(tmp_path, '[keys.zero]\nkey = "sk-zero-0000000000"\nbudget_usd = 0.0\n')
     statuses: dict[int, int] = {}

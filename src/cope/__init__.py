@@ -22,6 +22,8 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .api import Cope
     from .cascade import CallRecord, Result
+    from .models.endpoint import Endpoint
+    from .solver import SolverConfig
 
 
 def __getattr__(name: str) -> Any:
@@ -29,6 +31,14 @@ def __getattr__(name: str) -> Any:
         from .api import Cope
 
         return Cope
+    if name == "Endpoint":
+        from .models.endpoint import Endpoint
+
+        return Endpoint
+    if name == "SolverConfig":
+        from .solver import SolverConfig
+
+        return SolverConfig
     if name in ("Result", "CallRecord", "Cascade", "CascadeConfig", "Stage", "PlanStep"):
         from . import cascade
 
@@ -37,6 +47,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Cope", "Result", "CallRecord", "CopeError", "ConfigError", "UnknownModelError",
+    "Cope", "Endpoint", "SolverConfig", "Result", "CallRecord", "CopeError", "ConfigError", "UnknownModelError",
     "PriceError", "ModelFileError", "BackendError", "__version__",
 ]

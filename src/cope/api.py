@@ -9,7 +9,7 @@ from typing import Any
 from .cascade import BoundModel, Cascade, CascadeConfig, EventSink, Result
 from .errors import ConfigError
 from .models.base import Model
-from .models.registry import build_model
+from .models.endpoint import Endpoint
 from .pricing import PriceTable
 from .solver import SolverConfig
 from .tasks.base import Problem, Task
@@ -21,10 +21,11 @@ DEFAULT_LARGE = "local/qwen2.5-coder-1.5b"
 DEFAULT_LARGE_PRICE_AS = "gpt-4o-mini"
 
 
-def default_large_price_as(large: "str | Model") -> str | None:
+def default_large_price_as(large: "str | Model | Endpoint") -> str | None:
     """The price row a large model is charged at when the caller does not say: the one place this
     is decided (the offline default large model as gpt-4o-mini, every other model at its own)."""
-    return DEFAULT_LARGE_PRICE_AS if isinstance(large, str) and large == DEFAULT_LARGE else None
+    spec = large.spec if isinstance(large, Endpoint) else large
+    return DEFAULT_LARGE_PRICE_AS if isinstance(spec, str) and spec == DEFAULT_LARGE else None
 
 _UNSET: Any = object()
 
@@ -44,8 +45,12 @@ def _task(task: "str | Task") -> "Task":
 class Cope:
     """A small and a large model collaborating through plans.
 
-    ``small`` / ``large`` are specs ("local/<name>", "openai/<model>") or
-    objects implementing the Model protocol. ``*_price_as`` charges a model at
+    ``small`` / ``large`` are specs ("local/<name>", "openai/<model>",
+    "ollama/<model>", ...), :class:`~cope.models.endpoint.Endpoint` values (a
+    spec with its own base URL and key variable) or objects implementing the
+    Model protocol; ``small_base_url`` / ``large_base_url`` and
+    ``small_key_env`` / ``large_key_env`` give one model its endpoint (``base_url``
+    and ``api_key`` are shared by both). ``*_price_as`` charges a model at
     another model's price-table row. ``method`` picks a preset from
     ``cope.methods`` (default: the paper's three-stage COPE); ``method``, ``n``,
     the thresholds and ``max_tokens`` make a :class:`~cope.solver.SolverConfig`
@@ -55,8 +60,8 @@ class Cope:
 
     def __init__(
         self,
-        small: str | Model = DEFAULT_SMALL,
-        large: str | Model = DEFAULT_LARGE,
+        small: str | Model | Endpoint = DEFAULT_SMALL,
+        large: str | Model | Endpoint = DEFAULT_LARGE,
         *,
         n: int = 8,
         tau1: float | None = None,
@@ -72,6 +77,10 @@ class Cope:
         config: CascadeConfig | None = None,
         timeout: float | None = None,
         solver: SolverConfig | None = None,
+        small_base_url: str | None = None,
+        large_base_url: str | None = None,
+        small_key_env: str | None = None,
+        large_key_env: str | None = None,
     ) -> None:
         # one validated value for method, n, thresholds and preset file (see cope.solver)
         self.solver = (solver if solver is not None else
@@ -82,10 +91,22 @@ class Cope:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or not timeout > 0 or timeout == float("inf")):
             raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
-        options = {"base_url": base_url, "api_key": api_key, "n_threads": n_threads, "timeout": timeout}
+        # each model is its own endpoint: a role's base URL and key variable apply to that model only
+        # (base_url / api_key are shared fallbacks, as before)
+        per_role = {"small": (small_base_url, small_key_env), "large": (large_base_url, large_key_env)}
         self.models: dict[str, BoundModel] = {}
         for role, spec, price_as in (("small", small, small_price_as), ("large", large, large_price_as)):
-            model = spec if not isinstance(spec, str) else build_model(spec, **options)
+            url, key_env = per_role[role]
+            if isinstance(spec, str):
+                spec = Endpoint(spec, base_url=url, key_env=key_env)
+            elif isinstance(spec, Endpoint):
+                if url or key_env:
+                    raise ConfigError(f"give the {role} model's base URL and key variable in its Endpoint, not twice")
+            elif url or key_env:
+                raise ConfigError(f"{role}_base_url / {role}_key_env are for a model spec or Endpoint, "
+                                  "not a Model object (it is already built)")
+            model = (spec.build(role, base_url=base_url, api_key=api_key, n_threads=n_threads, timeout=timeout)
+                     if isinstance(spec, Endpoint) else spec)
             self.models[role] = BoundModel(model, self.prices.for_spec(model.spec, price_as))
         self._fixed: CascadeConfig | None = None
         self._default: CascadeConfig | None = None

@@ -43,6 +43,15 @@ _USD = bounded_float(0.0)
 _SECONDS = bounded_float(0.0, open_lo=True)
 
 
+def _add_endpoint_args(p: argparse.ArgumentParser) -> None:
+    """Each model's own endpoint: the small one on the user's machine, the large one at an API."""
+    for role in ("small", "large"):
+        p.add_argument(f"--{role}-base-url", default=None, metavar="URL",
+                       help=f"base URL of the {role} model only (wins over --base-url)")
+        p.add_argument(f"--{role}-key-env", default=None, metavar="VAR",
+                       help=f"environment variable holding the {role} model's API key (its name, not the key)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from .api import DEFAULT_LARGE, DEFAULT_SMALL
     from .benchmarks.registry import benchmark_usage
@@ -72,6 +81,7 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--large-price-as", default=argparse.SUPPRESS,
                    help="charge the large model at this model's price (default large: gpt-4o-mini)")
     s.add_argument("--base-url", default=None, help="base URL for openai/ models (else $OPENAI_BASE_URL)")
+    _add_endpoint_args(s)
     s.add_argument("--threads", type=_POS, default=None, help="CPU threads for local models")
     s.add_argument("--timeout", type=_SECONDS, default=None,
                    help="seconds an API request may take before it is retried (default: 120)")
@@ -107,7 +117,8 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-tokens", type=_POS, default=512)
     e.add_argument("--concurrency", type=_POS, default=1, help="problems in flight at once (default: 1)")
     e.add_argument("--prices", default=None)
-    e.add_argument("--base-url", default=None)
+    e.add_argument("--base-url", default=None, help="base URL for both models when served (else $OPENAI_BASE_URL)")
+    _add_endpoint_args(e)
     e.add_argument("--timeout", type=_SECONDS, default=None,
                    help="seconds an API request may take before it is retried (default: 120)")
     e.add_argument("--map", default=None, help="jsonl field mapping, e.g. text=problem,reference=answer,id=uid")
@@ -191,7 +202,9 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     # thresholds left unset are the task family's own: the solver configuration resolves them
     c = Cope(
         small=args.small, large=args.large, solver=SolverConfig.from_args(args), small_price_as=args.small_price_as,
-        prices=args.prices, base_url=args.base_url, n_threads=args.threads, timeout=args.timeout, **kwargs,
+        prices=args.prices, base_url=args.base_url, n_threads=args.threads, timeout=args.timeout,
+        small_base_url=args.small_base_url, large_base_url=args.large_base_url, small_key_env=args.small_key_env,
+        large_key_env=args.large_key_env, **kwargs,
     )
     if task.driver is not None:  # an episodic family (agent): a game is played, not a problem solved
         return _play(args, c, Progress)
@@ -306,7 +319,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         large=args.large, small_price_as=args.small_price_as, n=args.n, **price_kw,
         tau1=args.tau1, tau2=args.tau2, max_tokens=args.max_tokens, record=args.record,
         concurrency=args.concurrency, max_usd=args.max_usd, prices=args.prices, base_url=args.base_url,
-        timeout=args.timeout,
+        timeout=args.timeout, small_base_url=args.small_base_url, large_base_url=args.large_base_url,
+        small_key_env=args.small_key_env, large_key_env=args.large_key_env,
         mapping=mapping, task=args.task, frugal_train=args.frugal_train, max_steps=args.max_steps,
         extra={"presets": presets} if presets else {},
     )

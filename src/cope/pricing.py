@@ -111,6 +111,10 @@ class PriceTable:
             return self.prices[spec]
         if provider == "local":
             return Price(spec, 0.0, 0.0, "local model: free", note="")
+        from .models.registry import COMPATIBLE
+
+        if provider in COMPATIBLE and COMPATIBLE[provider].self_hosted:
+            return Price(spec, 0.0, 0.0, f"served on the user's machine ({provider}): free", note="")
         return self.get(name)
 
 

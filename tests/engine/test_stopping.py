@@ -8,20 +8,16 @@ depend on the seed it is given, so windows and their seeds are checked too.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import math
 
 import pytest
 
-from cope.cascade import NEVER, Cascade, CascadeConfig, Stage
+from cope.cascade import NEVER, CascadeConfig, Stage
 from cope.api import Cope
 from cope.methods import method_config, recording
 from cope.models.base import Completion, Generation
 from cope.pricing import PriceTable
 from cope.stopping import answer_fixed, leader, replay_vote, vote_settled, windows
-from cope.tasks import get_task
-from cope.tasks.base import Problem
 
 KEYS = (0, 1, 2, None)
 

@@ -19,7 +19,6 @@ through (``COPE_SANDBOX_LANDLOCK=0`` shows them on one that has it).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys

@@ -28,7 +28,7 @@ from cope.errors import ConfigError
 from cope.serve.spend import MemoryStore, Refused, period_ids, zone
 from cope.serve.stores import open_store
 from fault_server import FaultServer, Reply, completion_body
-from test_server import REMOTE_COST, SMOL, ServerProcess, http, wait_for
+from serving import REMOTE_COST, SMOL, ServerProcess, http, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 

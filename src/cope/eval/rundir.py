@@ -97,6 +97,11 @@ class EvalConfig:
     frugal_train: str | None = None  # a run directory the frugal scorer is trained on
     max_steps: int = 50  # agent benchmarks: the step budget of an episode
     timeout: float | None = None  # seconds per API request attempt (None: the backend's 120)
+    # each model's own endpoint (win over base_url); key variables are names, never keys
+    small_base_url: str | None = None
+    large_base_url: str | None = None
+    small_key_env: str | None = None
+    large_key_env: str | None = None
     format: int = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 

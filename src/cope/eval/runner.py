@@ -124,6 +124,8 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                 config = recording(config)
             c = Cope(small=cfg.small, large=cfg.large, small_price_as=cfg.small_price_as,
                      large_price_as=cfg.large_price_as, prices=prices, base_url=cfg.base_url, config=config,
+                     small_base_url=cfg.small_base_url, large_base_url=cfg.large_base_url,
+                     small_key_env=cfg.small_key_env, large_key_env=cfg.large_key_env,
                      timeout=cfg.timeout)
             for role, bound in c.models.items():
                 bound.model = JournaledModel(bound.model, bound.price, cache, journal, budget, use_cache=True)

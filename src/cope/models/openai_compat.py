@@ -97,6 +97,7 @@ class OpenAIModel:
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
         retry_after_cap: float = 60.0,
+        provider: str = "openai",
     ) -> None:
         if not model:
             raise ConfigError("model name must not be empty")
@@ -110,7 +111,9 @@ class OpenAIModel:
             raise ConfigError("backoff_base, backoff_max and retry_after_cap must be >= 0")
 
         self.model = model
-        self.spec = f"openai/{model}"
+        # another provider's OpenAI-compatible endpoint (ollama/, gemini/, ...): its own spec, and
+        # never OPENAI_BASE_URL or OPENAI_API_KEY (an OpenAI key must not be sent to another host)
+        self.spec = f"{provider}/{model}"
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
         self.backoff_base = backoff_base
@@ -131,8 +134,9 @@ class OpenAIModel:
         if client is not None:
             self._spare = client.with_options(max_retries=0)
         else:
-            base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-            api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+            env = provider == "openai"
+            base_url = base_url or (os.environ.get("OPENAI_BASE_URL") if env else None) or None
+            api_key = api_key or (os.environ.get("OPENAI_API_KEY") if env else None) or None
             if api_key is None:
                 if base_url is None:
                     raise ConfigError(f"{self.spec}: no API key; set OPENAI_API_KEY or pass a base URL")

@@ -102,6 +102,7 @@ class Presets:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._built: dict[str, Any] = {}
+        self._tasks: dict[str, Any] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     def get_preset(self, name: str) -> Preset:
@@ -114,6 +115,14 @@ class Presets:
 
     def loaded(self) -> list[str]:
         return list(self._built)
+
+    def task(self, preset: Preset) -> Any:
+        """The preset's task family object, built once: a request reads its problem and is solved with it."""
+        if preset.name not in self._tasks:
+            from ..tasks import get_task
+
+            self._tasks[preset.name] = get_task(preset.task)
+        return self._tasks[preset.name]
 
     async def cope(self, preset: Preset) -> Any:
         if preset.name in self._built:
@@ -196,9 +205,7 @@ class Service:
         try:
             # Built outside the time limit: a first build may verify a large model
             # file, and a cancelled build would only be repeated by the next request.
-            from ..tasks import get_task
-
-            task = get_task(preset.task)
+            task = self.presets.task(preset)
             c = _capped(await self.presets.cope(preset), request.token_cap, task)
             async with asyncio.timeout(self.config.timeout_for(preset)):
                 result = await c.asolve(problem, task, seed=request.seed)
@@ -356,10 +363,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             account = svc.ledger.authenticate(request.headers.get("authorization"))
             body = await _parse(request, config.limits.max_body_bytes)
             preset = svc.presets.get_preset(body.model)
-            from ..tasks import get_task
-
             problem = to_problem(body, system=preset.system, max_chars=config.limits.max_input_chars,
-                                 max_messages=config.limits.max_messages, task=get_task(preset.task))
+                                 max_messages=config.limits.max_messages, task=svc.presets.task(preset))
             if svc.gate.full():
                 svc.gate.enter()  # raises the 429 now, while a status code can still say so
             svc.ledger.admit(account)

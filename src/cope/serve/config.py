@@ -60,8 +60,12 @@ class Preset:
     max_tokens: int = 512
     price_as: str | None = None
     small_price_as: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
+    base_url: str | None = None  # shared by both models (each model's own URL below wins)
+    api_key_env: str | None = None  # shared by both models (each model's own variable below wins)
+    small_base_url: str | None = None
+    large_base_url: str | None = None
+    small_key_env: str | None = None
+    large_key_env: str | None = None
     system: str = "drop"
     timeout_s: float | None = None  # None: the server-wide limit
     request_timeout_s: float | None = None  # per API request attempt (None: the backend's 120 s)
@@ -80,6 +84,8 @@ class Preset:
         kwargs: dict[str, Any] = dict(
             small=self.small, large=self.large, solver=self.solver, small_price_as=self.small_price_as or None,
             prices=prices, base_url=self.base_url, n_threads=self.n_threads, timeout=self.request_timeout_s,
+            small_base_url=self.small_base_url, large_base_url=self.large_base_url,
+            small_key_env=self.small_key_env, large_key_env=self.large_key_env,
         )
         if self.price_as is not None:
             kwargs["large_price_as"] = self.price_as or None
@@ -177,9 +183,13 @@ class ServerConfig:
         """Every secret the server knows (client keys, upstream keys), for scrubbing logs."""
         found = [k.secret for k in self.keys]
         for p in self.presets.values():
-            if p.api_key_env:
-                found.append(os.environ.get(p.api_key_env, ""))
-        found.append(os.environ.get("OPENAI_API_KEY", ""))
+            for var in (p.api_key_env, p.small_key_env, p.large_key_env):
+                if var:
+                    found.append(os.environ.get(var, ""))
+        from ..models.registry import COMPATIBLE
+
+        for var in ["OPENAI_API_KEY", *(c.key_env for c in COMPATIBLE.values() if c.key_env)]:
+            found.append(os.environ.get(var, ""))
         url = self.ledger_url()
         if url:
             from urllib.parse import urlsplit
@@ -237,7 +247,7 @@ _TOP_KEYS = {"prices", "defaults", "presets", "keys", "limits", "ledger"}
 
 def _types(name: str) -> tuple[type, ...]:
     if name in ("small", "large", "task", "method", "price_as", "small_price_as", "base_url",
-                "api_key_env", "system", "preset_file", "backend", "path", "url", "timezone"):
+                "api_key_env", "small_base_url", "large_base_url", "small_key_env", "large_key_env", "system", "preset_file", "backend", "path", "url", "timezone"):
         return (str,)
     if name in ("n", "max_tokens", "n_threads", "max_concurrent", "max_waiting", "max_input_chars",
                 "max_messages", "max_body_bytes"):
@@ -469,6 +479,14 @@ def validate(config: ServerConfig) -> None:
             raise ConfigError(f"{at}: n_threads must be >= 1, got {p.n_threads}")
         if p.api_key_env and not os.environ.get(p.api_key_env):
             raise ConfigError(f"{at}: environment variable {p.api_key_env} is not set")
+        from ..models.endpoint import Endpoint
+
+        for role, spec, url, key_env in (("small", p.small, p.small_base_url, p.small_key_env),
+                                         ("large", p.large, p.large_base_url, p.large_key_env)):
+            try:
+                Endpoint(spec, base_url=url, key_env=key_env).validate(role).api_key(role)
+            except ConfigError as exc:
+                raise ConfigError(f"{at}: {exc}") from None
         for role, spec, price_as in (("small", p.small, p.small_price_as), ("large", p.large, p.price_as)):
             try:
                 parse_spec(spec)
@@ -478,7 +496,10 @@ def validate(config: ServerConfig) -> None:
                 raise
             except Exception as exc:  # UnknownModelError, PriceError: name the preset
                 raise type(exc)(f"{at}: {role} model: {exc}") from None
-            if spec.startswith("openai/") and not (p.base_url or os.environ.get("OPENAI_BASE_URL")
+            own_url, own_key = ((p.small_base_url, p.small_key_env) if role == "small"
+                                else (p.large_base_url, p.large_key_env))
+            if spec.startswith("openai/") and not (own_url or own_key or p.base_url
+                                                   or os.environ.get("OPENAI_BASE_URL")
                                                    or p.api_key_env or os.environ.get("OPENAI_API_KEY")):
                 raise ConfigError(f"{at}: {spec} needs OPENAI_API_KEY, api_key_env or a base_url")
 

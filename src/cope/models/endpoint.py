@@ -1,0 +1,74 @@
+"""A model as a named endpoint: its spec, where it is served, and which variable holds its key.
+
+The usual deployment has the small model on the user's own machine (Ollama,
+vLLM or llama.cpp's server) and the large one at a paid API: each needs its
+own base URL and key. An :class:`Endpoint` carries them per model, so the
+small model's URL can never be used for the large one's calls. The key is
+named by its environment variable, never written into a file or a log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+from .base import Model
+from .registry import COMPATIBLE, build_model, parse_spec
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One model's endpoint. ``key_env`` is the *name* of the variable holding the key."""
+
+    spec: str
+    base_url: str | None = None
+    key_env: str | None = None
+    timeout: float | None = None  # seconds per request attempt (None: the backend's 120)
+    max_concurrency: int | None = None  # requests in flight at once (None: the backend's 16)
+
+    def validate(self, role: str = "model") -> "Endpoint":
+        """Refuse a bad endpoint with one ConfigError naming the role and the option."""
+        provider, _ = parse_spec(self.spec)
+        if provider == "local" and (self.base_url or self.key_env):
+            raise ConfigError(f"{role} model {self.spec} runs in this process: a base URL or key variable is for "
+                              f"a served model (openai/, {', '.join(p + '/' for p in COMPATIBLE)})")
+        if self.base_url is not None and not re.match(r"^https?://[^\s/]+", self.base_url):
+            raise ConfigError(f"{role} base URL must start with http:// or https://, got {self.base_url!r}")
+        if self.key_env is not None and not _ENV_NAME.match(self.key_env):
+            raise ConfigError(f"{role} key variable must be the name of an environment variable "
+                              f"(e.g. OPENAI_API_KEY), not the key itself")
+        if self.timeout is not None and (isinstance(self.timeout, bool) or not self.timeout > 0
+                                         or self.timeout == float("inf")):
+            raise ConfigError(f"{role} timeout must be a finite number of seconds > 0, got {self.timeout!r}")
+        if self.max_concurrency is not None and (isinstance(self.max_concurrency, bool)
+                                                 or not isinstance(self.max_concurrency, int)
+                                                 or self.max_concurrency < 1):
+            raise ConfigError(f"{role} max_concurrency must be an integer >= 1, got {self.max_concurrency!r}")
+        return self
+
+    def api_key(self, role: str = "model") -> str | None:
+        """The key from ``key_env`` (None when no variable is named); a named variable must be set."""
+        if self.key_env is None:
+            return None
+        key = os.environ.get(self.key_env)
+        if not key:
+            raise ConfigError(f"environment variable {self.key_env} (the key of the {role} model {self.spec}) "
+                              "is not set")
+        return key
+
+    def build(self, role: str = "model", *, base_url: str | None = None, api_key: str | None = None,
+              **options: Any) -> Model:
+        """The backend; this endpoint's URL and key win over the shared ``base_url`` / ``api_key``."""
+        self.validate(role)
+        opts = dict(options)
+        if self.timeout is not None:
+            opts["timeout"] = self.timeout
+        if self.max_concurrency is not None:
+            opts["max_concurrency"] = self.max_concurrency
+        return build_model(self.spec, base_url=self.base_url or base_url,
+                           api_key=self.api_key(role) or api_key, **opts)

@@ -67,6 +67,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--small", default=DEFAULT_SMALL, help=f"small model spec (default: {DEFAULT_SMALL})")
     s.add_argument("--large", default=DEFAULT_LARGE, help=f"large model spec (default: {DEFAULT_LARGE})")
     s.add_argument("--method", default="cope", help=f"cascade preset (default: cope): {method_names()}")
+    s.add_argument("--cascade", default=None, metavar="FILE",
+                   help="a cascade file (stages as data; see cope cascade show); replaces --method, --n and the taus")
     s.add_argument("--preset", default=None, metavar="FILE",
                    help="a preset file (from cope calibrate --write-preset); replaces --method, --n and the taus")
     s.add_argument("--n", type=_N, default=8, help=f"samples per voting stage, 1..{MAX_N} (default: 8)")
@@ -166,6 +168,13 @@ def _build_parser() -> argparse.ArgumentParser:
     ku.add_argument("--config", default=None, help="the server's TOML config (default: the built-in one)")
     ku.add_argument("--json", action="store_true", help="print one JSON object")
 
+    cs = sub.add_parser("cascade", help="cascades as data: print a method's stages as a cascade file")
+    cs_sub = cs.add_subparsers(dest="cascade_command", required=True)
+    show = cs_sub.add_parser("show", help="print a method (or check and print a cascade file) as a cascade file")
+    show.add_argument("name", help=f"a method ({method_names()}) or a cascade file")
+    show.add_argument("--task", default="math", help="the task family whose thresholds it runs (default: math)")
+    show.add_argument("--n", type=_N, default=8, help="samples per voting stage (default: 8)")
+
     d = sub.add_parser("doctor", help="check this install: build, CPU, models, sandbox, caches, keys")
     d.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     d.add_argument("--model", nargs="+", default=None,
@@ -242,6 +251,26 @@ def _play(args: argparse.Namespace, c, Progress) -> int:
         result = run_game(args.game, c, kind=args.game_kind, level=args.level, max_steps=args.max_steps,
                           seed=args.seed, on_event=progress.on_event)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+    return 0
+
+
+def _cmd_cascade(args: argparse.Namespace) -> int:
+    """``cope cascade show NAME|FILE``: the stages a method runs for a family, as a file ``--cascade`` reads."""
+    from pathlib import Path
+
+    from .cascade_file import dump, load
+    from .methods import METHODS
+    from .solver import SolverConfig
+    from .tasks import get_task
+
+    if args.name in METHODS:
+        config = SolverConfig(method=args.name, n=args.n).validate().cascade(get_task(args.task))
+        title = f"method {args.name} for the {args.task} family (n = {args.n}); cope solve --cascade FILE runs it"
+    elif Path(args.name).suffix == ".toml" or Path(args.name).exists():
+        config, title = load(args.name), f"cascade file {args.name}"
+    else:
+        raise ConfigError(f"'{args.name}' is neither a method ({', '.join(METHODS)}) nor a cascade file")
+    print(dump(config, title=title), end="")
     return 0
 
 
@@ -460,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = {"solve": _cmd_solve, "eval": _cmd_eval, "calibrate": _cmd_calibrate,
                    "report": _cmd_report, "judge": _cmd_judge, "serve": _cmd_serve, "models": _cmd_models, "keys": _cmd_keys,
-                   "doctor": _cmd_doctor}[args.command]
+                   "doctor": _cmd_doctor, "cascade": _cmd_cascade}[args.command]
         return handler(args)
     except CopeError as exc:
         sys.stderr.write(f"cope: error: {exc}\n")

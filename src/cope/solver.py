@@ -37,6 +37,8 @@ class SolverConfig:
     max_tokens: int = 512
     # a preset file from ``cope calibrate --write-preset``: its cascade replaces method, n and taus
     preset_file: str | None = None
+    # a cascade file (cope.cascade_file): stages of one's own, replacing method, n and taus
+    cascade_file: str | None = None
 
     def validate(self) -> "SolverConfig":
         """Refuse a bad value with one ConfigError naming the option; returns self, so it chains."""
@@ -52,10 +54,16 @@ class SolverConfig:
                 raise ConfigError(f"{label} must be a number in [0, 1], got {tau!r}")
         if not _whole(self.max_tokens) or self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if self.preset_file is not None and self.cascade_file is not None:
+            raise ConfigError("give a preset file or a cascade file, not both")
         if self.preset_file is not None:
             from .methods import load_preset
 
             load_preset(self.preset_file)  # a missing or bad file is its own one-line error
+        elif self.cascade_file is not None:
+            from .cascade_file import load
+
+            load(self.cascade_file)
         else:
             self.default_cascade().validate()  # a bad combination (n not a multiple of the plans) fails here
         return self
@@ -67,6 +75,10 @@ class SolverConfig:
 
     def cascade(self, task: "Task") -> "CascadeConfig":
         """The cascade this configuration runs for ``task``: the family's thresholds where none was set."""
+        if self.cascade_file is not None:
+            from .cascade_file import load
+
+            return load(self.cascade_file)  # its thresholds are the file's, for every family
         if self.preset_file is not None:
             from .methods import load_preset
 
@@ -79,6 +91,10 @@ class SolverConfig:
 
     def default_cascade(self) -> "CascadeConfig":
         """The cascade before a family is known (the paper's thresholds where none was set)."""
+        if self.cascade_file is not None:
+            from .cascade_file import load
+
+            return load(self.cascade_file)
         if self.preset_file is not None:
             from .methods import load_preset
 
@@ -95,4 +111,5 @@ class SolverConfig:
         """From parsed command-line arguments (``--method``, ``--n``, ``--tau1``, ``--tau2``,
         ``--max-tokens``, ``--preset``)."""
         return cls(method=args.method, n=args.n, tau1=args.tau1, tau2=args.tau2, max_tokens=args.max_tokens,
-                   preset_file=getattr(args, "preset", None) or None)
+                   preset_file=getattr(args, "preset", None) or None,
+                   cascade_file=getattr(args, "cascade", None) or None)

@@ -1,0 +1,90 @@
+"""Cascades as data: every built-in method round-trips through a cascade file, and bad files are one error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cope import Cope
+from cope.cascade_file import dump, load
+from cope.errors import ConfigError
+from cope.methods import METHODS
+from cope.models.base import Completion, Generation
+from cope.pricing import PriceTable
+from cope.solver import SolverConfig
+from cope.tasks import get_task
+
+
+@pytest.mark.parametrize("family", ["math", "code", "open"])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_round_trips_through_a_cascade_file(method, family, tmp_path):
+    config = SolverConfig(method=method, n=4).validate().cascade(get_task(family))
+    f = tmp_path / "c.toml"
+    f.write_text(dump(config, title=method))
+    assert load(f) == config
+
+
+BAD = [
+    ('[[stage]]\nexecutor = "medium"\n', "unknown executor tier 'medium'; tiers: small, large"),
+    ('[[stage]]\nexecutor = "small"\nn = 2\nthreshold = 1.5\n[[stage]]\nexecutor = "large"\n', "threshold must be in"),
+    ('[[stage]]\nexecutor = "small"\nn = 3\nthreshold = 0.5\n[stage.plan]\nplanner = "small"\nkind = "goal"\ncount = 2\n'
+     '[[stage]]\nexecutor = "large"\n', "must be a multiple of the plan count"),
+    ('[[stage]]\nexecutor = "small"\nsamples = 4\n', "unknown key 'samples'"),
+    ('[[stage]]\nexecutor = "small"\nthreshold = 0.5\n', "always answers: remove its threshold"),
+    ('[[stage]]\nexecutor = "large"\nuse_plans = ["g_X"]\n', "uses plan 'g_X', which no earlier stage keeps"),
+    ('[[stage]]\nexecutor = "small"\n[stage.plan]\nplanner = "small"\nkind = "essay"\n', "plan kind must be one of"),
+    ('[cascade]\nstrict = "yes"\n[[stage]]\nexecutor = "small"\n', "strict = true or false"),
+    ('stage = 3\n', "no [[stage]] tables"),
+    ('[[stage]\n', "not a valid TOML file"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD)
+def test_a_bad_cascade_file_is_one_error_naming_the_file(text, message, tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")) as err:
+        load(f)
+    assert str(f) in str(err.value)
+
+
+class Agreeing:
+    """Every sample answers 4: a one-stage cascade file accepts it without the large model."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec, self.calls = spec, 0
+
+    async def generate(self, messages, params):
+        self.calls += 1
+        return Generation([Completion("\\boxed{4}", 5) for _ in range(params.n)], 10, 5 * params.n, 0.01, self.spec)
+
+    async def generate_many(self, prompts, params):
+        return [await self.generate(p, params) for p in prompts]
+
+
+def test_cope_runs_the_stages_a_file_holds(tmp_path):
+    f = tmp_path / "two.toml"
+    f.write_text('[[stage]]\nexecutor = "small"\nn = 3\ntemperature = 0.7\nthreshold = 1.0\n'
+                 '[[stage]]\nexecutor = "large"\n')
+    small, large = Agreeing("local/a"), Agreeing("local/b")
+    c = Cope(small=small, large=large, solver=SolverConfig(cascade_file=str(f)), prices=PriceTable.load(),
+             large_price_as="gpt-4o-mini")
+    r = c.solve("2+2?", task="math", seed=1)
+    assert (r.answer, r.stage, len(c.config_for(get_task("math")).stages)) == ("4", 1, 2)
+    assert small.calls == 1 and large.calls == 0 and r.stages[0].n == 3
+    with pytest.raises(ConfigError, match="not both"):
+        SolverConfig(cascade_file=str(f), preset_file=str(f)).validate()
+
+
+def test_cascade_show_prints_a_file_that_solve_reads(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "cope", "cascade", "show", "cope-auto", "--task", "code"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    f = tmp_path / "auto-code.toml"
+    f.write_text(out.stdout)
+    assert load(f) == SolverConfig(method="cope-auto").cascade(get_task("code"))
+    bad = subprocess.run([sys.executable, "-m", "cope", "solve", "2+2?", "--cascade", str(tmp_path / "none.toml")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "cascade file not found" in bad.stderr and "Traceback" not in bad.stderr

@@ -147,8 +147,17 @@ def load(path: str | Path) -> CascadeConfig:
     if not p.is_file():
         raise ConfigError(f"cascade file not found: {path}")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a valid TOML file ({exc})") from None
+    return loads(text, str(path))
+
+
+def loads(text: str, path: str = "cascade") -> CascadeConfig:
+    """A cascade file's text, checked as :func:`load` checks a file (``path`` names it in errors)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not a valid TOML file ({exc})") from None
     unknown = sorted(set(data) - {"cascade", "stage"})
     if unknown:

@@ -101,6 +101,8 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("benchmark", help=benchmark_usage())
     e.add_argument("--method", nargs="+", default=None,
                    help=f"methods to run (default: cope): {method_names()}")
+    e.add_argument("--cascade", nargs="+", default=[], metavar="FILE",
+                   help="cascade files (see cope cascade show) to run as methods, named by their file names")
     e.add_argument("--preset", nargs="+", default=[], metavar="FILE",
                    help="preset files (from cope calibrate --write-preset) to run as methods, by their names")
     e.add_argument("--limit", type=_POS, default=None, help="first N problems")
@@ -332,17 +334,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     price_kw = {"large_price_as": args.large_price_as or None} if hasattr(args, "large_price_as") else {}
     name = args.benchmark.replace("jsonl:", "").replace("/", "_")
     out = Path(args.out or f"runs/{name}")
-    from .methods import load_preset
+    from .methods import METHODS, load_preset
 
     presets = {}
     for path in args.preset:
         preset = load_preset(path)
-        from .methods import METHODS
-
         if preset.name in presets or preset.name in METHODS:
             raise ConfigError(f"{path}: a method is already named '{preset.name}'; give the preset another name")
         presets[preset.name] = preset.to_dict()
-    methods = (args.method or ([] if presets else ["cope"])) + list(presets)
+    from .cascade_file import dump, load
+
+    cascades = {}
+    for path in args.cascade:
+        config, label = load(path), Path(path).stem
+        if label in presets or label in cascades or label in METHODS:
+            raise ConfigError(f"{path}: a method is already named '{label}'; rename the file")
+        cascades[label] = dump(config, title=f"from {Path(path).name}")  # kept in config.json: the run says what ran
+    methods = (args.method or ([] if presets or cascades else ["cope"])) + list(presets) + list(cascades)
     cfg = EvalConfig(
         benchmark=args.benchmark, methods=methods, limit=args.limit, seed=args.seed, small=args.small,
         large=args.large, small_price_as=args.small_price_as, n=args.n, **price_kw,
@@ -351,7 +359,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         timeout=args.timeout, small_base_url=args.small_base_url, large_base_url=args.large_base_url,
         small_key_env=args.small_key_env, large_key_env=args.large_key_env,
         mapping=mapping, task=args.task, frugal_train=args.frugal_train, max_steps=args.max_steps,
-        extra={"presets": presets} if presets else {},
+        extra={**({"presets": presets} if presets else {}), **({"cascade_files": cascades} if cascades else {})},
     )
     summary = run_eval(cfg, out, resume=args.resume, use_cache=not args.no_cache, progress=not args.quiet)
     for m, v in summary["methods"].items():

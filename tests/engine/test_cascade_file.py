@@ -88,3 +88,28 @@ def test_cascade_show_prints_a_file_that_solve_reads(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cope", "solve", "2+2?", "--cascade", str(tmp_path / "none.toml")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "cascade file not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_eval_runs_a_cascade_file_as_a_method_and_the_server_serves_one(tmp_path):
+    import json
+
+    from cope.eval.rundir import load_config, method_cascade
+    from cope.serve import load_config as load_server_config
+
+    f = tmp_path / "one-small.toml"
+    f.write_text('[[stage]]\nexecutor = "small"\nn = 1\nmax_tokens = 16\n')
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "cope", "eval", "gsm", "--limit", "1", "--cascade", str(f),
+                        "--small", "local/smollm2-135m", "--large", "local/smollm2-135m", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    cfg = load_config(out)
+    assert cfg.methods == ["one-small"] and method_cascade(cfg, "one-small") == load(f)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"]["one-small"]["problems"] == 1
+    (tmp_path / "serve.toml").write_text('[presets.mine]\ncascade_file = "one-small.toml"\n')
+    served = load_server_config(tmp_path / "serve.toml", environ={}).presets["mine"]
+    assert served.solver.cascade(get_task("math")) == load(f) and served.thresholds() == [None]
+    (tmp_path / "serve.toml").write_text('[presets.mine]\ncascade_file = "none.toml"\n')
+    with pytest.raises(ConfigError, match="preset 'mine': cascade file not found"):
+        load_server_config(tmp_path / "serve.toml", environ={})

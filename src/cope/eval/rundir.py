@@ -124,7 +124,12 @@ class EvalConfig:
 
 
 def method_cascade(cfg: EvalConfig, name: str):
-    """The cascade a run's method name stands for: a preset file it loaded, or a built-in method."""
+    """The cascade a run's method name stands for: a cascade or preset file it loaded, or a built-in method."""
+    files = cfg.extra.get("cascade_files", {})
+    if name in files:
+        from ..cascade_file import loads
+
+        return loads(files[name], f"the run's cascade '{name}'")
     presets = cfg.extra.get("presets", {})
     if name in presets:
         from ..methods import PresetFile

@@ -311,7 +311,8 @@ def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: boo
         cfg.extra["taus_given"] = cfg.tau1 is not None or cfg.tau2 is not None
         cfg.tau1 = taus[0] if cfg.tau1 is None else cfg.tau1
         cfg.tau2 = taus[1] if cfg.tau2 is None else cfg.tau2
-        unknown = [m for m in cfg.methods if m not in METHODS and m not in cfg.extra.get("presets", {})]
+        unknown = [m for m in cfg.methods if m not in METHODS and m not in cfg.extra.get("presets", {})
+                   and m not in cfg.extra.get("cascade_files", {})]
         if unknown:
             raise ConfigError(f"unknown method '{unknown[0]}'; known: {method_names()}")
         for m in cfg.methods:

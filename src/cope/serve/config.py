@@ -72,12 +72,14 @@ class Preset:
     n_threads: int | None = None
     # a preset file from ``cope calibrate --write-preset``: its cascade replaces method, n and taus
     preset_file: str | None = None
+    # a cascade file (``cope cascade show``): its stages replace method, n and taus
+    cascade_file: str | None = None
 
     @property
     def solver(self) -> SolverConfig:
         """The preset's solver configuration (method, n, thresholds, preset file), as the library builds it."""
         return SolverConfig(method=self.method, n=self.n, tau1=self.tau1, tau2=self.tau2, max_tokens=self.max_tokens,
-                            preset_file=self.preset_file or None)
+                            preset_file=self.preset_file or None, cascade_file=self.cascade_file or None)
 
     def cope_kwargs(self, prices: Any) -> dict[str, Any]:
         """Keyword arguments for :class:`cope.Cope`."""
@@ -247,7 +249,8 @@ _TOP_KEYS = {"prices", "defaults", "presets", "keys", "limits", "ledger"}
 
 def _types(name: str) -> tuple[type, ...]:
     if name in ("small", "large", "task", "method", "price_as", "small_price_as", "base_url",
-                "api_key_env", "small_base_url", "large_base_url", "small_key_env", "large_key_env", "system", "preset_file", "backend", "path", "url", "timezone"):
+                "api_key_env", "small_base_url", "large_base_url", "small_key_env", "large_key_env", "system", "preset_file",
+                "cascade_file", "backend", "path", "url", "timezone"):
         return (str,)
     if name in ("n", "max_tokens", "n_threads", "max_concurrent", "max_waiting", "max_input_chars",
                 "max_messages", "max_body_bytes"):
@@ -362,8 +365,9 @@ def _load_file(path: str | os.PathLike[str]) -> ServerConfig:
         if not _NAME_RE.match(name):
             raise ConfigError(f"{where}: preset name '{name}' must be letters, digits and . _ : - (at most 64)")
         own = _table(f"{where}: [presets.{name}]", table, _PRESET_KEYS)
-        if own.get("preset_file") and not Path(own["preset_file"]).is_absolute():
-            own["preset_file"] = str(file.parent / own["preset_file"])  # relative to the config file
+        for key in ("preset_file", "cascade_file"):
+            if own.get(key) and not Path(own[key]).is_absolute():
+                own[key] = str(file.parent / own[key])  # relative to the config file
         presets[name] = replace(presets.get(name, base), name=name, **own)
 
     limits = Limits(**_table(f"{where}: [limits]", data.get("limits", {}), _LIMIT_KEYS))

@@ -81,7 +81,15 @@ class Cope:
         large_base_url: str | None = None,
         small_key_env: str | None = None,
         large_key_env: str | None = None,
+        cascade: "str | os.PathLike[str] | CascadeConfig | None" = None,
     ) -> None:
+        if cascade is not None:  # a cascade file (cope.cascade_file) or a CascadeConfig of one's own
+            if solver is not None or config is not None:
+                raise ConfigError("give cascade=, solver= or config=, not several")
+            if isinstance(cascade, CascadeConfig):
+                config = cascade
+            else:
+                solver = SolverConfig(cascade_file=os.fspath(cascade), max_tokens=max_tokens)
         # one validated value for method, n, thresholds and preset file (see cope.solver)
         self.solver = (solver if solver is not None else
                        SolverConfig(method=method, n=n, tau1=tau1, tau2=tau2, max_tokens=max_tokens)).validate()

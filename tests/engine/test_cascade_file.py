@@ -113,3 +113,14 @@ def test_eval_runs_a_cascade_file_as_a_method_and_the_server_serves_one(tmp_path
     (tmp_path / "serve.toml").write_text('[presets.mine]\ncascade_file = "none.toml"\n')
     with pytest.raises(ConfigError, match="preset 'mine': cascade file not found"):
         load_server_config(tmp_path / "serve.toml", environ={})
+
+
+def test_cope_takes_a_cascade_file_or_a_cascade_config(tmp_path):
+    f = tmp_path / "one.toml"
+    f.write_text('[[stage]]\nexecutor = "small"\nn = 2\ntemperature = 0.5\n')
+    kw = dict(small=Agreeing("local/a"), large=Agreeing("local/b"), prices=PriceTable.load(), large_price_as="gpt-4o-mini")
+    by_file = Cope(cascade=f, **kw)
+    assert by_file.config_for(get_task("math")) == load(f) and by_file.solve("2+2?", seed=1).stage == 1
+    assert Cope(cascade=load(f), **kw).config_for(get_task("code")) == load(f)
+    with pytest.raises(ConfigError, match="not several"):
+        Cope(cascade=f, solver=SolverConfig(), **kw)

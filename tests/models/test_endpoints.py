@@ -119,3 +119,75 @@ def test_a_served_preset_takes_each_models_endpoint(tmp_path, monkeypatch):
     cfg.write_text(cfg.read_text().replace('"LARGE_KEY"', '"UNSET_KEY_VAR"'))
     with pytest.raises(ConfigError, match="preset 'split': environment variable UNSET_KEY_VAR"):
         load_config(cfg, environ={})
+
+
+class _ReasoningStandIn:
+    """A loopback chat-completions server that refuses what OpenAI's reasoning models refuse."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.bodies: list[dict] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                outer.bodies.append(body)
+                bad = ("max_tokens" if "max_tokens" in body else
+                       "temperature" if body.get("temperature", 1) != 1 else None)
+                if bad:
+                    status, reply = 400, {"error": {"message": f"Unsupported parameter: '{bad}' is not supported "
+                                                               "with this model.", "type": "invalid_request_error",
+                                                    "param": bad, "code": "unsupported_parameter"}}
+                else:
+                    n = int(body.get("n") or 1)
+                    reply = {"id": "r", "object": "chat.completion", "created": 0, "model": body["model"],
+                             "choices": [{"index": i, "finish_reason": "stop", "logprobs": None,
+                                          "message": {"role": "assistant", "content": "\\boxed{4}"}} for i in range(n)],
+                             "usage": {"prompt_tokens": 10, "completion_tokens": 50 * n, "total_tokens": 10 + 50 * n,
+                                       "completion_tokens_details": {"reasoning_tokens": 45 * n}}}
+                    status = 200
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_reasoning_model_in_the_large_tier_is_asked_as_its_api_requires():
+    with _ReasoningStandIn() as srv:
+        c = Cope(small="local/smollm2-135m", large="openai/o4-mini", method="large", prices=PriceTable.load(),
+                 large_base_url=srv.base_url, large_price_as="gpt-4o-mini", max_tokens=64)
+        r = c.solve("What is 2 + 2?", seed=1)
+        assert r.answer == "4"
+        sent = srv.bodies[-1]
+        assert sent["max_completion_tokens"] == 64 and "max_tokens" not in sent and "temperature" not in sent
+        call = r.calls[-1]
+        assert call.completion_tokens == 50  # reasoning tokens included: billed as output
+        assert call.cost_usd == pytest.approx(PriceTable.load().for_spec("openai/o4-mini", "gpt-4o-mini").cost(10, 50))
+        # the same server refuses a model asked the usual way: the refusal names the parameter
+        plain = Cope(small="local/smollm2-135m", large=Endpoint("openai/o4-mini", base_url=srv.base_url,
+                                                               reasoning=False),
+                     method="large", prices=PriceTable.load(), large_price_as="gpt-4o-mini", max_tokens=64)
+        from cope.errors import BackendError
+
+        with pytest.raises(BackendError, match="max_tokens"):
+            plain.solve("What is 2 + 2?", seed=1)

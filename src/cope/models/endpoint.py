@@ -30,6 +30,8 @@ class Endpoint:
     key_env: str | None = None
     timeout: float | None = None  # seconds per request attempt (None: the backend's 120)
     max_concurrency: int | None = None  # requests in flight at once (None: the backend's 16)
+    # a reasoning model (max_completion_tokens, default temperature); None: known by its name (o3, gpt-5, ...)
+    reasoning: bool | None = None
 
     def validate(self, role: str = "model") -> "Endpoint":
         """Refuse a bad endpoint with one ConfigError naming the role and the option."""
@@ -70,5 +72,7 @@ class Endpoint:
             opts["timeout"] = self.timeout
         if self.max_concurrency is not None:
             opts["max_concurrency"] = self.max_concurrency
+        if self.reasoning is not None:
+            opts["reasoning"] = self.reasoning
         return build_model(self.spec, base_url=self.base_url or base_url,
                            api_key=self.api_key(role) or api_key, **opts)

@@ -36,6 +36,15 @@ PLACEHOLDER_API_KEY = "no-key-needed"
 
 # Statuses worth retrying: rate limiting, a server-side timeout, server errors.
 _RETRY_STATUSES = frozenset({408, 429})
+# OpenAI's reasoning models (o1, o3, o4-mini, the gpt-5 family) take max_completion_tokens, not
+# max_tokens, and refuse a temperature other than the default (1); their hidden reasoning tokens are
+# part of completion_tokens, so they are billed with the answer.
+_REASONING_MODEL = re.compile(r"^(?:o\d+(?:-[a-z0-9.-]+)?|gpt-5(?:[.-][a-z0-9.-]+)?)$")
+
+
+def is_reasoning_model(name: str) -> bool:
+    """Whether ``name`` is one of OpenAI's reasoning models by its family name."""
+    return bool(_REASONING_MODEL.match(name))
 
 
 @dataclass
@@ -48,6 +57,7 @@ class _Reply:
     usage_missing: bool
     tokens_estimated: bool
     logprobs_missing: bool
+    reasoning_tokens: int = 0
 
 
 @dataclass
@@ -98,6 +108,7 @@ class OpenAIModel:
         backoff_max: float = 30.0,
         retry_after_cap: float = 60.0,
         provider: str = "openai",
+        reasoning: bool | None = None,
     ) -> None:
         if not model:
             raise ConfigError("model name must not be empty")
@@ -111,6 +122,8 @@ class OpenAIModel:
             raise ConfigError("backoff_base, backoff_max and retry_after_cap must be >= 0")
 
         self.model = model
+        # a reasoning model's request takes max_completion_tokens and no temperature (None: by its name)
+        self.reasoning = is_reasoning_model(model) if reasoning is None else reasoning
         # another provider's OpenAI-compatible endpoint (ollama/, gemini/, ...): its own spec, and
         # never OPENAI_BASE_URL or OPENAI_API_KEY (an OpenAI key must not be sent to another host)
         self.spec = f"{provider}/{model}"
@@ -239,6 +252,11 @@ class OpenAIModel:
             extra["completion_tokens_estimated"] = True
         if any(r.logprobs_missing for r in replies):
             extra["logprobs_missing"] = True  # asked for, but the server sent none
+        reasoning = sum(r.reasoning_tokens for r in replies)
+        if reasoning:
+            extra["reasoning_tokens"] = reasoning  # inside completion_tokens: billed as output
+        if self.reasoning:
+            extra["temperature_ignored"] = True  # a reasoning model samples at its default temperature
         return Generation(
             completions=completions,
             prompt_tokens=sum(r.prompt_tokens for r in replies),
@@ -303,12 +321,14 @@ class OpenAIModel:
         backing off, so a waiting retry does not starve other calls.
         """
         openai = self._openai
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "messages": [dict(m) for m in messages],
-            "temperature": params.temperature,
-            "max_tokens": params.max_tokens,
-        }
+        kwargs: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages]}
+        if self.reasoning:
+            # the API refuses max_tokens and any temperature but its default: samples are drawn at
+            # the default, and the cap covers reasoning and answer together
+            kwargs["max_completion_tokens"] = params.max_tokens
+        else:
+            kwargs["temperature"] = params.temperature
+            kwargs["max_tokens"] = params.max_tokens
         if n != 1:
             kwargs["n"] = n
         if seed is not None:
@@ -408,6 +428,8 @@ class OpenAIModel:
         usage_missing = usage is None
         prompt_tokens = int(usage.prompt_tokens or 0) if usage else 0
         completion_tokens = int(usage.completion_tokens or 0) if usage else 0
+        details = getattr(usage, "completion_tokens_details", None) if usage else None
+        reasoning_tokens = int(getattr(details, "reasoning_tokens", 0) or 0) if details else 0
 
         completions: list[Completion] = []
         for choice in choices:
@@ -443,7 +465,8 @@ class OpenAIModel:
                 _split_tokens(completions, completion_tokens)
         logprobs_missing = want_logprobs and any(c.logprobs is None for c in completions)
         return _Reply(
-            completions, prompt_tokens, completion_tokens, usage_missing, estimated, logprobs_missing
+            completions, prompt_tokens, completion_tokens, usage_missing, estimated, logprobs_missing,
+            reasoning_tokens,
         )
 
 

@@ -24,7 +24,7 @@ def _local(name: str, **options: Any) -> Model:
 def _openai(name: str, **options: Any) -> Model:
     from .openai_compat import OpenAIModel
 
-    kwargs = {k: options[k] for k in ("base_url", "api_key", "timeout", "max_retries", "max_concurrency")
+    kwargs = {k: options[k] for k in ("base_url", "api_key", "timeout", "max_retries", "max_concurrency", "reasoning")
               if options.get(k) is not None}
     return OpenAIModel(name, **kwargs)
 
@@ -54,7 +54,8 @@ def _compatible(provider: str) -> Callable[..., Model]:
     def build(name: str, **options: Any) -> Model:
         from .openai_compat import OpenAIModel
 
-        kwargs = {k: options[k] for k in ("timeout", "max_retries", "max_concurrency") if options.get(k) is not None}
+        kwargs = {k: options[k] for k in ("timeout", "max_retries", "max_concurrency", "reasoning")
+                  if options.get(k) is not None}
         key = options.get("api_key") or (os.environ.get(preset.key_env) if preset.key_env else None)
         if preset.key_env and not key:
             raise ConfigError(f"{provider}/{name}: no API key; set {preset.key_env} (or name another "

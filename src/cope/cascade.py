@@ -372,6 +372,9 @@ class Cascade:
             for g in exc.spent:
                 if isinstance(g, Generation):
                     self._record(calls, stage, role, who, g, len(g.completions))
+            if exc.tier is None:  # one line that says which tier's endpoint failed
+                exc.tier = who
+                exc.args = (f"the {who} model ({role}, stage {stage}): {exc.args[0] if exc.args else exc}",)
             raise
 
     async def _plan(self, problem, st: Stage, idx, seed, calls, emit, count: int | None = None) -> list[Plan]:

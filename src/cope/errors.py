@@ -46,6 +46,7 @@ class BackendError(CopeError):
     def __init__(self, message: str, spent: list[Any] | None = None) -> None:
         super().__init__(message)
         self.spent: list[Any] = list(spent or [])
+        self.tier: str | None = None  # the cascade's tier whose model failed (the message names it)
 
 
 class GameError(CopeError):

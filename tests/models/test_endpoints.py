@@ -191,3 +191,18 @@ def test_a_reasoning_model_in_the_large_tier_is_asked_as_its_api_requires():
 
         with pytest.raises(BackendError, match="max_tokens"):
             plain.solve("What is 2 + 2?", seed=1)
+
+
+def test_one_endpoint_down_is_one_line_naming_its_tier():
+    from cope.errors import BackendError
+
+    srv = FaultServer([Reply(body=completion_body({"n": 8}, text="Maybe \\boxed{3}, or \\boxed{5}."))])
+    with srv:
+        c = Cope(small="openai/smol", large="openai/big", method="plan-only", n=2, prices=PriceTable.load(),
+                 small_price_as="gpt-4o-mini", large_price_as="gpt-4o-mini", small_base_url=srv.base_url,
+                 large_base_url="http://127.0.0.1:9/v1", timeout=2)
+        with pytest.raises(BackendError) as err:
+            c.solve("What is 2 + 2?", seed=1)
+    message = str(err.value)
+    assert message.startswith("the large model (plan, stage 1): openai/big: cannot reach http://127.0.0.1:9/v1")
+    assert err.value.tier == "large" and "\n" not in message

@@ -70,3 +70,17 @@ def test_bad_price_files(tmp_path, text):
 def test_missing_price_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         PriceTable.load(tmp_path / "nope.toml")
+
+
+def test_a_model_only_the_kept_source_knows_is_priced_and_labelled_with_it():
+    """genai-prices' bundled snapshot sits under the shipped table and the user's file; no network."""
+    from cope.errors import PriceError
+    from cope.pricing import PriceTable
+
+    table = PriceTable.load()
+    assert "gpt-5-mini" not in table.prices
+    p = table.for_spec("openai/gpt-5-mini")
+    assert p.input_per_m > 0 and p.output_per_m > p.input_per_m and p.source.startswith("genai-prices 0.2.3")
+    assert table.for_spec("openai/gpt-4o-mini").source == "OpenAI API pricing page"  # the shipped row wins
+    with pytest.raises(PriceError, match="no price for 'no-such-model-9'"):
+        table.for_spec("openai/no-such-model-9")  # unknown everywhere: an error, never $0

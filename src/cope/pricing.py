@@ -61,6 +61,39 @@ def _parse(text: str, origin: str) -> dict[str, Price]:
     return prices
 
 
+# Providers of our specs, by their genai-prices ids.
+_PROVIDER_IDS = {"openai": "openai", "gemini": "google", "anthropic": "anthropic"}
+
+
+def _fallback_version() -> str:
+    """The kept source's version ("" when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("genai-prices")
+    except PackageNotFoundError:
+        return ""
+
+
+def _fallback_price(name: str, provider: str | None) -> Price | None:
+    """USD per 1M tokens from genai-prices' bundled snapshot (no network), or None if it has no row.
+
+    Read at a small usage, so a price tier for long prompts (over 200k tokens) is not taken as
+    the model's price; the row's source says where it came from.
+    """
+    try:
+        from genai_prices import Usage, calc_price
+    except ImportError:
+        return None
+    pid = _PROVIDER_IDS.get(provider or "")
+    try:
+        calc = calc_price(Usage(input_tokens=1000, output_tokens=1000), name, provider_id=pid)
+    except (LookupError, ValueError):
+        return None
+    return Price(name, float(calc.input_price) * 1000, float(calc.output_price) * 1000,
+                 source=f"genai-prices {_fallback_version()} ({calc.provider.name} {calc.model.id})")
+
+
 class PriceTable:
     """The shipped price table, optionally overridden by a user file."""
 
@@ -81,19 +114,24 @@ class PriceTable:
             text = read_text(user_file, "price file")
             texts.append(text)
             prices.update(_parse(text, str(user_file)))
+        texts.append(f"fallback {_fallback_version()}")  # a price read from the kept source changes with it
         version = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
         return cls(prices, version)
 
-    def get(self, name: str) -> Price:
-        try:
+    def get(self, name: str, provider: str | None = None) -> Price:
+        """The row for ``name``: the user's file, then the shipped table, then the kept source
+        (genai-prices' bundled snapshot, read offline); an unknown model is an error, never $0."""
+        if name in self.prices:
             return self.prices[name]
-        except KeyError:
-            known = ", ".join(sorted(self.prices))
-            raise PriceError(
-                f"no price for '{name}'; known: {known}. Add it to a price file "
-                f"(--prices FILE, [models.\"{name}\"] input/output in USD per 1M tokens; "
-                f"0 and 0 declare it free)"
-            ) from None
+        found = _fallback_price(name, provider)
+        if found is not None:
+            return found
+        known = ", ".join(sorted(self.prices))
+        raise PriceError(
+            f"no price for '{name}' in the price table ({known}) or in genai-prices {_fallback_version() or ''}. "
+            f"Add it to a price file (--prices FILE, [models.\"{name}\"] input/output in USD per 1M tokens; "
+            f"0 and 0 declare it free)"
+        )
 
     def for_spec(self, spec: str, price_as: str | None = None) -> Price:
         """The price a call to ``spec`` is charged at.
@@ -115,7 +153,7 @@ class PriceTable:
 
         if provider in COMPATIBLE and COMPATIBLE[provider].self_hosted:
             return Price(spec, 0.0, 0.0, f"served on the user's machine ({provider}): free", note="")
-        return self.get(name)
+        return self.get(name, provider)
 
 
 def upper_bound_usd(price: Price, prompts: "Sequence[Sequence[Mapping[str, str]]]", n: int, max_tokens: int) -> float:

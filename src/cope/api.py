@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from .cascade import BoundModel, Cascade, CascadeConfig, EventSink, Result
 from .errors import ConfigError
@@ -82,6 +82,7 @@ class Cope:
         small_key_env: str | None = None,
         large_key_env: str | None = None,
         cascade: "str | os.PathLike[str] | CascadeConfig | None" = None,
+        tiers: "Mapping[str, str | Model | Endpoint] | None" = None,
     ) -> None:
         if cascade is not None:  # a cascade file (cope.cascade_file) or a CascadeConfig of one's own
             if solver is not None or config is not None:
@@ -115,8 +116,24 @@ class Cope:
                                   "not a Model object (it is already built)")
             model = (spec.build(role, base_url=base_url, api_key=api_key, n_threads=n_threads, timeout=timeout)
                      if isinstance(spec, Endpoint) else spec)
+            if isinstance(spec, Endpoint) and spec.price_as and not price_as:
+                price_as = spec.price_as
             self.models[role] = BoundModel(model, self.prices.for_spec(model.spec, price_as))
         self._fixed: CascadeConfig | None = None
+        if config is not None:
+            config.validate()
+        # tiers beyond small and large: the caller's, then those a cascade file declares
+        declared = dict((config or (self.solver.default_cascade() if self.solver.cascade_file else None)
+                         or CascadeConfig(stages=())).tiers)
+        for name, spec in {**declared, **dict(tiers or {})}.items():
+            if name in self.models:
+                raise ConfigError(f"tier '{name}' is given twice (small and large are the small= and large= models)")
+            if isinstance(spec, str):
+                spec = Endpoint(spec)
+            model = (spec.build(f"tier {name}", base_url=base_url, api_key=api_key, n_threads=n_threads,
+                                timeout=timeout) if isinstance(spec, Endpoint) else spec)
+            self.models[name] = BoundModel(model, self.prices.for_spec(
+                model.spec, spec.price_as if isinstance(spec, Endpoint) else None))
         self._default: CascadeConfig | None = None
         self._per_task: dict[tuple[str, tuple[float, float]], CascadeConfig] = {}
         if config is not None:
@@ -135,6 +152,10 @@ class Cope:
     @config.setter
     def config(self, value: CascadeConfig) -> None:
         value.validate()
+        unbound = sorted({t for st in value.stages for t in (st.executor, st.plan.planner if st.plan else st.executor)}
+                         - set(self.models))
+        if unbound:
+            raise ConfigError(f"the cascade uses tier '{unbound[0]}', which has no model; tiers: {', '.join(self.models)}")
         self._fixed = value
         self._per_task = {}  # a new dict: a shallow copy (the server's capped Cope) must not clear its original's
 

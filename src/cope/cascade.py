@@ -15,7 +15,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from .errors import BackendError, ConfigError
 from .models.base import Generation, GenParams, Model, on_samples_done
@@ -95,6 +95,9 @@ class CascadeConfig:
     # (family, config) pairs: a preset calibrated per task family (cope-auto) runs the
     # family's own setting; a family not listed (and math-pot for math) runs ``stages``
     variants: tuple[tuple[str, "CascadeConfig"], ...] = ()
+    # tiers beyond small and large, (name, endpoint) pairs a cascade file declares (cope.cascade_file);
+    # the engine only needs a model bound under each name its stages use
+    tiers: tuple[tuple[str, Any], ...] = ()
 
     def for_family(self, task_name: str) -> "CascadeConfig":
         """The setting this preset runs for a task family (``math-pot`` counts as ``math``)."""

@@ -21,6 +21,16 @@ cope``) is a list of ``[[stage]]`` tables, each with an optional ``[stage.plan]`
     temperature = 0.8
     keep_as = "g_S"           # a later stage's use_plans = ["g_S"] reads it
 
+More tiers than ``small`` and ``large`` (a local model, a cheap API, a strong
+API: the FrugalGPT shape) are declared in ``[tiers.NAME]`` tables, each an
+endpoint (``spec``, ``base_url``, ``key_env``, ``price_as``, ``timeout``,
+``max_concurrency``, ``reasoning``); ``small`` and ``large`` stay the caller's
+(``--small``, ``--large``)::
+
+    [tiers.medium]
+    spec = "openai/gpt-4o-mini"
+    key_env = "OPENAI_API_KEY"
+
 Every mistake is one ConfigError naming the file, the stage and the key.
 """
 
@@ -36,7 +46,8 @@ from .cascade import CascadeConfig, PlanStep, Stage
 from .errors import ConfigError
 from .stopping import RULES
 
-TIERS = ("small", "large")
+TIERS = ("small", "large")  # always there: the caller's two models
+_TIER_KEYS = {"spec", "base_url", "key_env", "price_as", "timeout", "max_concurrency", "reasoning"}
 PLAN_KINDS = ("goal", "guideline")
 _STAGE_KEYS = {f.name for f in fields(Stage)} - {"plan"}
 _PLAN_KEYS = {f.name for f in fields(PlanStep)}
@@ -58,6 +69,13 @@ def dump(config: CascadeConfig, *, title: str = "") -> str:
     """The cascade as a cascade file (what :func:`load` reads back to the same stages)."""
     lines = [f"# {title}", ""] if title else []
     lines += ["[cascade]", f"strict = {_toml(config.strict)}", ""]
+    for name, ep in config.tiers:
+        lines.append(f"[tiers.{name}]")
+        for f in fields(ep):
+            v = getattr(ep, f.name)
+            if v is not None:
+                lines.append(f"{f.name} = {_toml(v)}")
+        lines.append("")
     for st in config.stages:
         lines.append("[[stage]]")
         for f in fields(Stage):
@@ -88,7 +106,7 @@ def _number(where: str, key: str, v: Any) -> Any:
     return float(v)
 
 
-def _plan(where: str, table: Any) -> PlanStep:
+def _plan(where: str, table: Any, tiers: tuple[str, ...] = TIERS) -> PlanStep:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: 'plan' must be a table ([stage.plan])")
     unknown = sorted(set(table) - _PLAN_KEYS)
@@ -97,8 +115,8 @@ def _plan(where: str, table: Any) -> PlanStep:
     for key in ("planner", "kind"):
         if key not in table:
             raise ConfigError(f"{where}: the plan needs '{key}'")
-    if table["planner"] not in TIERS:
-        raise ConfigError(f"{where}: unknown planner tier '{table['planner']}'; tiers: {', '.join(TIERS)}")
+    if table["planner"] not in tiers:
+        raise ConfigError(f"{where}: unknown planner tier '{table['planner']}'; tiers: {', '.join(tiers)}")
     if table["kind"] not in PLAN_KINDS:
         raise ConfigError(f"{where}: plan kind must be one of {', '.join(PLAN_KINDS)}, got {table['kind']!r}")
     kw: dict[str, Any] = {"planner": table["planner"], "kind": table["kind"]}
@@ -116,14 +134,14 @@ def _plan(where: str, table: Any) -> PlanStep:
     return PlanStep(**kw)
 
 
-def _stage(where: str, table: Any) -> Stage:
+def _stage(where: str, table: Any, tiers: tuple[str, ...] = TIERS) -> Stage:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table ([[stage]])")
     unknown = sorted(set(table) - _STAGE_KEYS - {"plan"})
     if unknown:
         raise ConfigError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(_STAGE_KEYS | {'plan'}))}")
-    if table.get("executor") not in TIERS:
-        raise ConfigError(f"{where}: unknown executor tier {table.get('executor')!r}; tiers: {', '.join(TIERS)}")
+    if table.get("executor") not in tiers:
+        raise ConfigError(f"{where}: unknown executor tier {table.get('executor')!r}; tiers: {', '.join(tiers)}")
     kw: dict[str, Any] = {"executor": table["executor"]}
     for key, v in table.items():
         if key in _INTS or key in _FLOATS:
@@ -137,8 +155,34 @@ def _stage(where: str, table: Any) -> Stage:
                 raise ConfigError(f"{where}: 'stop' must be one of {', '.join(RULES)}, got {v!r}")
             kw[key] = v
     if "plan" in table:
-        kw["plan"] = _plan(where, table["plan"])
+        kw["plan"] = _plan(where, table["plan"], tiers)
     return Stage(**kw)
+
+
+def _tiers(path: str, table: Any) -> dict[str, Any]:
+    """``[tiers.NAME]`` tables as Endpoints (small and large are the caller's, not the file's)."""
+    from .models.endpoint import Endpoint
+
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: 'tiers' must hold [tiers.NAME] tables")
+    out: dict[str, Any] = {}
+    for name, t in table.items():
+        where = f"{path}: [tiers.{name}]"
+        if name in TIERS:
+            raise ConfigError(f"{where}: small and large are the caller's models (--small, --large); "
+                              "name another tier")
+        if not name.isidentifier():
+            raise ConfigError(f"{where}: a tier name is letters, digits and _")
+        if not isinstance(t, dict) or "spec" not in t:
+            raise ConfigError(f"{where} needs spec = \"provider/model\"")
+        unknown = sorted(set(t) - _TIER_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(_TIER_KEYS))}")
+        try:
+            out[name] = Endpoint(**t).validate(f"tier {name}")
+        except (TypeError, ConfigError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return out
 
 
 def load(path: str | Path) -> CascadeConfig:
@@ -159,16 +203,19 @@ def loads(text: str, path: str = "cascade") -> CascadeConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not a valid TOML file ({exc})") from None
-    unknown = sorted(set(data) - {"cascade", "stage"})
+    unknown = sorted(set(data) - {"cascade", "stage", "tiers"})
     if unknown:
-        raise ConfigError(f"{path}: unknown table '{unknown[0]}'; a cascade file holds [cascade] and [[stage]]")
+        raise ConfigError(f"{path}: unknown table '{unknown[0]}'; a cascade file holds [cascade], [tiers.NAME] "
+                          "and [[stage]]")
+    extra = _tiers(path, data.get("tiers", {}))
+    tiers = TIERS + tuple(extra)
     head = data.get("cascade", {})
     if not isinstance(head, dict) or set(head) - {"strict"} or not isinstance(head.get("strict", False), bool):
         raise ConfigError(f"{path}: [cascade] takes one key, strict = true or false")
     stages = data.get("stage")
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"{path}: no [[stage]] tables")
-    built = [_stage(f"{path}: stage {i}", t) for i, t in enumerate(stages, start=1)]
+    built = [_stage(f"{path}: stage {i}", t, tiers) for i, t in enumerate(stages, start=1)]
     if built[-1].threshold is not None:
         raise ConfigError(f"{path}: stage {len(built)} is the last one and always answers: remove its threshold")
     kept: set[str] = set()
@@ -178,7 +225,7 @@ def loads(text: str, path: str = "cascade") -> CascadeConfig:
             raise ConfigError(f"{path}: stage {i} uses plan '{missing[0]}', which no earlier stage keeps")
         if st.plan is not None and st.plan.keep_as:
             kept.add(st.plan.keep_as)
-    config = CascadeConfig(stages=tuple(built), strict=head.get("strict", False))
+    config = CascadeConfig(stages=tuple(built), strict=head.get("strict", False), tiers=tuple(extra.items()))
     try:
         config.validate()
     except ConfigError as exc:

@@ -124,3 +124,69 @@ def test_cope_takes_a_cascade_file_or_a_cascade_config(tmp_path):
     assert Cope(cascade=load(f), **kw).config_for(get_task("code")) == load(f)
     with pytest.raises(ConfigError, match="not several"):
         Cope(cascade=f, solver=SolverConfig(), **kw)
+
+
+THREE_TIERS = """
+[tiers.medium]
+spec = "openai/mid"
+base_url = "{mid}"
+key_env = "MID_KEY"
+price_as = "gpt-4o-mini"
+
+[[stage]]
+executor = "small"
+n = 2
+temperature = 0.8
+threshold = 1.0
+
+[[stage]]
+executor = "medium"
+n = 2
+temperature = 0.8
+threshold = 1.0
+
+[[stage]]
+executor = "large"
+"""
+
+
+def _split_vote():
+    from fault_server import Reply
+
+    body = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": i, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": f"\\\\boxed{{{i + 1}}}"}} for i in range(2)],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}
+    return [Reply(body=body)]
+
+
+def test_a_three_tier_cascade_file_runs_from_the_command_line(tmp_path):
+    import json as _json
+    import os
+
+    from fault_server import FaultServer, Reply, completion_body
+
+    with FaultServer(_split_vote()) as small, FaultServer(_split_vote()) as mid, \
+            FaultServer([Reply(body=completion_body({}, text="\\\\boxed{4}"))]) as large:
+        f = tmp_path / "three.toml"
+        f.write_text(THREE_TIERS.format(mid=mid.base_url))
+        assert [t for t, _ in load(f).tiers] == ["medium"]
+        env = {**os.environ, "MID_KEY": "mid-secret-0123456789"}
+        p = subprocess.run([sys.executable, "-m", "cope", "solve", "What is 2 + 2?", "--cascade", str(f),
+                            "--small", "openai/sm", "--small-base-url", small.base_url, "--small-price-as", "gpt-4o-mini",
+                            "--large", "openai/lg", "--large-base-url", large.base_url, "--large-price-as", "gpt-4o",
+                            "--json", "--quiet"], capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 0, p.stderr
+        out = _json.loads(p.stdout)
+        assert out["answer"] == "4" and out["stage"] == 3
+        assert (small.count, mid.count, large.count) == (1, 1, 1)  # each tier's call reached its own server
+        assert mid.seen[0].headers["authorization"] == "Bearer mid-secret-0123456789"
+        who = {c["who"] for c in out["calls"]}
+        assert who == {"small", "medium", "large"}
+    bad = tmp_path / "bad.toml"
+    bad.write_text(THREE_TIERS.format(mid="http://127.0.0.1:9/v1").replace('executor = "medium"', 'executor = "mediun"'))
+    with pytest.raises(ConfigError, match="unknown executor tier 'mediun'; tiers: small, large, medium"):
+        load(bad)
+    bad.write_text('[tiers.small]\nspec = "openai/x"\n[[stage]]\nexecutor = "small"\n')
+    with pytest.raises(ConfigError, match="small and large are the caller's models"):
+        load(bad)

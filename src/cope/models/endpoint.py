@@ -32,6 +32,7 @@ class Endpoint:
     max_concurrency: int | None = None  # requests in flight at once (None: the backend's 16)
     # a reasoning model (max_completion_tokens, default temperature); None: known by its name (o3, gpt-5, ...)
     reasoning: bool | None = None
+    price_as: str | None = None  # charge it at another model's price row (None: its own)
 
     def validate(self, role: str = "model") -> "Endpoint":
         """Refuse a bad endpoint with one ConfigError naming the role and the option."""

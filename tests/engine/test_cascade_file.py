@@ -190,3 +190,46 @@ def test_a_three_tier_cascade_file_runs_from_the_command_line(tmp_path):
     bad.write_text('[tiers.small]\nspec = "openai/x"\n[[stage]]\nexecutor = "small"\n')
     with pytest.raises(ConfigError, match="small and large are the caller's models"):
         load(bad)
+
+
+def test_a_three_tier_cascade_file_runs_in_eval_with_a_report(tmp_path):
+    import json as _json
+    import os
+
+    from fault_server import FaultServer, Reply, completion_body
+
+    with FaultServer(_split_vote()) as small, FaultServer(_split_vote()) as mid, \
+            FaultServer([Reply(body=completion_body({}, text="\\\\boxed{4}"))]) as large:
+        f = tmp_path / "three.toml"
+        f.write_text(THREE_TIERS.format(mid=mid.base_url))
+        env = {**os.environ, "MID_KEY": "mid-secret-0123456789"}
+        out = tmp_path / "run"
+        p = subprocess.run([sys.executable, "-m", "cope", "eval", "gsm", "--limit", "2", "--cascade", str(f),
+                            "--small", "openai/sm", "--small-base-url", small.base_url, "--small-price-as", "gpt-4o-mini",
+                            "--large", "openai/lg", "--large-base-url", large.base_url, "--large-price-as", "gpt-4o",
+                            "--out", str(out), "--quiet", "--no-cache"], capture_output=True, text=True, env=env,
+                           timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert (small.count, mid.count, large.count) == (2, 2, 2)
+        summary = _json.loads((out / "summary.json").read_text())
+        three = summary["methods"]["three"]
+        assert three["problems"] == 2 and three["cost_usd_total"] > 0 and three["funnel"]
+        r = subprocess.run([sys.executable, "-m", "cope", "report", str(out), "--out", str(tmp_path / "rep")],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "three" in (tmp_path / "rep" / "summary.md").read_text()
+
+
+def test_a_served_preset_builds_every_tier_of_its_cascade_file(tmp_path, monkeypatch):
+    from cope.serve import load_config as load_server_config
+
+    monkeypatch.setenv("MID_KEY", "mid-secret-0123456789")
+    (tmp_path / "three.toml").write_text(THREE_TIERS.format(mid="http://127.0.0.1:9/v1"))
+    (tmp_path / "serve.toml").write_text(
+        '[presets.three]\ncascade_file = "three.toml"\nsmall = "openai/sm"\nlarge = "openai/lg"\n'
+        'small_base_url = "http://127.0.0.1:9/v1"\nlarge_base_url = "http://127.0.0.1:9/v1"\n'
+        'small_price_as = "gpt-4o-mini"\nprice_as = "gpt-4o"\n')
+    preset = load_server_config(tmp_path / "serve.toml", environ={}).presets["three"]
+    c = Cope(**preset.cope_kwargs(PriceTable.load()))
+    assert list(c.models) == ["small", "large", "medium"] and c.models["medium"].model.spec == "openai/mid"
+    assert [st.executor for st in c.config_for(get_task("math")).stages] == ["small", "medium", "large"]

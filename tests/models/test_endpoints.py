@@ -193,6 +193,7 @@ def test_a_reasoning_model_in_the_large_tier_is_asked_as_its_api_requires():
             plain.solve("What is 2 + 2?", seed=1)
 
 
+@pytest.mark.slow
 def test_one_endpoint_down_is_one_line_naming_its_tier():
     from cope.errors import BackendError
 

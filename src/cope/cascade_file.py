@@ -173,7 +173,7 @@ def _tiers(path: str, table: Any) -> dict[str, Any]:
                               "name another tier")
         if not name.isidentifier():
             raise ConfigError(f"{where}: a tier name is letters, digits and _")
-        if not isinstance(t, dict) or "spec" not in t:
+        if not isinstance(t, dict) or not isinstance(t.get("spec"), str):
             raise ConfigError(f"{where} needs spec = \"provider/model\"")
         unknown = sorted(set(t) - _TIER_KEYS)
         if unknown:

@@ -38,6 +38,8 @@ BAD = [
     ('[cascade]\nstrict = "yes"\n[[stage]]\nexecutor = "small"\n', "strict = true or false"),
     ('stage = 3\n', "no [[stage]] tables"),
     ('[[stage]\n', "not a valid TOML file"),
+    ('[tiers.mid]\nspec = 3\n[[stage]]\nexecutor = "mid"\n', "[tiers.mid] needs spec"),
+    ('[tiers.mid]\nspec = "openai/x"\ntimeout = "soon"\n[[stage]]\nexecutor = "mid"\n', "[tiers.mid]: "),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -215,11 +216,18 @@ def test_a_three_tier_cascade_file_runs_in_eval_with_a_report(tmp_path):
         assert (small.count, mid.count, large.count) == (2, 2, 2)
         summary = _json.loads((out / "summary.json").read_text())
         three = summary["methods"]["three"]
-        assert three["problems"] == 2 and three["cost_usd_total"] > 0 and three["funnel"]
+        assert three["problems"] == 2 and three["cost_usd_total"] > 0
+        # every tier is named: the funnel by each stage's executor, the tokens by tier
+        assert [f.get("executor") for f in three["funnel"]] == ["small", "medium", "large"]
+        assert [f["problems"] for f in three["funnel"]] == [0, 0, 2]
+        assert list(three["tier_tokens"]) == ["small", "medium", "large"]
+        assert three["tier_tokens"]["medium"]["execute"]["completion"] > 0
         r = subprocess.run([sys.executable, "-m", "cope", "report", str(out), "--out", str(tmp_path / "rep")],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
-        assert "three" in (tmp_path / "rep" / "summary.md").read_text()
+        md = (tmp_path / "rep" / "summary.md").read_text()
+        assert "| three |" in md and "1 small: 0, 2 medium: 0, 3 large: 2" in md
+        assert re.search(r"medium 0 / [1-9][\d,]*; large", md)
 
 
 def test_a_served_preset_builds_every_tier_of_its_cascade_file(tmp_path, monkeypatch):

@@ -99,12 +99,35 @@ def reliability(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _tier_order(name: str) -> tuple[int, str]:
+    """small first, large last, any named tier between them (alphabetically)."""
+    return ({"small": 0, "large": 2}.get(name, 1), name)
+
+
+def _executor(results: list[dict[str, Any]], stage: int) -> str | None:
+    """The tier that executed a stage, read off its records: the one with execute tokens there.
+
+    A stage's executor is not in older records, but its tokens are, so a run
+    of any number of tiers gets its funnel labelled by name. The most common
+    answer wins (a stage is one tier in every problem of one method).
+    """
+    seen: dict[str, int] = {}
+    for r in results:
+        for st in r.get("stages", []):
+            if st.get("stage") == stage:
+                for tier, roles in st.get("tokens", {}).items():
+                    if "execute" in roles:
+                        seen[tier] = seen.get(tier, 0) + 1
+    return max(seen, key=lambda t: (seen[t], t)) if seen else None
+
+
 def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -> dict[str, Any]:
     correct = [float(r["correct"]) for r in results if r["correct"] is not None]
     cost = [float(r["cost_usd"]) for r in results]
     lat = [float(r.get("latency_s", 0.0)) for r in results]
     n = len(results)
-    large = {"plan": {"prompt": 0, "completion": 0}, "execute": {"prompt": 0, "completion": 0}}
+    # every tier's tokens by role: a cascade of N tiers (small, medium, large, ...) names each
+    by_tier: dict[str, dict[str, dict[str, int]]] = {}
     small_generated = 0
     small_samples = 0
     draws: dict[int, list[tuple[int, int]]] = {}  # stage -> (drawn, n) of each problem that ran it
@@ -115,17 +138,23 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
             if "execute" in st.get("tokens", {}).get("small", {}):
                 small_samples += drawn
         tokens = r.get("tokens", {})
-        for role, t in tokens.get("large", {}).items():
-            for k in ("prompt", "completion"):
-                large[role][k] += t[k]
+        for tier, roles in tokens.items():
+            for role, t in roles.items():
+                cell = by_tier.setdefault(tier, {}).setdefault(role, {"prompt": 0, "completion": 0})
+                for k in ("prompt", "completion"):
+                    cell[k] += t.get(k, 0)
         small_generated += sum(t["completion"] for t in tokens.get("small", {}).values())
     stages = n_stages or max((r["stage"] for r in results), default=1)
     funnel = []
     for s in range(1, stages + 1):
         at = [r for r in results if r["stage"] == s]
         scored = [r for r in at if r["correct"] is not None]
-        funnel.append({"stage": s, "problems": len(at),
-                       "accuracy": (sum(r["correct"] for r in scored) / len(scored)) if scored else None})
+        entry = {"stage": s, "problems": len(at),
+                 "accuracy": (sum(r["correct"] for r in scored) / len(scored)) if scored else None}
+        tier = _executor(results, s)
+        if tier:
+            entry["executor"] = tier
+        funnel.append(entry)
     acc_ci = bootstrap_ci(correct)
     cost_ci = bootstrap_ci(cost)
     return {
@@ -136,7 +165,9 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
         "cost_usd_total": sum(cost),
         "cost_usd_per_1m": 1e6 * sum(cost) / n if n else float("nan"),
         "cost_usd_per_1m_ci95": (1e6 * cost_ci[0], 1e6 * cost_ci[1]),
-        "large_tokens": large,
+        "large_tokens": {role: dict(by_tier.get("large", {}).get(role, {"prompt": 0, "completion": 0}))
+                         for role in ("plan", "execute")},
+        "tier_tokens": {t: by_tier[t] for t in sorted(by_tier, key=_tier_order)},
         # The local model is priced at 0, but its decoding is the CPU time COPE
         # spends instead of money; generated tokens measure it on any machine.
         "small_generated_tokens_per_problem": small_generated / n if n else float("nan"),

@@ -43,6 +43,26 @@ def _local_work(s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _tier_tokens(v: dict[str, Any]) -> str:
+    """Plan / execute tokens of every tier but small, by name ("medium 0 / 812; large 1,204 / 3,310")."""
+    tiers = v.get("tier_tokens") or {"large": v["large_tokens"]}  # summaries written before tiers were named
+    cells = []
+    for tier, roles in tiers.items():
+        if tier == "small":
+            continue
+        plan, execute = (sum(roles.get(r, {}).values()) for r in ("plan", "execute"))
+        cells.append(f"{tier} {plan:,} / {execute:,}")
+    return "; ".join(cells) or "none"
+
+
+def _funnel(v: dict[str, Any]) -> str:
+    """Where problems stopped, each stage named by its executor tier: "1 small: 40 (90%), 2 large: 10 (60%)"."""
+    return ", ".join(
+        f"{f['stage']}{' ' + f['executor'] if f.get('executor') else ''}: {f['problems']}"
+        + (f" ({100 * f['accuracy']:.0f}%)" if f["accuracy"] is not None else "")
+        for f in v["funnel"])
+
+
 def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
     lines = ["# cope evaluation report", "", f"Regenerate: `{command}`", ""]
     for s in summaries:
@@ -50,21 +70,15 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
                   f"small `{s['small']}`, large `{s['large']}`"
                   + (f"; {'; '.join(s['pricing_notes'])}" if s["pricing_notes"] else ""), ""]
         lines += ["| method | problems | accuracy [95% CI] | USD per 1M problems [95% CI] | USD total | "
-                  "large plan tokens | large execute tokens | small tokens generated per problem | "
+                  "tokens of the tiers above small (plan / execute) | small tokens generated per problem | "
                   "stages (problems: accuracy) | latency p50 s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|"]
         for m, v in s["methods"].items():
-            lt = v["large_tokens"]
-            funnel = ", ".join(
-                f"{f['stage']}: {f['problems']}" + (f" ({100 * f['accuracy']:.0f}%)" if f["accuracy"] is not None else "")
-                for f in v["funnel"])
             lines.append(
                 f"| {m} | {v['problems']} | {_fmt_ci(v['accuracy'], v['accuracy_ci95'])} | "
                 f"{_fmt_ci(v['cost_usd_per_1m'], v['cost_usd_per_1m_ci95'], pct=False)} | "
-                f"{v['cost_usd_total']:.4f} | "
-                f"{lt['plan']['prompt'] + lt['plan']['completion']:,} | "
-                f"{lt['execute']['prompt'] + lt['execute']['completion']:,} | "
-                f"{v['small_generated_tokens_per_problem']:,.0f} | {funnel} | {v['latency_s_p50']:.1f} |")
+                f"{v['cost_usd_total']:.4f} | {_tier_tokens(v)} | "
+                f"{v['small_generated_tokens_per_problem']:,.0f} | {_funnel(v)} | {v['latency_s_p50']:.1f} |")
         lines += _local_work(s)
         paired = s.get("paired_vs_large") or {}
         if paired:
@@ -195,14 +209,15 @@ def _plots(summaries: list[dict[str, Any]], sweeps: dict[str, Any]) -> list[tupl
     staged = [(s, m, v) for s in summaries for m, v in s["methods"].items() if len(v["funnel"]) > 1]
     if staged:
         fig, ax = plt.subplots(figsize=(7, 0.6 + 0.5 * len(staged)))
-        labelled: set[int] = set()  # one legend entry per stage, whichever row shows it first
+        labelled: set[str] = set()  # one legend entry per stage and tier, whichever row shows it first
         for row, (s, m, v) in enumerate(staged):
             left = 0
             for f in v["funnel"]:
                 share = f["problems"] / max(v["problems"], 1)
+                label = f"stage {f['stage']}" + (f" ({f['executor']})" if f.get("executor") else "")
                 ax.barh(row, share, left=left, color=f"C{f['stage'] - 1}",
-                        label=f"stage {f['stage']}" if f["stage"] not in labelled else None)
-                labelled.add(f["stage"])
+                        label=label if label not in labelled else None)
+                labelled.add(label)
                 if share > 0.06:
                     ax.text(left + share / 2, row, f"{f['problems']}", ha="center", va="center", fontsize=8)
                 left += share

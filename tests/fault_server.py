@@ -63,6 +63,21 @@ def completion_body(
     return body
 
 
+def choices_body(texts: list[str], *, prompt_tokens: int = 7, completion_tokens: int = 2, cached_tokens: int = 0,
+                 reasoning_tokens: int = 0) -> dict[str, Any]:
+    """A chat.completion with one choice per text and the usage given (OpenAI's token details included)."""
+    usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                             "total_tokens": prompt_tokens + completion_tokens}
+    if cached_tokens:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    if reasoning_tokens:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return {"id": "chatcmpl-fault-2", "object": "chat.completion", "created": int(time.time()), "model": "fault",
+            "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop",
+                         "logprobs": None} for i, t in enumerate(texts)],
+            "usage": usage}
+
+
 def error_body(message: str, kind: str = "server_error") -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
@@ -70,11 +85,14 @@ def error_body(message: str, kind: str = "server_error") -> dict[str, Any]:
 class FaultServer:
     """Serve ``script`` in a background thread; use as a context manager."""
 
-    def __init__(self, script: list[Reply], *, max_choices: int | None = None) -> None:
+    def __init__(self, script: list[Reply], *, max_choices: int | None = None, reasoning: bool = False) -> None:
+        """``reasoning``: refuse max_tokens and a temperature other than 1 with HTTP 400, as OpenAI's
+        reasoning models (o-series, gpt-5) do."""
         if not script:
             raise ValueError("script must hold at least one reply")
         self.script = list(script)
         self.max_choices = max_choices
+        self.reasoning = reasoning
         self.seen: list[Seen] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -115,6 +133,11 @@ class FaultServer:
             def _answer(self, request: dict[str, Any], reply: Reply) -> None:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     reply = Reply(404, body=error_body(f"no route {self.path}", "not_found"))
+                elif outer.reasoning and ("max_tokens" in request or request.get("temperature", 1) != 1):
+                    bad = "max_tokens" if "max_tokens" in request else "temperature"
+                    reply = Reply(400, body={"error": {"message": f"Unsupported parameter: '{bad}' is not supported "
+                                                                  "with this model.", "type": "invalid_request_error",
+                                                       "param": bad, "code": "unsupported_parameter"}})
                 body = reply.body
                 if body is None:
                     body = completion_body(request, usage=reply.usage, max_choices=outer.max_choices)

@@ -128,6 +128,9 @@ class Cope:
         for name, spec in {**declared, **dict(tiers or {})}.items():
             if name in self.models:
                 raise ConfigError(f"tier '{name}' is given twice (small and large are the small= and large= models)")
+            if spec is None:
+                raise ConfigError(f"the cascade's tier '{name}' has no model: give it one (Cope(tiers=...), "
+                                  f"--tier {name}=SPEC, or a server preset's tiers)")
             if isinstance(spec, str):
                 spec = Endpoint(spec)
             model = (spec.build(f"tier {name}", base_url=base_url, api_key=api_key, n_threads=n_threads,

@@ -144,6 +144,8 @@ class CallRecord:
     cost_usd: float
     latency_s: float
     priced_as: str = ""
+    cached_tokens: int = 0  # of prompt_tokens, served from the provider's prompt cache (cached-input rate)
+    reasoning_tokens: int = 0  # of completion_tokens, a reasoning model's hidden tokens (billed as output)
 
 
 @dataclass
@@ -352,9 +354,11 @@ class Cascade:
                 n=n,
                 prompt_tokens=gen.prompt_tokens,
                 completion_tokens=gen.completion_tokens,
-                cost_usd=bound.price.cost(gen.prompt_tokens, gen.completion_tokens),
+                cost_usd=bound.price.cost_of(gen),
                 latency_s=gen.latency_s,
                 priced_as=bound.price.note,
+                cached_tokens=int(gen.extra.get("cached_tokens") or 0),
+                reasoning_tokens=int(gen.extra.get("reasoning_tokens") or 0),
             )
         )
 

@@ -24,12 +24,17 @@ cope``) is a list of ``[[stage]]`` tables, each with an optional ``[stage.plan]`
 More tiers than ``small`` and ``large`` (a local model, a cheap API, a strong
 API: the FrugalGPT shape) are declared in ``[tiers.NAME]`` tables, each an
 endpoint (``spec``, ``base_url``, ``key_env``, ``price_as``, ``timeout``,
-``max_concurrency``, ``reasoning``); ``small`` and ``large`` stay the caller's
+``max_concurrency``, ``reasoning``, ``params``: extra request fields such as
+``{ top_k = 20 }``); ``small`` and ``large`` stay the caller's
 (``--small``, ``--large``)::
 
     [tiers.medium]
     spec = "openai/gpt-4o-mini"
     key_env = "OPENAI_API_KEY"
+
+An empty ``[tiers.NAME]`` table declares a tier whose model the caller gives
+(``Cope(tiers=...)``, ``--tier NAME=SPEC``, a server preset's ``tiers``), so one
+file serves several deployments.
 
 Every mistake is one ConfigError naming the file, the stage and the key.
 """
@@ -40,14 +45,14 @@ import math
 import tomllib
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .cascade import CascadeConfig, PlanStep, Stage
 from .errors import ConfigError
 from .stopping import RULES
 
 TIERS = ("small", "large")  # always there: the caller's two models
-_TIER_KEYS = {"spec", "base_url", "key_env", "price_as", "timeout", "max_concurrency", "reasoning"}
+_TIER_KEYS = {"spec", "base_url", "key_env", "price_as", "timeout", "max_concurrency", "reasoning", "params"}
 PLAN_KINDS = ("goal", "guideline")
 _STAGE_KEYS = {f.name for f in fields(Stage)} - {"plan"}
 _PLAN_KEYS = {f.name for f in fields(PlanStep)}
@@ -62,6 +67,8 @@ def _toml(v: Any) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (tuple, list)):
         return "[" + ", ".join(_toml(x) for x in v) + "]"
+    if isinstance(v, Mapping):  # an inline table (a tier's request params)
+        return "{ " + ", ".join(f"{_toml(str(k))} = {_toml(x)}" for k, x in v.items()) + " }" if v else "{}"
     return repr(v)
 
 
@@ -71,7 +78,7 @@ def dump(config: CascadeConfig, *, title: str = "") -> str:
     lines += ["[cascade]", f"strict = {_toml(config.strict)}", ""]
     for name, ep in config.tiers:
         lines.append(f"[tiers.{name}]")
-        for f in fields(ep):
+        for f in fields(ep) if ep is not None else ():
             v = getattr(ep, f.name)
             if v is not None:
                 lines.append(f"{f.name} = {_toml(v)}")
@@ -173,8 +180,12 @@ def _tiers(path: str, table: Any) -> dict[str, Any]:
                               "name another tier")
         if not name.isidentifier():
             raise ConfigError(f"{where}: a tier name is letters, digits and _")
+        if isinstance(t, dict) and not t:
+            out[name] = None  # declared here, bound by the caller (Cope(tiers=...), --tier, a preset's tiers)
+            continue
         if not isinstance(t, dict) or not isinstance(t.get("spec"), str):
-            raise ConfigError(f"{where} needs spec = \"provider/model\"")
+            raise ConfigError(f"{where} needs spec = \"provider/model\" (or leave the table empty: "
+                              "the caller gives the tier's model)")
         unknown = sorted(set(t) - _TIER_KEYS)
         if unknown:
             raise ConfigError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(_TIER_KEYS))}")

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from .argtypes import POSITIVE, bounded_float, bounded_int
 from .errors import ConfigError, CopeError
@@ -50,6 +50,52 @@ def _add_endpoint_args(p: argparse.ArgumentParser) -> None:
                        help=f"base URL of the {role} model only (wins over --base-url)")
         p.add_argument(f"--{role}-key-env", default=None, metavar="VAR",
                        help=f"environment variable holding the {role} model's API key (its name, not the key)")
+    # any other tier a cascade file's stages name (--cascade): its model, and its own endpoint
+    p.add_argument("--tier", action="append", default=[], metavar="NAME=SPEC",
+                   help="the model of a cascade file's tier NAME (repeat per tier), e.g. medium=openai/gpt-4o-mini")
+    p.add_argument("--tier-base-url", action="append", default=[], metavar="NAME=URL",
+                   help="base URL of tier NAME only")
+    p.add_argument("--tier-key-env", action="append", default=[], metavar="NAME=VAR",
+                   help="environment variable holding tier NAME's API key (its name, not the key)")
+
+
+def _tier_objects(tiers: dict[str, dict[str, str]]) -> dict[str, Any]:
+    from .models.endpoint import Endpoint
+
+    return {name: Endpoint(**f) for name, f in tiers.items()}
+
+
+def _tier_endpoints(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """``--tier NAME=SPEC`` with its ``--tier-base-url`` / ``--tier-key-env``, as endpoint fields per tier."""
+    def pairs(option: str, values: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for v in values:
+            name, sep, value = v.partition("=")
+            if not sep or not name or not value:
+                raise ConfigError(f"{option} takes NAME=VALUE, got '{v}'")
+            if name in out:
+                raise ConfigError(f"{option}: tier '{name}' is given twice")
+            out[name] = value
+        return out
+
+    specs = pairs("--tier", args.tier)
+    for name in specs:
+        if name in ("small", "large"):
+            raise ConfigError(f"--tier {name}=...: small and large are --{name}")
+    tiers = {name: {"spec": spec} for name, spec in specs.items()}
+    for option, key, values in (("--tier-base-url", "base_url", args.tier_base_url),
+                                ("--tier-key-env", "key_env", args.tier_key_env)):
+        for name, value in pairs(option, values).items():
+            if name in ("small", "large"):
+                raise ConfigError(f"{option} {name}=...: use --{name}-{option[len('--tier-'):]}")
+            if name not in tiers:
+                raise ConfigError(f"{option} {name}=...: give the tier's model too (--tier {name}=SPEC)")
+            tiers[name][key] = value
+    from .models.endpoint import Endpoint
+
+    for name, fields_ in tiers.items():
+        Endpoint(**fields_).validate(f"tier {name}")
+    return tiers
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -141,10 +187,13 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--target-accuracy", type=_TAU, help="fraction, e.g. 0.6")
     cal.add_argument("--method", default="cope", help="the recorded three-stage method to replay (default: cope)")
     cal.add_argument("--n", type=_N, default=None, help="replay with the first N samples per stage")
-    cal.add_argument("--stages", default="1,2,3",
-                     help="stage subset ending in 3, e.g. 2,3; 'auto' chooses among 1,2,3 / 1,3 / 2,3")
+    cal.add_argument("--stages", default=None,
+                     help="stage subset ending in the last stage, e.g. 2,3 (default: all); 'auto' chooses among "
+                          "every subset (1,2,3 / 1,3 / 2,3 for COPE)")
     cal.add_argument("--write-preset", default=None, metavar="FILE",
                      help="write the chosen setting as a preset file for solve/eval/serve --preset")
+    cal.add_argument("--write-cascade", default=None, metavar="FILE",
+                     help="write the chosen setting as a cascade file (any number of stages; cope solve --cascade)")
     cal.add_argument("--name", default=None, help="the written preset's name (default: METHOD-calibrated)")
     cal.add_argument("--json", action="store_true")
 
@@ -215,7 +264,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         small=args.small, large=args.large, solver=SolverConfig.from_args(args), small_price_as=args.small_price_as,
         prices=args.prices, base_url=args.base_url, n_threads=args.threads, timeout=args.timeout,
         small_base_url=args.small_base_url, large_base_url=args.large_base_url, small_key_env=args.small_key_env,
-        large_key_env=args.large_key_env, **kwargs,
+        large_key_env=args.large_key_env, tiers=_tier_objects(_tier_endpoints(args)), **kwargs,
     )
     if task.driver is not None:  # an episodic family (agent): a game is played, not a problem solved
         return _play(args, c, Progress)
@@ -357,7 +406,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         tau1=args.tau1, tau2=args.tau2, max_tokens=args.max_tokens, record=args.record,
         concurrency=args.concurrency, max_usd=args.max_usd, prices=args.prices, base_url=args.base_url,
         timeout=args.timeout, small_base_url=args.small_base_url, large_base_url=args.large_base_url,
-        small_key_env=args.small_key_env, large_key_env=args.large_key_env,
+        small_key_env=args.small_key_env, large_key_env=args.large_key_env, tiers=_tier_endpoints(args) or None,
         mapping=mapping, task=args.task, frugal_train=args.frugal_train, max_steps=args.max_steps,
         extra={**({"presets": presets} if presets else {}), **({"cascade_files": cascades} if cascades else {})},
     )
@@ -396,9 +445,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     from .eval.replay import calibrate, preset_from_calibration
 
-    stages: tuple[int, ...] | str
-    if args.stages == "auto":
-        stages = "auto"
+    stages: tuple[int, ...] | str | None
+    if args.stages is None or args.stages == "auto":
+        stages = args.stages
     else:
         try:
             stages = tuple(int(x) for x in args.stages.split(","))
@@ -406,12 +455,22 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             raise ConfigError(f"--stages expects numbers like 1,2,3 or 'auto', got '{args.stages}'") from None
     r = calibrate(Path(args.dir), target_cost=args.target_cost, target_accuracy=args.target_accuracy,
                   target_cost_ratio=args.target_cost_ratio, method=args.method, n=args.n, stages=stages)
+    if args.write_preset and "thresholds" in r:
+        raise ConfigError(f"a preset file holds a three-stage method; {args.method} has {len(r['policies'][0])} "
+                          "stages: use --write-cascade FILE")
+    if args.write_cascade:
+        from .eval.replay import cascade_from_calibration
+
+        try:
+            Path(args.write_cascade).write_text(cascade_from_calibration(r))
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.write_cascade}: {exc.strerror or exc}") from None
     if args.write_preset:
         preset = preset_from_calibration(r, args.name or f"{args.method}-calibrated")
         target = next(f"--{k.replace('_', '-')} {v:g}" for k, v in (
             ("target_cost", args.target_cost), ("target_cost_ratio", args.target_cost_ratio),
             ("target_accuracy", args.target_accuracy)) if v is not None)
-        command = (f"cope calibrate {args.dir} --method {args.method} --stages {args.stages} {target}"
+        command = (f"cope calibrate {args.dir} --method {args.method} --stages {args.stages or '1,2,3'} {target}"
                    + (f" --n {args.n}" if args.n else "") + f" --name {preset.name} --write-preset {args.write_preset}")
         try:
             Path(args.write_preset).write_text(preset.to_toml(
@@ -423,15 +482,25 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         return 0
     print(f"frontier over {r['problems']} recorded problems of {r['method']} (n={r['n']}, "
           f"stages {' or '.join(','.join(map(str, p)) for p in r['policies'])}):")
-    print(f"  {'stages':>6} {'tau1':>5} {'tau2':>5} {'accuracy':>9} {'USD/1M':>10}")
-    for p in r["frontier"]:
-        print(f"  {','.join(map(str, p['stages'])):>6} {p['tau1']:5.2f} {p['tau2']:5.2f} "
-              f"{100 * p['accuracy']:8.1f}% {p['cost_usd_per_1m']:10.2f}")
+    n_stage = "thresholds" in r  # a cascade of another length: one threshold per deciding stage
+    if n_stage:
+        print(f"  {'stages':>9} {'thresholds':>17} {'accuracy':>9} {'USD/1M':>10}")
+        for p in r["frontier"]:
+            taus = ",".join(f"{t:.2f}" for t in p["thresholds"]) or "-"
+            print(f"  {','.join(map(str, p['stages'])):>9} {taus:>17} {100 * p['accuracy']:8.1f}% "
+                  f"{p['cost_usd_per_1m']:10.2f}")
+    else:
+        print(f"  {'stages':>6} {'tau1':>5} {'tau2':>5} {'accuracy':>9} {'USD/1M':>10}")
+        for p in r["frontier"]:
+            print(f"  {','.join(map(str, p['stages'])):>6} {p['tau1']:5.2f} {p['tau2']:5.2f} "
+                  f"{100 * p['accuracy']:8.1f}% {p['cost_usd_per_1m']:10.2f}")
     if r["target_cost_usd_per_1m"] is not None:
         print(f"target: at most ${r['target_cost_usd_per_1m']:.2f} per 1M problems")
     lo, hi = r["accuracy_ci95"]
     clo, chi = r["cost_usd_per_1m_ci95"]
-    print(f"choice: stages {','.join(map(str, r['stages']))} --tau1 {r['tau1']:.2f} --tau2 {r['tau2']:.2f}: "
+    setting = (f"thresholds {','.join(f'{t:.2f}' for t in r['thresholds']) or '-'}" if n_stage
+               else f"--tau1 {r['tau1']:.2f} --tau2 {r['tau2']:.2f}")
+    print(f"choice: stages {','.join(map(str, r['stages']))} {setting}: "
           f"accuracy {100 * r['accuracy']:.1f}% "
           f"[{100 * lo:.1f}, {100 * hi:.1f}], ${r['cost_usd_per_1m']:.2f} per 1M problems [{clo:.2f}, {chi:.2f}]; "
           f"stops per stage: " + ", ".join(f"{100 * f:.0f}%" for f in r["stop_fraction"]))
@@ -444,6 +513,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
               f"${cv['cost_usd_per_1m']:.2f} per 1M problems [{clo:.2f}, {chi:.2f}]")
     if args.write_preset:
         print(f"wrote {args.write_preset}: use it with cope solve/eval/serve --preset {args.write_preset}")
+    if args.write_cascade:
+        print(f"wrote {args.write_cascade}: use it with cope solve/eval --cascade {args.write_cascade}")
     return 0
 
 

@@ -15,14 +15,19 @@ import os
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError, PriceError
 
 
 @dataclass(frozen=True)
 class Price:
-    """USD per 1M input and output tokens for one model."""
+    """USD per 1M input and output tokens for one model.
+
+    ``cached_input_per_m`` is the rate of prompt tokens the provider read from its prompt cache
+    (OpenAI bills them at a quarter to a half of the input rate; the cascade's repeated system
+    prompts and plans hit it). None: the provider bills cached tokens as any input.
+    """
 
     model: str
     input_per_m: float
@@ -30,9 +35,18 @@ class Price:
     source: str = ""
     date: str = ""
     note: str = ""  # e.g. "local/qwen2.5-coder-1.5b priced as gpt-4o-mini"
+    cached_input_per_m: float | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_m + completion_tokens * self.output_per_m) / 1e6
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """USD for one call; ``cached_tokens`` are the part of ``prompt_tokens`` served from cache."""
+        cached = min(max(cached_tokens, 0), prompt_tokens) if self.cached_input_per_m is not None else 0
+        return ((prompt_tokens - cached) * self.input_per_m + cached * (self.cached_input_per_m or 0.0)
+                + completion_tokens * self.output_per_m) / 1e6
+
+    def cost_of(self, generation: Any) -> float:
+        """USD for one Generation, its cached prompt tokens (``extra["cached_tokens"]``) at the cached rate."""
+        extra = getattr(generation, "extra", None) or {}
+        return self.cost(generation.prompt_tokens, generation.completion_tokens, int(extra.get("cached_tokens") or 0))
 
 
 def _parse(text: str, origin: str) -> dict[str, Price]:
@@ -53,11 +67,22 @@ def _parse(text: str, origin: str) -> dict[str, Price]:
             raise ConfigError(
                 f"price file {origin}: model '{name}' needs numeric 'input' and 'output' (USD per 1M tokens)"
             ) from None
-        if not (math.isfinite(inp) and math.isfinite(out)):
+        cached = row.get("cached_input")
+        if cached is not None:
+            if isinstance(cached, bool) or not isinstance(cached, (int, float)):
+                raise ConfigError(f"price file {origin}: model '{name}': 'cached_input' must be a number "
+                                  "(USD per 1M cached prompt tokens)")
+            cached = float(cached)
+        if not all(math.isfinite(v) for v in (inp, out, cached or 0.0)):
             raise ConfigError(f"price file {origin}: model '{name}' has a price that is not a finite number")
-        if inp < 0 or out < 0:
+        if inp < 0 or out < 0 or (cached or 0.0) < 0:
             raise ConfigError(f"price file {origin}: model '{name}' has a negative price")
-        prices[name] = Price(name, inp, out, str(row.get("source", origin)), str(row.get("date", "")))
+        unknown = sorted(set(row) - {"input", "output", "cached_input", "source", "date"})
+        if unknown:
+            raise ConfigError(f"price file {origin}: model '{name}': unknown key '{unknown[0]}'; allowed: "
+                              "input, output, cached_input, source, date")
+        prices[name] = Price(name, inp, out, str(row.get("source", origin)), str(row.get("date", "")),
+                             cached_input_per_m=cached)
     return prices
 
 
@@ -90,8 +115,10 @@ def _fallback_price(name: str, provider: str | None) -> Price | None:
         calc = calc_price(Usage(input_tokens=1000, output_tokens=1000), name, provider_id=pid)
     except (LookupError, ValueError):
         return None
+    cached = getattr(calc.model_price, "cache_read_mtok", None)
     return Price(name, float(calc.input_price) * 1000, float(calc.output_price) * 1000,
-                 source=f"genai-prices {_fallback_version()} ({calc.provider.name} {calc.model.id})")
+                 source=f"genai-prices {_fallback_version()} ({calc.provider.name} {calc.model.id})",
+                 cached_input_per_m=float(cached) if cached is not None else None)
 
 
 class PriceTable:
@@ -144,7 +171,7 @@ class PriceTable:
         if price_as:
             base = self.get(price_as)
             return Price(spec, base.input_per_m, base.output_per_m, base.source, base.date,
-                         note=f"{spec} priced as {price_as}")
+                         note=f"{spec} priced as {price_as}", cached_input_per_m=base.cached_input_per_m)
         if spec in self.prices:
             return self.prices[spec]
         if provider == "local":

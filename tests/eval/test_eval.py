@@ -427,3 +427,80 @@ def test_calibration_rule_on_both_targets():
     # a cross-validation fold still picks the nearest setting
     assert _choose(pairs, -1.0, None, strict=False) == (0.0, 0.0, 0.2, 0.0)
     assert _choose(pairs, None, 0.9, strict=False) == (1.0, 1.0, 0.7, 200.0)
+
+
+FOUR_STAGES = """
+[tiers.medium]
+spec = "local/smollm2-135m"
+
+[[stage]]
+executor = "small"
+n = 2
+temperature = 0.8
+threshold = {t1}
+
+[[stage]]
+executor = "medium"
+n = 2
+temperature = 0.8
+threshold = {t2}
+
+[[stage]]
+executor = "large"
+n = 2
+temperature = 0.8
+threshold = {t3}
+
+[[stage]]
+executor = "large"
+n = 1
+"""
+
+
+def _four(t1, t2, t3):
+    from cope.cascade_file import dump, loads
+
+    return dump(loads(FOUR_STAGES.format(t1=t1, t2=t2, t3=t3)))
+
+
+@pytest.mark.slow
+def test_a_four_stage_cascade_replays_and_calibrates_like_its_live_run(data, tmp_path):
+    """Replay and calibration are not tied to COPE's three stages: a cascade file of four is recorded
+    once, replayed at thresholds equal to a live run's, and calibrated to a cascade file that loads."""
+    from cope.cascade_file import loads
+    from cope.eval.replay import cascade_from_calibration, sweep_n
+
+    rec_dir, live_dir = tmp_path / "rec", tmp_path / "live"
+    run_eval(config(data, methods=["four"], record=True, limit=4, extra={"cascade_files": {"four": _four(0.5, 0.5, 0.5)}}),
+             rec_dir, use_cache=False, progress=False)
+    taus = (1.0, 0.5, 1.0)
+    run_eval(config(data, methods=["four"], limit=4, extra={"cascade_files": {"four": _four(*taus)}}),
+             live_dir, use_cache=False, progress=False)
+    rows = load_results(rec_dir)
+    assert all(len(r["stages"]) == 4 and r["stage"] == 4 for r in rows)
+    live = {r["problem_id"]: r for r in load_results(live_dir)}
+    replays = {r["problem_id"]: replayed(r, *taus) for r in rows}
+    for pid, r in replays.items():
+        assert (live[pid]["stage"], live[pid]["answer"], live[pid]["correct"]) == (r["stage"], r["answer"], r["correct"])
+        assert live[pid]["cost_usd"] == pytest.approx(r["cost_usd"]), pid
+    rec = load_recorded(rec_dir, method="four")
+    assert rec.stages == 4
+    s = sweep_n(rec, [np.array([t]) for t in taus])
+    assert s["accuracy"][0, 0, 0] == pytest.approx(np.mean([r["correct"] for r in replays.values()]))
+    assert s["cost"][0, 0, 0] == pytest.approx(np.mean([r["cost_usd"] for r in replays.values()]))
+    # a threshold of 0 at stage 1 answers everything there, for free (small is a local model)
+    free = calibrate(rec_dir, method="four", target_cost=0.0, boot=20)
+    assert free["cost_usd_per_1m"] == 0.0 and len(free["thresholds"]) == 3 and free["stages"] == [1, 2, 3, 4]
+    best = calibrate(rec_dir, method="four", target_accuracy=0.0, stages="auto", boot=20)
+    assert len(best["policies"]) == 8 and best["cost_usd_per_1m"] == 0.0
+    written = loads(cascade_from_calibration(free))
+    assert [st.threshold for st in written.stages] == [*free["thresholds"], None]
+    assert [st.executor for st in written.stages] == ["small", "medium", "large", "large"]
+    out = tmp_path / "cal.toml"
+    p = subprocess.run([sys.executable, "-m", "cope", "calibrate", str(rec_dir), "--method", "four", "--target-cost",
+                        "0", "--write-cascade", str(out)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "thresholds" in p.stdout and loads(out.read_text()).stages[0].threshold == free["thresholds"][0]
+    p = subprocess.run([sys.executable, "-m", "cope", "calibrate", str(rec_dir), "--method", "four", "--target-cost",
+                        "0", "--write-preset", str(tmp_path / "p.toml")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "use --write-cascade" in p.stderr and "Traceback" not in p.stderr

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from fault_server import FaultServer, Reply, completion_body
+from fault_server import FaultServer, Reply, choices_body, completion_body
 
 from cope import Cope, Endpoint
 from cope.errors import ConfigError
@@ -113,7 +113,7 @@ def test_a_served_preset_takes_each_models_endpoint(tmp_path, monkeypatch):
                    'large_key_env = "LARGE_KEY"\n')
     config = load_config(cfg, environ={})
     kw = config.presets["split"].cope_kwargs(None)
-    assert (kw["small_base_url"], kw["large_base_url"], kw["large_key_env"]) == (
+    assert (kw["small"].base_url, kw["large"].base_url, kw["large"].key_env) == (
         "http://127.0.0.1:11434/v1", "http://127.0.0.1:18081/v1", "LARGE_KEY")
     assert LARGE_KEY in config.secrets()  # scrubbed from the logs
     cfg.write_text(cfg.read_text().replace('"LARGE_KEY"', '"UNSET_KEY_VAR"'))
@@ -207,3 +207,183 @@ def test_one_endpoint_down_is_one_line_naming_its_tier():
     message = str(err.value)
     assert message.startswith("the large model (plan, stage 1): openai/big: cannot reach http://127.0.0.1:9/v1")
     assert err.value.tier == "large" and "\n" not in message
+
+
+# A three-tier chain (a model on the user's machine, a cheap reasoning API, a strong API), each tier on
+# its own loopback server: the first two disagree with themselves, so the question climbs to the third.
+THREE_TIERS = """
+[tiers.medium]
+
+[[stage]]
+executor = "small"
+n = 2
+threshold = 0.9
+
+[[stage]]
+executor = "medium"
+n = 2
+threshold = 0.9
+
+[[stage]]
+executor = "large"
+n = 1
+"""
+PRICES = """
+[models."mid"]
+input = 1.0
+output = 4.0
+cached_input = 0.25
+[models."big"]
+input = 10.0
+output = 40.0
+cached_input = 5.0
+"""
+
+
+def _three_servers():
+    return (FaultServer([Reply(body=choices_body(["\\boxed{3}", "\\boxed{5}"], prompt_tokens=20, completion_tokens=8))]),
+            FaultServer([Reply(body=choices_body(["\\boxed{3}", "\\boxed{5}"], prompt_tokens=100,
+                                                 completion_tokens=60, cached_tokens=80, reasoning_tokens=50))],
+                        reasoning=True),
+            FaultServer([Reply(body=choices_body(["\\boxed{4}"], prompt_tokens=1000, completion_tokens=10,
+                                                 cached_tokens=600))]))
+
+
+def _expected_cost():
+    mid = (20 * 1.0 + 80 * 0.25 + 60 * 4.0) / 1e6  # 20 fresh and 80 cached prompt tokens
+    big = (400 * 10.0 + 600 * 5.0 + 10 * 40.0) / 1e6
+    return mid, big
+
+
+def test_server_models_tables_give_each_tier_its_endpoint_over_http(tmp_path):
+    from serving import ServerProcess
+
+    small, medium, large = _three_servers()
+    (tmp_path / "three.toml").write_text(THREE_TIERS)
+    (tmp_path / "prices.toml").write_text(PRICES)
+    config = f"""
+prices = "prices.toml"
+
+[models.mine]
+spec = "llamacpp/smol"
+base_url = "{small.base_url}"
+params = {{ top_k = 20 }}
+
+[models.cheap]
+spec = "openai/mid"
+base_url = "{medium.base_url}"
+key_env = "MID_KEY"
+reasoning = true
+params = {{ reasoning_effort = "low" }}
+
+[models.strong]
+spec = "openai/big"
+base_url = "{large.base_url}"
+key_env = "BIG_KEY"
+timeout = 30
+
+[presets.chain]
+small = "mine"
+large = "strong"
+cascade_file = "three.toml"
+tiers = {{ medium = "cheap" }}
+"""
+    os.environ["MID_KEY"], os.environ["BIG_KEY"] = "mid-secret-0123456789", "big-secret-0123456789"
+    try:
+        with small, medium, large:
+            server = ServerProcess(tmp_path, config)
+            try:
+                r = server.client(timeout=60).chat.completions.create(
+                    model="chain", messages=[{"role": "user", "content": "What is 2 + 2?"}], seed=1)
+            finally:
+                server.stop()
+    finally:
+        del os.environ["MID_KEY"], os.environ["BIG_KEY"]
+    ext = r.to_dict()["cope"]
+    assert ext["answer"] == "4" and ext["stage"] == 3
+    assert (small.count, medium.count, large.count) == (1, 1, 1)  # one request per tier, each to its own server
+    assert small.seen[0].body["top_k"] == 20 and small.seen[0].body["model"] == "smol"
+    sent = medium.seen[0].body
+    assert sent["model"] == "mid" and sent["reasoning_effort"] == "low"
+    assert "max_tokens" not in sent and "temperature" not in sent and sent["max_completion_tokens"] == 512
+    assert medium.seen[0].headers["authorization"] == "Bearer mid-secret-0123456789"
+    assert large.seen[0].headers["authorization"] == "Bearer big-secret-0123456789"
+    assert "top_k" not in large.seen[0].body  # params are the endpoint's own
+    assert "secret" not in small.seen[0].headers.get("authorization", "")  # no other tier's key
+    assert [c["model"] for c in ext["calls"]] == ["llamacpp/smol", "openai/mid", "openai/big"]
+    mid, big = _expected_cost()
+    assert [c["cost_usd"] for c in ext["calls"]] == pytest.approx([0.0, mid, big])
+    assert ext["cost_usd"] == pytest.approx(mid + big)
+    usage = r.usage.to_dict()
+    assert usage["prompt_tokens"] == 1120 and usage["prompt_tokens_details"] == {"cached_tokens": 680}
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 50}
+
+
+def test_the_command_line_gives_a_cascade_files_tier_its_own_endpoint(tmp_path):
+    small, medium, large = _three_servers()
+    (tmp_path / "three.toml").write_text(THREE_TIERS)
+    (tmp_path / "prices.toml").write_text(PRICES)
+    env = {**os.environ, "MID_KEY": "mid-secret-0123456789", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    base = [sys.executable, "-m", "cope", "solve", "What is 2 + 2?", "--cascade", str(tmp_path / "three.toml"),
+            "--small", "llamacpp/smol", "--small-base-url", small.base_url, "--large", "openai/big",
+            "--large-base-url", large.base_url, "--prices", str(tmp_path / "prices.toml"), "--json", "--quiet"]
+    with small, medium, large:
+        p = subprocess.run(base + ["--tier", "medium=openai/o4-mini", "--tier-base-url", f"medium={medium.base_url}",
+                                   "--tier-key-env", "medium=MID_KEY", "--large-price-as", "big"],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout)
+        assert out["answer"] == "4" and (small.count, medium.count, large.count) == (1, 1, 1)
+        assert "max_tokens" not in medium.seen[0].body  # o4-mini is a reasoning model by its name
+        assert medium.seen[0].headers["authorization"] == "Bearer mid-secret-0123456789"
+        # a tier the file leaves to the caller, not given: one line naming it, before any call
+        p = subprocess.run(base, capture_output=True, text=True, env=env, timeout=60)
+        assert p.returncode == 2 and "tier 'medium'" in p.stderr and "--tier medium=SPEC" in p.stderr
+        assert "Traceback" not in p.stderr and small.count == 1
+        for bad, message in ((["--tier", "medium"], "--tier takes NAME=VALUE"),
+                             (["--tier-base-url", f"medium={medium.base_url}"], "--tier medium=SPEC"),
+                             (["--tier", "large=openai/x"], "small and large are --large")):
+            p = subprocess.run(base + bad, capture_output=True, text=True, env=env, timeout=60)
+            assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, (bad, p.stderr)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('[presets.p]\nsmall = "nosuch"\n', "neither a [models.NAME] table"),
+    ('[models.a]\nspec = "openai/x"\nbogus = 1\n', "unknown key 'bogus'"),
+    ('[models.a]\nbase_url = "http://127.0.0.1:1/v1"\n', "needs spec"),
+    ('[models.a]\nspec = "openai/x"\nparams = { temperature = 0.1 }\n', "set by the cascade itself"),
+    ('[models.a]\nspec = "llamacpp/x"\n[presets.p]\nsmall = "a"\nsmall_base_url = "http://127.0.0.1:1/v1"\n',
+     "give its base_url there"),
+    ('[presets.p]\ntiers = { medium = "llamacpp/x" }\n', "set cascade_file too"),
+    ('[presets.p]\ntiers = { small = "llamacpp/x" }\n', "small and large are the preset's"),
+])
+def test_bad_models_tables_are_one_clear_error(tmp_path, extra, message):
+    from cope.serve import load_config
+
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text(extra)
+    with pytest.raises(ConfigError, match=message.replace("[", "\\[").replace("]", "\\]")):
+        load_config(cfg, environ={})
+
+
+def test_cached_prompt_tokens_are_billed_at_the_cached_rate(tmp_path):
+    from cope.pricing import Price
+
+    table = PriceTable.load()
+    mini = table.get("gpt-4o-mini")
+    assert mini.cached_input_per_m == pytest.approx(0.075)  # the shipped row
+    assert mini.cost(1000, 0, cached_tokens=1000) == pytest.approx(mini.cost(1000, 0) / 2)
+    assert Price("x", 1.0, 2.0).cost(1000, 10, cached_tokens=900) == Price("x", 1.0, 2.0).cost(1000, 10)  # no rate
+    assert table.for_spec("local/smollm2-135m", "gpt-4o-mini").cached_input_per_m == pytest.approx(0.075)
+    srv = FaultServer([Reply(body=choices_body(["\\boxed{4}"], prompt_tokens=1000, completion_tokens=10,
+                                               cached_tokens=600))])
+    with srv:
+        c = Cope(small="local/smollm2-135m", large="openai/gpt-4o-mini", method="large", prices=table,
+                 large_base_url=srv.base_url)
+        r = c.solve("What is 2 + 2?", seed=1)
+    assert r.calls[-1].cached_tokens == 600
+    assert r.cost_usd == pytest.approx((400 * 0.15 + 600 * 0.075 + 10 * 0.60) / 1e6)
+    bad = tmp_path / "p.toml"
+    bad.write_text('[models."m"]\ninput = 1.0\noutput = 2.0\ncached_input = "cheap"\n')
+    with pytest.raises(ConfigError, match="'cached_input' must be a number"):
+        PriceTable.load(bad)

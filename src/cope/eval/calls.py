@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..errors import BackendError, CopeError
 from ..models.base import Completion, Generation, GenParams, Message, Model, report_samples
@@ -28,12 +28,15 @@ class BudgetExceeded(CopeError):
     """The next call could take the run's spend past ``--max-usd``."""
 
 
-def call_key(spec: str, kind: str, prompts: Sequence[Sequence[Message]], params: GenParams) -> str:
-    """A stable hash of everything that determines a call's output."""
-    blob = json.dumps(
-        {"model": spec, "kind": kind, "prompts": [[dict(m) for m in p] for p in prompts], "params": asdict(params)},
-        sort_keys=True, ensure_ascii=False,
-    )
+def call_key(spec: str, kind: str, prompts: Sequence[Sequence[Message]], params: GenParams,
+             request_params: Mapping[str, Any] | None = None) -> str:
+    """A stable hash of everything that determines a call's output (an endpoint's own request
+    fields too, when it has any: top_k changes the samples; without them the key is as before)."""
+    data: dict[str, Any] = {"model": spec, "kind": kind, "prompts": [[dict(m) for m in p] for p in prompts],
+                            "params": asdict(params)}
+    if request_params:
+        data["request_params"] = dict(request_params)
+    blob = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -137,7 +140,7 @@ class JournaledModel:
         self.cached_calls = 0
 
     async def _call(self, kind: str, prompts: Sequence[Sequence[Message]], params: GenParams) -> list[Generation]:
-        key = call_key(self.spec, kind, prompts, params)
+        key = call_key(self.spec, kind, prompts, params, getattr(self.inner, "params", None))
         cacheable = params.seed is not None  # unseeded sampling must stay random
         if cacheable and self.use_cache:
             hit = self.cache.get(key)
@@ -163,7 +166,7 @@ class JournaledModel:
         except BackendError as exc:
             # requests that were answered (and billed) before the failure are spend like any other
             paid = [g for g in exc.spent if isinstance(g, Generation)]
-            usd = sum(self.price.cost(g.prompt_tokens, g.completion_tokens) for g in paid)
+            usd = sum(self.price.cost_of(g) for g in paid)
             self.budget.settle(bound, usd)
             if paid:
                 self.journal.write({"type": "call_failed", "key": key, "model": self.spec, "kind": kind,
@@ -178,7 +181,7 @@ class JournaledModel:
             self.budget.settle(bound, 0.0)
             raise
         self.real_calls += 1
-        usd = sum(self.price.cost(g.prompt_tokens, g.completion_tokens) for g in gens)
+        usd = sum(self.price.cost_of(g) for g in gens)
         self.budget.settle(bound, usd)
         data = [gen_to_dict(g) for g in gens]
         record = {"type": "call", "key": key, "model": self.spec, "kind": kind, "usd": usd,

@@ -42,6 +42,8 @@ class Recorded:
     last_reads_plan: bool = True
     # the recorded cascade's accept rule (strict: confidence must exceed the threshold)
     strict: bool = False
+    # per stage, the stages whose kept plans it reads (0-based); None: COPE's (the last reads stage 2's)
+    reads: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def stages(self) -> int:
@@ -88,12 +90,63 @@ def load_recorded(out: Path, method: str = "cope", n: int | None = None) -> Reco
                 conf[i, j], correct[i, j], cost[i, j] = s["confidence"], s["correct"], s["cost_usd"]
     from .rundir import method_cascade
 
+    reads: tuple[tuple[int, ...], ...] | None = None
     try:
         cascade = method_cascade(cfg, method)
         last_reads_plan, strict = bool(cascade.stages[-1].use_plans), cascade.strict
+        if len(cascade.stages) == n_st:
+            keeper = {st.plan.keep_as: i for i, st in enumerate(cascade.stages) if st.plan and st.plan.keep_as}
+            reads = tuple(tuple(sorted({keeper[u] for u in st.use_plans if u in keeper})) for st in cascade.stages)
     except ConfigError:  # a method this version no longer knows: assume it did, as COPE does
         last_reads_plan, strict = True, False
-    return Recorded([r["problem_id"] for r in rows], conf, correct, cost, plan_cost, k, last_reads_plan, strict)
+    return Recorded([r["problem_id"] for r in rows], conf, correct, cost, plan_cost, k, last_reads_plan, strict,
+                    reads)
+
+
+def sweep_n(rec: Recorded, taus: Sequence[np.ndarray], *, stages: Sequence[int] | None = None,
+            rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Accuracy and mean cost for every combination of thresholds, for a recording of any length.
+
+    ``stages`` (1-based, increasing, ending with the last; default all) are the
+    stages that run; ``taus`` holds one array of thresholds per deciding stage
+    (every chosen stage but the last, which always answers). A chosen stage
+    that reads a plan a skipped stage kept still pays for writing it. Returns
+    arrays shaped ``(len(taus[0]), ..., len(taus[-1]))`` and the fraction of
+    problems stopping at each chosen stage (a last axis).
+    """
+    total = rec.stages
+    chosen = tuple(stages) if stages is not None else tuple(range(1, total + 1))
+    st = [x - 1 for x in chosen]
+    if not st or st != sorted(set(st)) or st[-1] != total - 1 or st[0] < 0:
+        raise ConfigError(f"stages must be an increasing subset of 1..{total} that ends with {total}")
+    if len(taus) != len(st) - 1:
+        raise ConfigError(f"{len(st) - 1} threshold arrays are needed (one per deciding stage), got {len(taus)}")
+    idx = np.arange(len(rec.ids)) if rows is None else rows
+    conf, corr, cost = rec.conf[idx], rec.correct[idx], rec.cost[idx].copy()
+    reads = rec.reads if rec.reads is not None else tuple(
+        (1,) if j == total - 1 and rec.last_reads_plan and total > 1 else () for j in range(total))
+    for j in st:
+        for k in reads[j]:
+            if k not in st:  # the plan this stage reads was still written (and paid for)
+                cost[:, j] += rec.plan_cost[idx, k]
+    D = len(taus)
+    dims = tuple(len(t) for t in taus)
+    shape = (*dims, len(idx))
+    grids = [np.asarray(t, dtype=float).reshape((1,) * d + (len(t),) + (1,) * (D - d)) for d, t in enumerate(taus)]
+    answered = np.zeros(shape, dtype=bool)
+    acc_correct = np.zeros(shape)
+    acc_cost = np.zeros(shape)
+    running_cost = np.zeros(shape)
+    stop_frac = []
+    for d, s in enumerate(st):
+        running_cost = running_cost + np.where(answered, 0.0, cost[:, s])
+        stop = ~answered if d == len(st) - 1 else ~answered & accepts(conf[:, s], grids[d], rec.strict)
+        acc_correct += np.where(stop, corr[:, s], 0.0)
+        acc_cost += np.where(stop, running_cost, 0.0)
+        stop_frac.append(stop.mean(axis=-1))
+        answered |= stop
+    return {"accuracy": acc_correct.mean(axis=-1), "cost": acc_cost.mean(axis=-1),
+            "stop_fraction": np.stack(stop_frac, axis=-1)}
 
 
 def sweep(rec: Recorded, t1: np.ndarray, t2: np.ndarray, *, stages: Sequence[int] = (1, 2, 3),
@@ -229,7 +282,7 @@ def large_cost_per_1m(out: Path) -> float:
 
 def calibrate(out: Path, *, target_cost: float | None = None, target_accuracy: float | None = None,
               target_cost_ratio: float | None = None, method: str = "cope", n: int | None = None,
-              stages: Sequence[int] | str = (1, 2, 3), steps: int = 21, boot: int = 1000,
+              stages: Sequence[int] | str | None = None, steps: int = 21, boot: int = 1000,
               seed: int = 0) -> dict[str, Any]:
     """Pick thresholds (and, with ``stages="auto"``, which stages run) from a recorded run.
 
@@ -252,7 +305,9 @@ def calibrate(out: Path, *, target_cost: float | None = None, target_accuracy: f
         raise ConfigError("give exactly one of --target-cost (USD per 1M problems), --target-cost-ratio "
                           "or --target-accuracy")
     rec = load_recorded(out, method=method, n=n)
-    policies = POLICIES if stages == "auto" else (tuple(stages),)
+    if rec.stages != 3:  # a cascade of another length (a cascade file's): one threshold per deciding stage
+        return _calibrate_n(out, rec, target_cost, target_accuracy, method, stages, steps, boot, seed)
+    policies = POLICIES if stages == "auto" else (tuple(stages or (1, 2, 3)),)
     grid = np.linspace(0.0, 1.0, steps)
     pairs = _candidates(rec, grid, policies)
     front = []
@@ -282,6 +337,113 @@ def calibrate(out: Path, *, target_cost: float | None = None, target_accuracy: f
         "frontier": [{"tau1": p[0], "tau2": p[1], "accuracy": p[2], "cost_usd_per_1m": p[3], "stages": list(p[4])}
                      for p in front],
     }
+
+
+# The most threshold combinations one stage policy sweeps (a grid of steps^deciding stages is
+# thinned to stay under it: 21 steps for two deciding stages, 21 for three, 11 for four).
+MAX_COMBINATIONS = 20_000
+
+
+def _policies_n(total: int, stages: Sequence[int] | str | None) -> list[tuple[int, ...]]:
+    if stages == "auto":  # every subset of the deciding stages, the last stage always kept
+        from itertools import combinations
+
+        return [(*c, total) for k in range(total - 1, -1, -1) for c in combinations(range(1, total), k)]
+    return [tuple(stages) if stages is not None else tuple(range(1, total + 1))]
+
+
+def _grid_for(deciding: int, steps: int) -> np.ndarray:
+    while deciding and steps > 2 and steps ** deciding > MAX_COMBINATIONS:
+        steps = (steps - 1) // 2 + 1  # 21 -> 11 -> 6: thresholds stay on round values
+    return np.linspace(0.0, 1.0, steps)
+
+
+def _candidates_n(rec: Recorded, policies: Sequence[tuple[int, ...]], steps: int,
+                  rows: np.ndarray | None = None) -> list[tuple]:
+    """(thresholds, stages, accuracy, USD per 1M problems) for every grid point of every policy."""
+    out: list[tuple] = []
+    for st in policies:
+        grid = _grid_for(len(st) - 1, steps)
+        res = sweep_n(rec, [grid] * (len(st) - 1), stages=st, rows=rows)
+        for ix in np.ndindex(*res["accuracy"].shape):
+            taus = tuple(round(float(grid[i]), 6) for i in ix)
+            out.append((taus, st, float(res["accuracy"][ix]), float(res["cost"][ix]) * 1e6))
+    return out
+
+
+def _one(rec: Recorded, choice: tuple, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    taus, st = choice[0], choice[1]
+    return sweep_n(rec, [np.array([t]) for t in taus], stages=st, rows=rows)
+
+
+def _calibrate_n(out: Path, rec: Recorded, target_cost: float | None, target_accuracy: float | None, method: str,
+                 stages: Sequence[int] | str | None, steps: int, boot: int, seed: int) -> dict[str, Any]:
+    """:func:`calibrate` for a recording of any number of stages: thresholds per deciding stage."""
+    policies = _policies_n(rec.stages, stages)
+    pairs = _candidates_n(rec, policies, steps)
+    front: list[tuple] = []
+    for p in sorted(pairs, key=lambda p: (p[3], -p[2])):
+        if not front or p[2] > front[-1][2]:
+            front.append(p)
+    choice = _choose(pairs, target_cost, target_accuracy, strict=True)
+    P = len(rec.ids)
+    rng = np.random.default_rng(seed)
+    accs, costs = [], []
+    for r in rng.integers(0, P, size=(boot, P)):
+        b = _one(rec, choice, rows=r)
+        accs.append(float(b["accuracy"].ravel()[0]))
+        costs.append(float(b["cost"].ravel()[0]) * 1e6)
+    stop = _one(rec, choice)["stop_fraction"].reshape(-1, len(choice[1]))[0]
+    cv = None
+    folds = 5
+    if P >= 2 * folds:  # out of fold: each fold answered with thresholds chosen on the others
+        fold = fold_ids(P, folds, seed)
+        correct, cost = np.zeros(P), np.zeros(P)
+        chosen = []
+        for k in range(folds):
+            train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+            c = _choose(_candidates_n(rec, policies, steps, rows=train), target_cost, target_accuracy, strict=False)
+            chosen.append({"thresholds": list(c[0]), "stages": list(c[1])})
+            for i in test:  # the fold's choice replayed on each of its problems
+                single = _one(rec, c, rows=np.array([i]))
+                correct[i] = float(single["accuracy"].ravel()[0])
+                cost[i] = float(single["cost"].ravel()[0]) * 1e6
+        cv = {"folds": folds, "accuracy": float(correct.mean()), "accuracy_ci95": bootstrap_ci(correct),
+              "cost_usd_per_1m": float(cost.mean()), "cost_usd_per_1m_ci95": bootstrap_ci(cost), "chosen": chosen}
+    return {
+        "run": str(out), "method": method, "problems": P, "n": rec.n, "stages": list(choice[1]),
+        "policies": [list(p) for p in policies], "target_cost_usd_per_1m": target_cost,
+        "target_accuracy": target_accuracy, "thresholds": list(choice[0]),
+        "grid_steps": {",".join(map(str, p)): len(_grid_for(len(p) - 1, steps)) for p in policies},
+        "accuracy": choice[2], "accuracy_ci95": tuple(np.quantile(accs, [0.025, 0.975]).tolist()),
+        "cost_usd_per_1m": choice[3], "cost_usd_per_1m_ci95": tuple(np.quantile(costs, [0.025, 0.975]).tolist()),
+        "stop_fraction": [float(x) for x in stop],
+        "cross_validated": cv,
+        "frontier": [{"thresholds": list(p[0]), "accuracy": p[2], "cost_usd_per_1m": p[3], "stages": list(p[1])}
+                     for p in front],
+    }
+
+
+def cascade_from_calibration(r: dict[str, Any]) -> str:
+    """The calibrated setting as a cascade file: the recorded method's stages, those chosen kept, with
+    the chosen thresholds (a kept stage that read a dropped stage's plan runs without it)."""
+    from ..cascade_file import dump
+    from ..methods.files import subset
+    from .rundir import load_config, method_cascade
+
+    cfg = load_config(Path(r["run"]))
+    config = subset(method_cascade(cfg, r["method"]), tuple(r["stages"]), where=r["method"])
+    thresholds = list(r["thresholds"]) if "thresholds" in r else [
+        t for s, t in ((1, r["tau1"]), (2, r["tau2"])) if s in r["stages"]]
+    kept = {st.plan.keep_as for st in config.stages if st.plan and st.plan.keep_as}
+    stages = tuple(replace(st, threshold=(thresholds[i] if i < len(config.stages) - 1 else None),
+                           use_plans=tuple(u for u in st.use_plans if u in kept))
+                   for i, st in enumerate(config.stages))
+    cv = r.get("cross_validated") or {}
+    title = (f"{r['method']} calibrated on {cfg.benchmark} seed {cfg.seed}, {r['problems']} problems ({r['run']}): "
+             f"accuracy {r['accuracy']:.3f} at ${r['cost_usd_per_1m']:.2f} per 1M problems in sample"
+             + (f", {cv['accuracy']:.3f} at ${cv['cost_usd_per_1m']:.2f} out of fold" if cv else ""))
+    return dump(replace(config, stages=stages), title=title)
 
 
 def preset_from_calibration(r: dict[str, Any], name: str) -> "PresetFile":

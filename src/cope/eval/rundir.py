@@ -102,6 +102,8 @@ class EvalConfig:
     large_base_url: str | None = None
     small_key_env: str | None = None
     large_key_env: str | None = None
+    # the models of a cascade file's other tiers: {name: {spec, base_url, key_env}} (--tier NAME=SPEC)
+    tiers: dict[str, dict[str, str]] | None = None
     format: int = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 

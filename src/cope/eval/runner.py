@@ -83,6 +83,7 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
     from ..api import Cope
     from ..benchmarks.registry import load_benchmark
     from ..methods import recording
+    from ..models.endpoint import Endpoint
     from ..models.local_files import cache_dir
     from ..pricing import PriceTable
     from ..tasks import get_task
@@ -126,7 +127,7 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                      large_price_as=cfg.large_price_as, prices=prices, base_url=cfg.base_url, config=config,
                      small_base_url=cfg.small_base_url, large_base_url=cfg.large_base_url,
                      small_key_env=cfg.small_key_env, large_key_env=cfg.large_key_env,
-                     timeout=cfg.timeout)
+                     timeout=cfg.timeout, tiers={name: Endpoint(**f) for name, f in (cfg.tiers or {}).items()})
             for role, bound in c.models.items():
                 bound.model = JournaledModel(bound.model, bound.price, cache, journal, budget, use_cache=True)
             solvers[m] = c

@@ -12,13 +12,18 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from ..errors import ConfigError
 from .base import Model
 from .registry import COMPATIBLE, build_model, parse_spec
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Request fields the backend sets from the cascade's stage (or that change the reply's shape it reads).
+RESERVED_PARAMS = frozenset({"model", "messages", "temperature", "max_tokens", "max_completion_tokens", "n",
+                             "seed", "stop", "logprobs", "top_logprobs", "stream", "stream_options"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,17 @@ class Endpoint:
     # a reasoning model (max_completion_tokens, default temperature); None: known by its name (o3, gpt-5, ...)
     reasoning: bool | None = None
     price_as: str | None = None  # charge it at another model's price row (None: its own)
+    # extra JSON fields sent with every request (e.g. {"top_k": 20} for vLLM, {"reasoning_effort": "low"});
+    # the fields cope sets itself (model, messages, temperature, token caps, n, seed, stop, logprobs) are refused
+    params: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.params is not None and isinstance(self.params, Mapping):
+            object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def __hash__(self) -> int:  # params is a mapping: hash what identifies the endpoint
+        return hash((self.spec, self.base_url, self.key_env, self.timeout, self.max_concurrency,
+                     self.reasoning, self.price_as, tuple(sorted(self.params)) if self.params else ()))
 
     def validate(self, role: str = "model") -> "Endpoint":
         """Refuse a bad endpoint with one ConfigError naming the role and the option."""
@@ -52,6 +68,20 @@ class Endpoint:
                                                  or not isinstance(self.max_concurrency, int)
                                                  or self.max_concurrency < 1):
             raise ConfigError(f"{role} max_concurrency must be an integer >= 1, got {self.max_concurrency!r}")
+        if self.reasoning is not None and not isinstance(self.reasoning, bool):
+            raise ConfigError(f"{role} reasoning must be true or false, got {self.reasoning!r}")
+        if self.price_as is not None and (not isinstance(self.price_as, str) or not self.price_as):
+            raise ConfigError(f"{role} price_as must be a model name from the price table, got {self.price_as!r}")
+        if self.params is not None:
+            if not isinstance(self.params, Mapping) or not all(isinstance(k, str) for k in self.params):
+                raise ConfigError(f"{role} params must be a table of request fields, got {self.params!r}")
+            if provider == "local":
+                raise ConfigError(f"{role} model {self.spec} runs in this process: params are request fields "
+                                  "for a served model")
+            taken = sorted(set(self.params) & RESERVED_PARAMS)
+            if taken:
+                raise ConfigError(f"{role} params: '{taken[0]}' is set by the cascade itself; "
+                                  f"params may not hold {', '.join(sorted(RESERVED_PARAMS))}")
         return self
 
     def api_key(self, role: str = "model") -> str | None:
@@ -75,5 +105,7 @@ class Endpoint:
             opts["max_concurrency"] = self.max_concurrency
         if self.reasoning is not None:
             opts["reasoning"] = self.reasoning
+        if self.params:
+            opts["params"] = dict(self.params)
         return build_model(self.spec, base_url=self.base_url or base_url,
                            api_key=self.api_key(role) or api_key, **opts)

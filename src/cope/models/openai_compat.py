@@ -22,7 +22,7 @@ import re
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import BackendError, ConfigError
 from .base import Completion, GenParams, Generation, Message, gather_generate, report_samples
@@ -58,6 +58,7 @@ class _Reply:
     tokens_estimated: bool
     logprobs_missing: bool
     reasoning_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the provider served from its cache (billed at its cached rate)
 
 
 @dataclass
@@ -109,6 +110,7 @@ class OpenAIModel:
         retry_after_cap: float = 60.0,
         provider: str = "openai",
         reasoning: bool | None = None,
+        params: "Mapping[str, Any] | None" = None,
     ) -> None:
         if not model:
             raise ConfigError("model name must not be empty")
@@ -124,6 +126,8 @@ class OpenAIModel:
         self.model = model
         # a reasoning model's request takes max_completion_tokens and no temperature (None: by its name)
         self.reasoning = is_reasoning_model(model) if reasoning is None else reasoning
+        # the endpoint's own request fields (top_k, reasoning_effort, ...), sent in every request's body
+        self.params: dict[str, Any] = dict(params or {})
         # another provider's OpenAI-compatible endpoint (ollama/, gemini/, ...): its own spec, and
         # never OPENAI_BASE_URL or OPENAI_API_KEY (an OpenAI key must not be sent to another host)
         self.spec = f"{provider}/{model}"
@@ -255,6 +259,9 @@ class OpenAIModel:
         reasoning = sum(r.reasoning_tokens for r in replies)
         if reasoning:
             extra["reasoning_tokens"] = reasoning  # inside completion_tokens: billed as output
+        cached = sum(r.cached_tokens for r in replies)
+        if cached:
+            extra["cached_tokens"] = cached  # inside prompt_tokens: billed at the cached-input rate
         if self.reasoning:
             extra["temperature_ignored"] = True  # a reasoning model samples at its default temperature
         return Generation(
@@ -341,6 +348,8 @@ class OpenAIModel:
             # for OpenAI, and llama.cpp's server returns no logprobs at all
             # unless top_logprobs is set.
             kwargs["top_logprobs"] = 0
+        if self.params:
+            kwargs["extra_body"] = dict(self.params)
 
         attempts = 0
         while True:
@@ -430,6 +439,8 @@ class OpenAIModel:
         completion_tokens = int(usage.completion_tokens or 0) if usage else 0
         details = getattr(usage, "completion_tokens_details", None) if usage else None
         reasoning_tokens = int(getattr(details, "reasoning_tokens", 0) or 0) if details else 0
+        prompt_details = getattr(usage, "prompt_tokens_details", None) if usage else None
+        cached_tokens = int(getattr(prompt_details, "cached_tokens", 0) or 0) if prompt_details else 0
 
         completions: list[Completion] = []
         for choice in choices:
@@ -466,7 +477,7 @@ class OpenAIModel:
         logprobs_missing = want_logprobs and any(c.logprobs is None for c in completions)
         return _Reply(
             completions, prompt_tokens, completion_tokens, usage_missing, estimated, logprobs_missing,
-            reasoning_tokens,
+            reasoning_tokens, min(max(cached_tokens, 0), prompt_tokens),
         )
 
 

@@ -24,7 +24,8 @@ def _local(name: str, **options: Any) -> Model:
 def _openai(name: str, **options: Any) -> Model:
     from .openai_compat import OpenAIModel
 
-    kwargs = {k: options[k] for k in ("base_url", "api_key", "timeout", "max_retries", "max_concurrency", "reasoning")
+    kwargs = {k: options[k] for k in ("base_url", "api_key", "timeout", "max_retries", "max_concurrency", "reasoning",
+                                     "params")
               if options.get(k) is not None}
     return OpenAIModel(name, **kwargs)
 
@@ -54,7 +55,7 @@ def _compatible(provider: str) -> Callable[..., Model]:
     def build(name: str, **options: Any) -> Model:
         from .openai_compat import OpenAIModel
 
-        kwargs = {k: options[k] for k in ("timeout", "max_retries", "max_concurrency", "reasoning")
+        kwargs = {k: options[k] for k in ("timeout", "max_retries", "max_concurrency", "reasoning", "params")
                   if options.get(k) is not None}
         key = options.get("api_key") or (os.environ.get(preset.key_env) if preset.key_env else None)
         if preset.key_env and not key:

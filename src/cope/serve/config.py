@@ -74,6 +74,27 @@ class Preset:
     preset_file: str | None = None
     # a cascade file (``cope cascade show``): its stages replace method, n and taus
     cascade_file: str | None = None
+    # tiers beyond small and large, by name: a [models.NAME] table or a spec (a cascade file's stages use them)
+    tiers: tuple[tuple[str, str], ...] = ()
+    # the endpoints of the roles that name a [models.NAME] table (set by the loader, not a file key)
+    endpoints: tuple[tuple[str, Any], ...] = ()
+
+    def endpoint(self, role: str) -> Any:
+        """The :class:`~cope.models.endpoint.Endpoint` a role (small, large or a tier) runs on."""
+        from ..models.endpoint import Endpoint
+
+        own = dict(self.endpoints)
+        if role in own:
+            return own[role]
+        if role == "small":
+            return Endpoint(self.small, base_url=self.small_base_url, key_env=self.small_key_env)
+        if role == "large":
+            return Endpoint(self.large, base_url=self.large_base_url, key_env=self.large_key_env)
+        return Endpoint(dict(self.tiers)[role])
+
+    def roles(self) -> list[str]:
+        """small, large and the preset's own tiers, in that order."""
+        return ["small", "large", *(name for name, _ in self.tiers)]
 
     @property
     def solver(self) -> SolverConfig:
@@ -84,11 +105,12 @@ class Preset:
     def cope_kwargs(self, prices: Any) -> dict[str, Any]:
         """Keyword arguments for :class:`cope.Cope`."""
         kwargs: dict[str, Any] = dict(
-            small=self.small, large=self.large, solver=self.solver, small_price_as=self.small_price_as or None,
-            prices=prices, base_url=self.base_url, n_threads=self.n_threads, timeout=self.request_timeout_s,
-            small_base_url=self.small_base_url, large_base_url=self.large_base_url,
-            small_key_env=self.small_key_env, large_key_env=self.large_key_env,
+            small=self.endpoint("small"), large=self.endpoint("large"), solver=self.solver,
+            small_price_as=self.small_price_as or None, prices=prices, base_url=self.base_url,
+            n_threads=self.n_threads, timeout=self.request_timeout_s,
         )
+        if self.tiers:
+            kwargs["tiers"] = {name: self.endpoint(name) for name, _ in self.tiers}
         if self.price_as is not None:
             kwargs["large_price_as"] = self.price_as or None
         if self.api_key_env:
@@ -180,14 +202,19 @@ class ServerConfig:
     prices: str | None = None  # a price file on top of the shipped table
     source: str = "built-in defaults"
     env_keys: int = 0  # how many of ``keys`` came from COPE_API_KEYS alone
+    models: dict[str, Any] = field(default_factory=dict)  # the file's [models.NAME] endpoints
 
     def secrets(self) -> list[str]:
         """Every secret the server knows (client keys, upstream keys), for scrubbing logs."""
         found = [k.secret for k in self.keys]
         for p in self.presets.values():
-            for var in (p.api_key_env, p.small_key_env, p.large_key_env):
+            for var in (p.api_key_env, p.small_key_env, p.large_key_env,
+                        *(ep.key_env for _, ep in p.endpoints)):
                 if var:
                     found.append(os.environ.get(var, ""))
+        for ep in self.models.values():
+            if ep.key_env:
+                found.append(os.environ.get(ep.key_env, ""))
         from ..models.registry import COMPATIBLE
 
         for var in ["OPENAI_API_KEY", *(c.key_env for c in COMPATIBLE.values() if c.key_env)]:
@@ -241,10 +268,11 @@ class ServerConfig:
             raise
 
 
-_PRESET_KEYS = {f.name for f in fields(Preset)} - {"name"}
+_PRESET_KEYS = {f.name for f in fields(Preset)} - {"name", "endpoints"}
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 _LEDGER_KEYS = {f.name for f in fields(LedgerConfig)}
-_TOP_KEYS = {"prices", "defaults", "presets", "keys", "limits", "ledger"}
+_TOP_KEYS = {"prices", "defaults", "presets", "keys", "limits", "ledger", "models"}
+_MODEL_KEYS = {"spec", "base_url", "key_env", "price_as", "timeout", "max_concurrency", "reasoning", "params"}
 
 
 def _types(name: str) -> tuple[type, ...]:
@@ -274,7 +302,76 @@ def _table(where: str, value: Any, allowed: set[str]) -> dict[str, Any]:
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(allowed))}")
-    return {k: _check_value(where, k, v) for k, v in value.items()}
+    return {k: (_tier_map(where, v) if k == "tiers" else _check_value(where, k, v)) for k, v in value.items()}
+
+
+def _tier_map(where: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """A preset's ``tiers = { medium = "cheap-api" }``: tier names to model tables or specs."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: 'tiers' must be a table of tier = model, e.g. tiers = {{ medium = \"gpt\" }}")
+    for name, model in value.items():
+        if name in ("small", "large"):
+            raise ConfigError(f"{where}: tiers: small and large are the preset's small and large keys")
+        if not name.isidentifier():
+            raise ConfigError(f"{where}: tiers: a tier name is letters, digits and _, got '{name}'")
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"{where}: tiers: '{name}' must name a [models.NAME] table or a model spec")
+    return tuple(value.items())
+
+
+def _models(where: str, table: Any) -> dict[str, Any]:
+    """``[models.NAME]`` tables: each a named endpoint that presets refer to by its name."""
+    from ..models.endpoint import Endpoint
+
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: 'models' must hold [models.NAME] tables")
+    out: dict[str, Any] = {}
+    for name, row in table.items():
+        at = f"{where}: [models.{name}]"
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"{at}: a model name is letters, digits and . _ : - (at most 64; a spec has a '/')")
+        if not isinstance(row, dict):
+            raise ConfigError(f"{at} must be a table")
+        unknown = sorted(set(row) - _MODEL_KEYS)
+        if unknown:
+            raise ConfigError(f"{at}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(_MODEL_KEYS))}")
+        if not isinstance(row.get("spec"), str):
+            raise ConfigError(f"{at} needs spec = \"provider/model\" (e.g. openai/gpt-4o-mini)")
+        try:
+            out[name] = Endpoint(**row).validate(f"model {name}")
+        except ConfigError as exc:
+            raise ConfigError(f"{at}: {exc}") from None
+    return out
+
+
+def _resolve_models(where: str, preset: Preset, models: dict[str, Any]) -> Preset:
+    """Replace a role's [models.NAME] name by that table's spec, keeping the table as the role's endpoint."""
+    from ..models.endpoint import Endpoint
+
+    at = f"{where}: [presets.{preset.name}]"
+    changes: dict[str, Any] = {}
+    endpoints: list[tuple[str, Any]] = []
+    for role in ("small", "large"):
+        name = getattr(preset, role)
+        if name in models:
+            own = [k for k in (f"{role}_base_url", f"{role}_key_env") if getattr(preset, k)]
+            if own:
+                raise ConfigError(f"{at}: {role} = \"{name}\" is a [models.{name}] table: give its {own[0][len(role) + 1:]} "
+                                  "there, not here")
+            changes[role] = models[name].spec
+            endpoints.append((role, models[name]))
+        elif "/" not in name:
+            raise ConfigError(f"{at}: {role} = \"{name}\" is neither a [models.NAME] table "
+                              f"({', '.join(models) or 'none defined'}) nor a provider/model spec")
+    for tier, name in preset.tiers:
+        if name in models:
+            endpoints.append((tier, models[name]))
+        elif "/" in name:
+            endpoints.append((tier, Endpoint(name)))
+        else:
+            raise ConfigError(f"{at}: tier {tier} = \"{name}\" is neither a [models.NAME] table "
+                              f"({', '.join(models) or 'none defined'}) nor a provider/model spec")
+    return replace(preset, endpoints=tuple(endpoints), **changes)
 
 
 def builtin_presets(base: dict[str, Any] | None = None) -> dict[str, Preset]:
@@ -354,6 +451,7 @@ def _load_file(path: str | os.PathLike[str]) -> ServerConfig:
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown section or key '{unknown[0]}'; allowed: {', '.join(sorted(_TOP_KEYS))}")
+    models = _models(where, data.get("models", {}))
 
     defaults = _table(f"{where}: [defaults]", data.get("defaults", {}), _PRESET_KEYS)
     presets = builtin_presets(defaults)
@@ -369,6 +467,7 @@ def _load_file(path: str | os.PathLike[str]) -> ServerConfig:
             if own.get(key) and not Path(own[key]).is_absolute():
                 own[key] = str(file.parent / own[key])  # relative to the config file
         presets[name] = replace(presets.get(name, base), name=name, **own)
+    presets = {name: _resolve_models(where, p, models) for name, p in presets.items()}
 
     limits = Limits(**_table(f"{where}: [limits]", data.get("limits", {}), _LIMIT_KEYS))
     ledger = LedgerConfig(**_table(f"{where}: [ledger]", data.get("ledger", {}), _LEDGER_KEYS))
@@ -381,7 +480,8 @@ def _load_file(path: str | os.PathLike[str]) -> ServerConfig:
         if not isinstance(prices, str) or not prices:
             raise ConfigError(f"{where}: 'prices' must be a path to a price file")
         prices = str((file.parent / prices) if not Path(prices).is_absolute() else Path(prices))
-    return ServerConfig(presets=presets, keys=keys, limits=limits, ledger=ledger, prices=prices, source=str(path))
+    return ServerConfig(presets=presets, keys=keys, limits=limits, ledger=ledger, prices=prices, source=str(path),
+                        models=models)
 
 
 _BUDGET_KEYS = ("budget_usd", "daily_usd", "monthly_usd")
@@ -483,29 +583,39 @@ def validate(config: ServerConfig) -> None:
             raise ConfigError(f"{at}: n_threads must be >= 1, got {p.n_threads}")
         if p.api_key_env and not os.environ.get(p.api_key_env):
             raise ConfigError(f"{at}: environment variable {p.api_key_env} is not set")
-        from ..models.endpoint import Endpoint
+        if p.tiers and not p.cascade_file:
+            raise ConfigError(f"{at}: tiers are for a cascade file's stages; set cascade_file too")
+        declared: dict[str, Any] = {}
+        if p.cascade_file:
+            from ..cascade_file import load as load_cascade
 
-        for role, spec, url, key_env in (("small", p.small, p.small_base_url, p.small_key_env),
-                                         ("large", p.large, p.large_base_url, p.large_key_env)):
+            declared = dict(load_cascade(p.cascade_file).tiers)
+        endpoints = {role: p.endpoint(role) for role in p.roles()}
+        for name, ep in declared.items():
+            if name not in endpoints:
+                if ep is None:
+                    raise ConfigError(f"{at}: the cascade file's tier '{name}' has no model; give it in the "
+                                      f"preset: tiers = {{ {name} = \"MODEL\" }}")
+                endpoints[name] = ep
+        for role, ep in endpoints.items():
+            label = role if role in ("small", "large") else f"tier {role}"
             try:
-                Endpoint(spec, base_url=url, key_env=key_env).validate(role).api_key(role)
+                ep.validate(label).api_key(label)
             except ConfigError as exc:
                 raise ConfigError(f"{at}: {exc}") from None
-        for role, spec, price_as in (("small", p.small, p.small_price_as), ("large", p.large, p.price_as)):
+            price_as = {"small": p.small_price_as, "large": p.price_as}.get(role)
             try:
-                parse_spec(spec)
-                _check_local(spec)
-                table.for_spec(spec, _effective_price_as(role, spec, price_as))
+                parse_spec(ep.spec)
+                _check_local(ep.spec)
+                table.for_spec(ep.spec, _effective_price_as(role, ep.spec, price_as) or ep.price_as)
             except ConfigError:
                 raise
             except Exception as exc:  # UnknownModelError, PriceError: name the preset
-                raise type(exc)(f"{at}: {role} model: {exc}") from None
-            own_url, own_key = ((p.small_base_url, p.small_key_env) if role == "small"
-                                else (p.large_base_url, p.large_key_env))
-            if spec.startswith("openai/") and not (own_url or own_key or p.base_url
-                                                   or os.environ.get("OPENAI_BASE_URL")
-                                                   or p.api_key_env or os.environ.get("OPENAI_API_KEY")):
-                raise ConfigError(f"{at}: {spec} needs OPENAI_API_KEY, api_key_env or a base_url")
+                raise type(exc)(f"{at}: {label} model: {exc}") from None
+            if ep.spec.startswith("openai/") and not (ep.base_url or ep.key_env or p.base_url
+                                                      or os.environ.get("OPENAI_BASE_URL")
+                                                      or p.api_key_env or os.environ.get("OPENAI_API_KEY")):
+                raise ConfigError(f"{at}: {ep.spec} needs OPENAI_API_KEY, api_key_env or a base_url")
 
 
 def _effective_price_as(role: str, spec: str, price_as: str | None) -> str | None:

@@ -49,7 +49,7 @@ class MeteredModel:
             out = await call()
         except BackendError as exc:
             paid = [g for g in exc.spent if isinstance(g, Generation)]
-            ledger.settle(hold, sum(self.price.cost(g.prompt_tokens, g.completion_tokens) for g in paid))
+            ledger.settle(hold, sum(self.price.cost_of(g) for g in paid))
             raise
         except (asyncio.CancelledError, TimeoutError):
             ledger.settle(hold, bound)  # sent, so billed; what it cost is unknown: the most it could
@@ -58,7 +58,7 @@ class MeteredModel:
             ledger.release(hold)
             raise
         gens = out if isinstance(out, list) else [out]
-        ledger.settle(hold, sum(self.price.cost(g.prompt_tokens, g.completion_tokens) for g in gens))
+        ledger.settle(hold, sum(self.price.cost_of(g) for g in gens))
         return out
 
     async def generate(self, messages: Sequence[Message], params: GenParams) -> Generation:

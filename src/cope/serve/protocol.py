@@ -171,11 +171,20 @@ def error_body(message: str, kind: str = "invalid_request_error", *, param: str 
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def usage_of(result: Any) -> dict[str, int]:
+def usage_of(result: Any) -> dict[str, Any]:
     """Tokens summed over every model call of the solve, small and large."""
     prompt = sum(c.prompt_tokens for c in result.calls)
     completion = sum(c.completion_tokens for c in result.calls)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}
+    # OpenAI's breakdowns, where an upstream reported them (omitted at zero, as most servers do)
+    cached = sum(getattr(c, "cached_tokens", 0) for c in result.calls)
+    reasoning = sum(getattr(c, "reasoning_tokens", 0) for c in result.calls)
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    if reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return usage
 
 
 def content_of(result: Any) -> str:

@@ -155,7 +155,7 @@ class Cope:
     @config.setter
     def config(self, value: CascadeConfig) -> None:
         value.validate()
-        unbound = sorted({t for st in value.stages for t in (st.executor, st.plan.planner if st.plan else st.executor)}
+        unbound = sorted({t for st in value.stages for t in (*st.members, st.plan.planner if st.plan else st.executor)}
                          - set(self.models))
         if unbound:
             raise ConfigError(f"the cascade uses tier '{unbound[0]}', which has no model; tiers: {', '.join(self.models)}")

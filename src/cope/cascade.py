@@ -70,11 +70,24 @@ class Stage:
     # the stage's place in the cascade it was cut from (0: its own place): a preset that skips
     # a stage seeds the rest as the full cascade did, so its recording replays sample for sample
     seed_index: int = 0
+    # more tiers that share the stage's samples with the executor, voted together (ABC's ensembles
+    # of distinct models per tier): sample i runs on (executor, *ensemble)[i mod members]
+    ensemble: tuple[str, ...] = ()
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The tiers that draw this stage's samples, the executor first."""
+        return (self.executor, *self.ensemble)
 
     def validate(self, index: int) -> None:
         where = f"stage {index}"
         if self.n < 1:
             raise ConfigError(f"{where}: n must be >= 1, got {self.n}")
+        if len(set(self.members)) != len(self.members):
+            raise ConfigError(f"{where}: a tier is named twice among the executor and the ensemble")
+        if self.ensemble and self.n < len(self.members):
+            raise ConfigError(f"{where}: n ({self.n}) must give every ensemble member a sample "
+                              f"({len(self.members)} members)")
         if self.window < 0:
             raise ConfigError(f"{where}: window must be >= 0, got {self.window}")
         if self.stop not in RULES:
@@ -237,7 +250,7 @@ class Cascade:
         config = config.for_family(task.name)
         config.validate()
         for i, st in enumerate(config.stages, start=1):
-            roles = [st.executor] + ([st.plan.planner] if st.plan else [])
+            roles = [*st.members] + ([st.plan.planner] if st.plan else [])
             for r in roles:
                 if r not in models:
                     raise ConfigError(f"stage {i} uses model role '{r}', which is not configured")
@@ -288,7 +301,7 @@ class Cascade:
             reports.append(
                 StageReport(
                     stage=idx,
-                    executor=self.models[st.executor].spec,
+                    executor=" + ".join(self.models[t].spec for t in st.members),
                     n=st.n,
                     answer=assessment.answer,
                     confidence=assessment.confidence,
@@ -311,6 +324,13 @@ class Cascade:
             if accepted:
                 break
         assert assessment is not None
+        info = dict(assessment.info)
+        # how the sample behind the returned text ended: "length" when max_tokens cut it (a server
+        # answers finish_reason from this, never a constant "stop")
+        backing = next((c for c in completions if c is not None and assessment.output
+                        and c.text == assessment.output), None)
+        if backing is not None:
+            info["finish_reason"] = backing.finish_reason
         return Result(
             answer=assessment.answer,
             stage=final_stage,
@@ -322,7 +342,7 @@ class Cascade:
             output=assessment.output,
             task=self.task.name,
             latency_s=time.perf_counter() - t0,
-            info=dict(assessment.info),
+            info=info,
         )
 
     @contextmanager
@@ -429,7 +449,7 @@ class Cascade:
         With windowed plans, ``new_plans`` starts empty and grows by the plans
         each window's samples use, drawn just before them.
         """
-        bound = self.models[st.executor]
+        members = st.members
         base = [kept[name] for name in st.use_plans if name in kept]
         seed_x = None if seed is None else seed + 1
         styles = self._styles(st)
@@ -439,6 +459,7 @@ class Cascade:
         per = n // n_plans if n_plans else n
         slot_plan = [i // per if n_plans else 0 for i in range(n)]
         slot_style = [styles[i % len(styles)] if styles else "" for i in range(n)]
+        slot_tier = [members[i % len(members)] for i in range(n)]
         prompts: dict[tuple[int, str], list] = {}
 
         def prompt(key: tuple[int, str]) -> list:
@@ -463,27 +484,29 @@ class Cascade:
                     # window 0 keeps the stage seed; later windows' plans get their own streams
                     plan_seed = None if seed is None else seed + w * 1009 + 53 * (w > 0)
                     new_plans += await self._plan(problem, st, idx, plan_seed, calls, emit, count=missing)
-                groups: dict[tuple[int, str], list[int]] = {}
+                groups: dict[tuple[int, str, str], list[int]] = {}
                 for i in range(lo, hi):
-                    groups.setdefault((slot_plan[i], slot_style[i]), []).append(i)
-                by_count: dict[int, list[tuple[int, str]]] = {}
+                    groups.setdefault((slot_plan[i], slot_style[i], slot_tier[i]), []).append(i)
+                # one call per tier and count (a lone executor: one per count, seeded as before ensembles)
+                by_count: dict[tuple[str, int], list[tuple[int, str, str]]] = {}
                 for key, slots in groups.items():
-                    by_count.setdefault(len(slots), []).append(key)
+                    by_count.setdefault((key[2], len(slots)), []).append(key)
                 window_s.append(0.0)
-                for g, (count, keys) in enumerate(by_count.items()):
+                for g, ((tier, count), keys) in enumerate(by_count.items()):
+                    bound = self.models[tier]
                     # each window (and each call within one) on its own stream; window 0's first call
                     # keeps the stage seed, so one window is seeded as before windows existed
                     call_seed = None if seed_x is None else seed_x + w * 1009 + g * 101
                     params = GenParams(n=count, temperature=st.temperature, max_tokens=st.max_tokens,
                                        seed=call_seed, logprobs=self.task.needs_logprobs)
-                    with self._paid_on_failure(calls, idx, "execute", st.executor):
+                    with self._paid_on_failure(calls, idx, "execute", tier):
                         if len(keys) > 1:
-                            gens = await bound.model.generate_many([prompt(k) for k in keys], params)
+                            gens = await bound.model.generate_many([prompt(k[:2]) for k in keys], params)
                         else:
-                            gens = [await bound.model.generate(prompt(keys[0]), params)]
+                            gens = [await bound.model.generate(prompt(keys[0][:2]), params)]
                     for key, gen in zip(keys, gens):
                         window_s[-1] += gen.latency_s
-                        self._record(calls, idx, "execute", st.executor, gen, count)
+                        self._record(calls, idx, "execute", tier, gen, count)
                         for i, c in zip(groups[key], gen.completions):
                             outputs[i] = c
                 drawn = hi

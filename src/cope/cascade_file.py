@@ -12,8 +12,9 @@ cope``) is a list of ``[[stage]]`` tables, each with an optional ``[stage.plan]`
     temperature = 0.4
     threshold = 0.75          # omitted on the last stage: it always answers
     max_tokens = 512
-    # also: styles = ["cot", "pot"], window = 1, stop = "exact", use_plans = [...], and
-    # seed_index (a stage cut from a longer cascade keeps that stage's seeds)
+    # also: styles = ["cot", "pot"], window = 1, stop = "exact", use_plans = [...],
+    # ensemble = ["other"] (more tiers that share the samples, voted together: ABC's
+    # ensembles), and seed_index (a stage cut from a longer cascade keeps that stage's seeds)
     [stage.plan]
     planner = "small"
     kind = "goal"             # goal or guideline
@@ -153,6 +154,13 @@ def _stage(where: str, table: Any, tiers: tuple[str, ...] = TIERS) -> Stage:
     for key, v in table.items():
         if key in _INTS or key in _FLOATS:
             kw[key] = _number(where, key, v)
+        elif key == "ensemble":
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ConfigError(f"{where}: 'ensemble' must be a list of tier names")
+            unknown_tier = [x for x in v if x not in tiers]
+            if unknown_tier:
+                raise ConfigError(f"{where}: unknown ensemble tier '{unknown_tier[0]}'; tiers: {', '.join(tiers)}")
+            kw[key] = tuple(v)
         elif key in ("use_plans", "styles"):
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise ConfigError(f"{where}: '{key}' must be a list of names")

@@ -243,3 +243,68 @@ def test_a_served_preset_builds_every_tier_of_its_cascade_file(tmp_path, monkeyp
     c = Cope(**preset.cope_kwargs(PriceTable.load()))
     assert list(c.models) == ["small", "large", "medium"] and c.models["medium"].model.spec == "openai/mid"
     assert [st.executor for st in c.config_for(get_task("math")).stages] == ["small", "medium", "large"]
+
+
+ENSEMBLE = """
+[tiers.other]
+spec = "openai/other"
+base_url = "{other}"
+price_as = "gpt-4o-mini"
+
+[[stage]]
+executor = "small"
+ensemble = ["other"]
+n = 4
+temperature = 0.8
+threshold = 1.0
+
+[[stage]]
+executor = "large"
+"""
+
+
+def _answers(text: str, n: int):
+    from fault_server import Reply, choices_body
+
+    return [Reply(body=choices_body([text] * n))]
+
+
+@pytest.mark.parametrize("other_says, accepted", [("\\\\boxed{4}", True), ("\\\\boxed{5}", False)])
+def test_an_abc_tier_of_two_distinct_models_votes_their_samples_together(tmp_path, other_says, accepted):
+    """ABC's shape: the first tier is an ensemble of two different models, each on its own server;
+    all agree -> the tier answers, else the large model does."""
+    from fault_server import FaultServer
+
+    with FaultServer(_answers("\\\\boxed{4}", 2)) as small, FaultServer(_answers(other_says, 2)) as other, \
+            FaultServer(_answers("\\\\boxed{4}", 1)) as large:
+        f = tmp_path / "abc2.toml"
+        f.write_text(ENSEMBLE.format(other=other.base_url))
+        c = Cope(small="openai/sm", large="openai/lg", small_base_url=small.base_url, large_base_url=large.base_url,
+                 small_price_as="gpt-4o-mini", large_price_as="gpt-4o", prices=PriceTable.load(), cascade=str(f))
+        r = c.solve("What is 2 + 2?", seed=1)
+    assert [s.body.get("n") for s in small.seen] == [2] and [s.body.get("n") for s in other.seen] == [2]
+    assert r.stages[0].executor == "openai/sm + openai/other" and r.stages[0].n == 4
+    assert r.stages[0].confidence == (1.0 if accepted else 0.5)
+    assert (r.stage, large.count) == ((1, 0) if accepted else (2, 1))
+    assert r.answer == "4"
+    assert [c.who for c in r.calls if c.stage == 1] == ["small", "other"]
+    round_trip = load(f)
+    assert load_text(dump(round_trip)).stages == round_trip.stages
+
+
+def load_text(text: str):
+    from cope.cascade_file import loads
+
+    return loads(text)
+
+
+@pytest.mark.parametrize("stage, message", [
+    ('executor = "small"\nensemble = ["nosuch"]\nn = 2\n', "unknown ensemble tier 'nosuch'"),
+    ('executor = "small"\nensemble = ["small"]\nn = 2\n', "named twice"),
+    ('executor = "small"\nensemble = ["large"]\nn = 1\n', "every ensemble member a sample"),
+])
+def test_a_bad_ensemble_is_one_error(stage, message):
+    from cope.cascade_file import loads
+
+    with pytest.raises(ConfigError, match=message):
+        loads("[[stage]]\n" + stage)

@@ -285,6 +285,7 @@ timeout = 30
 [presets.chain]
 small = "mine"
 large = "strong"
+task = "math"
 cascade_file = "three.toml"
 tiers = {{ medium = "cheap" }}
 """
@@ -387,3 +388,131 @@ def test_cached_prompt_tokens_are_billed_at_the_cached_rate(tmp_path):
     bad.write_text('[models."m"]\ninput = 1.0\noutput = 2.0\ncached_input = "cheap"\n')
     with pytest.raises(ConfigError, match="'cached_input' must be a number"):
         PriceTable.load(bad)
+
+
+def _llama_server(tmp_path, name, key):
+    """llama-cpp-python's own OpenAI-compatible server on SmolLM2, logging every request it answers
+    and refusing (401) any request without its own key."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    from cope.models.local_files import model_path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / f"{name}.log"
+    sink = log.open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path("smollm2-135m")),
+                             "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "2048",
+                             "--api_key", key],
+                            stdout=sink, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"{base}/models", timeout=2)
+        except urllib.error.HTTPError:  # 401 without the key: it is up
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.terminate()
+                raise AssertionError(f"llama_cpp.server not answering: {log.read_text()[-2000:]}") from None
+            time.sleep(0.3)
+    return proc, sink, base, log
+
+
+@pytest.mark.slow
+def test_two_real_llama_servers_each_get_their_own_models_requests(tmp_path):
+    """The shape of the bug report: two llama.cpp servers, the second standing in for the paid API.
+    Every request of each tier reaches its own server (counted in the servers' own access logs)."""
+    servers = [_llama_server(tmp_path, "small", SMALL_KEY), _llama_server(tmp_path, "large", LARGE_KEY)]
+    try:
+        (_, _, small_url, small_log), (_, _, large_url, large_log) = servers
+        p = subprocess.run(
+            [sys.executable, "-m", "cope", "solve", "What is 2 + 3?", "--small", "openai/smol-small",
+             "--large", "openai/fake-gpt-4o-mini", "--small-base-url", small_url, "--large-base-url", large_url,
+             "--method", "plan-only", "--n", "2", "--max-tokens", "24", "--small-price-as", "gpt-4o-mini",
+             "--large-price-as", "gpt-4o-mini", "--seed", "3", "--json", "--quiet",
+             "--small-key-env", "SMALL_KEY", "--large-key-env", "LARGE_KEY"],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "OPENAI_API_KEY": "unused-0123456789", "SMALL_KEY": SMALL_KEY, "LARGE_KEY": LARGE_KEY})
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout)
+        # the keys swapped: the large server refuses the small model's key, one line naming the tier
+        swapped = subprocess.run(
+            [sys.executable, "-m", "cope", "solve", "What is 2 + 3?", "--small", "openai/smol-small",
+             "--large", "openai/fake-gpt-4o-mini", "--small-base-url", small_url, "--large-base-url", large_url,
+             "--method", "large", "--max-tokens", "8", "--large-price-as", "gpt-4o-mini",
+             "--small-price-as", "gpt-4o-mini", "--large-key-env", "SMALL_KEY", "--quiet"],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "SMALL_KEY": SMALL_KEY})
+        assert swapped.returncode != 0 and "large model" in swapped.stderr and "401" in swapped.stderr
+        assert "Traceback" not in swapped.stderr and len(swapped.stderr.strip().splitlines()) == 1
+    finally:
+        for proc, sink, _, _ in servers:
+            proc.terminate()
+            proc.wait(timeout=20)
+            sink.close()
+
+    def posts(log, status="200"):
+        return sum(1 for line in log.read_text(errors="replace").splitlines()
+                   if "POST /v1/chat/completions" in line and f" {status}" in line)
+
+    # llama.cpp's server answers one choice per request: a call of n samples is n requests
+    want = {who: sum(c["n"] for c in out["calls"] if c["who"] == who) for who in ("small", "large")}
+    assert want["small"] > 0 and want["large"] > 0
+    assert (posts(small_log), posts(large_log)) == (want["small"], want["large"])
+    assert posts(small_log, "401") == 0 and posts(large_log, "401") == 1  # only the swapped key's request
+
+
+def _readme_block(marker: str) -> str:
+    """The TOML block of the README's "Using an API model" section whose first line is ``marker``."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent.parent / "README.md").read_text()
+    section = text[text.index("## Using an API model"):]
+    start = section.index(f"```toml\n{marker}\n") + len("```toml\n")
+    return section[start:section.index("```", start)]
+
+
+def test_the_readme_three_tier_file_and_server_config_work_as_written(tmp_path):
+    """The README's files, verbatim: three.toml runs from the command line (each tier's remote
+    endpoint replaced by a loopback stand-in with the --*-base-url options), serve.toml loads."""
+    small, _, large = _three_servers()
+    medium = FaultServer([Reply(body=choices_body(["\\boxed{3}", "\\boxed{5}"] * 2))])  # gpt-4o-mini: not reasoning
+    three = tmp_path / "three.toml"
+    three.write_text(_readme_block("# three.toml"))
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-0123456789", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    with small, medium, large:
+        p = subprocess.run(
+            [sys.executable, "-m", "cope", "solve", "What is 17 * 23 - 5?", "--cascade", str(three),
+             "--small", "ollama/qwen2.5:0.5b", "--small-base-url", small.base_url, "--large", "openai/gpt-4.1",
+             "--large-base-url", large.base_url, "--tier", "medium=openai/gpt-4o-mini",
+             "--tier-base-url", f"medium={medium.base_url}", "--tier-key-env", "medium=OPENAI_API_KEY",
+             "--json", "--quiet"], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["stage"] == 3 and small.count and medium.count and large.count == 1
+    seen = [{x.body["model"] for x in srv.seen} for srv in (small, medium, large)]
+    assert seen == [{"qwen2.5:0.5b"}, {"gpt-4o-mini"}, {"gpt-4.1"}]  # each tier only on its own server
+    assert [c["who"] for c in out["calls"]] == ["small", "medium", "large"]
+    assert large.seen[0].headers["authorization"] == "Bearer sk-test-0123456789"
+    assert out["calls"][0]["cost_usd"] == 0.0 and out["calls"][2]["cost_usd"] > 0  # ollama free, gpt-4.1 priced
+
+    from cope.serve import load_config
+
+    (tmp_path / "three.toml").write_text(_readme_block("# three.toml").replace(
+        '[tiers.medium]\nspec = "openai/gpt-4o-mini"\nkey_env = "OPENAI_API_KEY"\n', "[tiers.medium]\n"))
+    (tmp_path / "serve.toml").write_text(_readme_block("# serve.toml"))
+    os.environ["OPENAI_API_KEY"] = "sk-test-0123456789"
+    try:
+        preset = load_config(tmp_path / "serve.toml", environ={}).presets["chain"]
+    finally:
+        del os.environ["OPENAI_API_KEY"]
+    assert [(role, preset.endpoint(role).spec) for role in preset.roles()] == [
+        ("small", "ollama/qwen2.5:0.5b"), ("large", "openai/gpt-4.1"), ("medium", "openai/o4-mini")]
+    assert dict(preset.endpoint("medium").params) == {"reasoning_effort": "low"}

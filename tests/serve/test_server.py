@@ -47,6 +47,9 @@ def server(tmp_path_factory, upstreams):
     config = f"""
 prices = "prices.toml"
 
+[defaults]
+task = "math"                     # these presets answer arithmetic (the built-in default is chat)
+
 [presets.tiny]
 small = "{SMOL}"
 large = "{SMOL}"
@@ -154,6 +157,7 @@ def test_completion_usage_sums_every_call(server):
     assert [p["kind"] for p in ext["plans"]] == ["goal", "goal"]
     assert r.choices[0].message.content == ext["output"] and r.choices[0].message.content
     assert ext["preset"] == "tiny" and ext["key"]["key"] == "bob"
+    assert ext["task"] == "math" and ext["task_from"] == "preset tiny serves the math family"
     assert any("priced as gpt-4o-mini" in n for n in ext["info"]["pricing"])
     after = usage_of(BOB, server)
     assert after["spent_usd"] == pytest.approx(before + ext["cost_usd"])
@@ -467,6 +471,7 @@ REMOTE_PRESET = """
 [presets.remote]
 small = "{smol}"
 large = "openai/remote"
+task = "math"
 method = "large"
 base_url = "{url}"
 """
@@ -832,3 +837,46 @@ def test_idle_connections_are_closed_by_the_server(server):
         s.close()
     assert time.monotonic() - t0 < 16
     assert server.health()["status"] == "ok"
+
+
+def test_the_default_model_is_chat_and_the_families_are_one_name_away(tmp_path):
+    """An app that knows nothing of cope asks for model "cope" and gets the open (chat) family."""
+    from cope.serve import load_config
+
+    built = load_config(None, environ={}).presets
+    assert built["cope"].task == "open" and built["cope-math"].task == "math"
+    assert {f"cope-{t}" for t in TASKS} <= set(built)
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text('[presets.mine]\nsmall = "local/smollm2-135m"\nlarge = "local/smollm2-135m"\n'
+                   '[presets.sums]\nsmall = "local/smollm2-135m"\nlarge = "local/smollm2-135m"\ntask = "math"\n')
+    presets = load_config(cfg, environ={}).presets
+    assert (presets["mine"].task, presets["sums"].task, presets["cope"].task) == ("open", "math", "open")
+
+
+def test_stop_ignored_parameters_and_refused_logprobs_are_said(server):
+    """Every parameter is honoured, refused with a 400 naming it, or named as ignored in the reply."""
+    raw = server.client().chat.completions.with_raw_response.create(
+        model="remote", messages=[{"role": "user", "content": "How many legs has an ant?"}],
+        stop=["spider"], temperature=0.3, top_p=0.9)
+    r = raw.parse()
+    assert r.choices[0].message.content == "Four legs less than a " and r.choices[0].finish_reason == "stop"
+    assert raw.headers["x-cope-ignored"] == "temperature, top_p"
+    assert r.to_dict()["cope"]["ignored_params"] == ["temperature", "top_p"]
+    plain = server.client().chat.completions.with_raw_response.create(
+        model="remote", messages=[{"role": "user", "content": "How many legs has an ant?"}])
+    assert "x-cope-ignored" not in plain.headers and plain.parse().choices[0].message.content == REMOTE_TEXT
+    status, _, body = http(server.url + "/chat/completions",
+                           {"model": "remote", "messages": [{"role": "user", "content": "x"}], "logprobs": True})
+    assert status == 400 and body["error"]["param"] == "logprobs"
+    status, _, body = http(server.url + "/chat/completions",
+                           {"model": "remote", "messages": [{"role": "user", "content": "x"}], "stop": [""]})
+    assert status == 400 and body["error"]["param"] == "stop"
+
+
+def test_a_reply_cut_by_max_tokens_says_length(server):
+    r = server.client(timeout=120).chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Explain in detail how to add 7 and 5."}],
+        max_tokens=3, seed=1)
+    ext = r.to_dict()["cope"]
+    assert r.choices[0].message.content  # the sample's text, cut at three tokens
+    assert r.choices[0].finish_reason == "length" and ext["info"]["finish_reason"] == "length"

@@ -115,9 +115,10 @@ def _executor(results: list[dict[str, Any]], stage: int) -> str | None:
     for r in results:
         for st in r.get("stages", []):
             if st.get("stage") == stage:
-                for tier, roles in st.get("tokens", {}).items():
-                    if "execute" in roles:
-                        seen[tier] = seen.get(tier, 0) + 1
+                # an ensemble stage (several tiers share its samples) is labelled by all of them
+                tiers = "+".join(t for t, roles in st.get("tokens", {}).items() if "execute" in roles)
+                if tiers:
+                    seen[tiers] = seen.get(tiers, 0) + 1
     return max(seen, key=lambda t: (seen[t], t)) if seen else None
 
 

@@ -92,7 +92,10 @@ def abc(n: int = 8, *, max_tokens: int = 512) -> CascadeConfig:
 
     The ABC paper ensembles different models per tier; with one small model
     the tier's ensemble is n samples of it (T=0.8), and the large model is the
-    last tier.
+    last tier. Distinct models per tier, as in the paper, are a cascade file
+    whose first stage names them: ``ensemble = ["other"]`` beside
+    ``executor = "small"`` shares the n samples between the two, voted together
+    (``cope cascade show abc`` prints the file to start from).
     """
     return CascadeConfig(stages=(
         Stage(executor="small", n=n, temperature=0.8, threshold=1.0, max_tokens=max_tokens),

@@ -29,7 +29,7 @@ from .config import Preset, ServerConfig
 from .ledger import Account, AuthError, BudgetExceeded, Ledger
 from .metering import CURRENT, meter
 from ..tasks.base import Problem
-from .protocol import ChatRequest, Reply, RequestError, content_of, error_body, to_problem
+from .protocol import ChatRequest, Reply, RequestError, error_body, returned, to_problem
 
 log = logging.getLogger("cope.server")
 
@@ -219,6 +219,9 @@ class Service:
     def extension(self, preset: Preset, result: Any, account: Account, request: ChatRequest) -> dict[str, Any]:
         acct = self.ledger.usage(account)
         return {**result.to_dict(), "preset": preset.name, "seed": request.seed,
+                # which family answered and why: the preset's task, never a guess from the prompt
+                "task_from": f"preset {preset.name} serves the {preset.task} family",
+                "ignored_params": request.ignored(),
                 "key": {k: acct[k] for k in ("key", "spent_usd", "budget_usd", "remaining_usd")}}
 
     def admit(self, request: Request, model: str | None = None) -> tuple[Account, Preset | None]:
@@ -244,7 +247,8 @@ class Service:
                 log.info("%s key=%s: client disconnected, solve cancelled", preset.name, account.name)
                 return Response(status_code=499)
             result = work.result()
-        return JSONResponse(reply.completion(result, self.extension(preset, result, account, body)))
+        return JSONResponse(reply.completion(result, self.extension(preset, result, account, body), body.stops),
+                            headers=_ignored_header(body))
 
     async def stream(self, body: ChatRequest, problem: Problem, preset: Preset,
                      account: Account, ticket: "_Ticket") -> AsyncIterator[str]:
@@ -264,11 +268,18 @@ class Service:
             finally:
                 if not work.done():
                     work.cancel()  # the client hung up
-        yield _sse(reply.chunk({"content": content_of(result)}))
-        yield _sse(reply.chunk({}, "stop", cope=self.extension(preset, result, account, body)))
+        text, finish = returned(result, body.stops)
+        yield _sse(reply.chunk({"content": text}))
+        yield _sse(reply.chunk({}, finish, cope=self.extension(preset, result, account, body)))
         if body.include_usage:
             yield _sse(reply.usage_chunk(result))
         yield "data: [DONE]\n\n"
+
+
+def _ignored_header(body: ChatRequest) -> dict[str, str]:
+    """``x-cope-ignored: temperature, top_p``: the parameters sent that the cascade does not act on."""
+    names = body.ignored()
+    return {"x-cope-ignored": ", ".join(names)} if names else {}
 
 
 async def _until_disconnect(request: Request) -> None:
@@ -373,7 +384,8 @@ def create_app(config: ServerConfig) -> FastAPI:
                 ticket = svc.gate.enter()
                 return StreamingResponse(svc.stream(body, problem, preset, account, ticket),
                                          media_type="text/event-stream",
-                                         headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+                                         headers={"cache-control": "no-cache", "x-accel-buffering": "no",
+                                                  **_ignored_header(body)})
             return await svc.completion(request, body, problem, preset, account)
         except Exception as exc:
             return _json_error(exc)

@@ -35,6 +35,9 @@ SYSTEM_MODES = ("drop", "prepend")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
+# The family the default model ``cope`` (and a new preset without a task) serves: chat.
+CHAT_TASK = "open"
+
 # Comma-separated client keys, used together with the config file's [keys].
 ENV_KEYS = "COPE_API_KEYS"
 
@@ -380,7 +383,9 @@ def builtin_presets(base: dict[str, Any] | None = None) -> dict[str, Preset]:
     from ..tasks import TASKS
 
     base = {"small": DEFAULT_SMALL, "large": DEFAULT_LARGE, **(base or {})}
-    presets = {"cope": Preset(name="cope", **base)}
+    # chat by default: an app that knows nothing of cope gets open-ended answers, not \boxed{} math;
+    # the task families stay one model name away (cope-math, cope-code, ...)
+    presets = {"cope": Preset(name="cope", **{"task": CHAT_TASK, **base})}
     for task in TASKS:
         presets[f"cope-{task}"] = Preset(name=f"cope-{task}", **{**base, "task": task})
     return presets

@@ -4,9 +4,13 @@ The cascade answers one problem; a chat request holds a conversation. The last
 user message is the problem, earlier user/assistant turns become
 ``Problem.history`` (planner and executor both see them), and system messages
 are dropped or prepended per preset (see ``config.SYSTEM_MODES``). Parameters
-that would change what the cascade is (temperature, top_p) are ignored: the
-cascade sets its own per stage; ones it cannot honour (n > 1, tools) are
-refused, so a client never silently gets something other than it asked for.
+that would change what the cascade is (temperature, top_p) are ignored, and
+said to be: every response names them (the ``x-cope-ignored`` header and the
+extension's ``ignored_params``), since the cascade sets its own per stage; ones
+it cannot honour (n > 1, tools, logprobs) are refused with a 400 naming them,
+so a client never silently gets something other than it asked for. ``stop``
+applies to the returned text, and ``finish_reason`` is the answering sample's
+(``length`` when max_tokens cut it).
 """
 
 from __future__ import annotations
@@ -69,9 +73,17 @@ class ChatRequest(BaseModel):
     tools: list[Any] | None = None
     functions: list[Any] | None = None
     response_format: dict[str, Any] | None = None
+    stop: str | list[str] | None = None
+    logprobs: bool | None = None
     cope: CopeOptions | None = None
 
     def check(self) -> None:
+        if self.logprobs:
+            raise RequestError("logprobs are not returned: the answer is chosen among several samples",
+                               param="logprobs")
+        stops = self.stops
+        if len(stops) > 4 or not all(isinstance(x, str) and x for x in stops):
+            raise RequestError("stop must be a non-empty string or a list of at most 4 of them", param="stop")
         if self.n not in (None, 1):
             raise RequestError("n must be 1: the cascade returns one answer per request", param="n")
         if self.tools or self.functions:
@@ -85,6 +97,14 @@ class ChatRequest(BaseModel):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise RequestError(f"{name} must be >= 1, got {value}", param=name)
+
+    @property
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def ignored(self) -> list[str]:
+        """The parameters the client sent that the cascade does not act on (temperature, top_p, ...)."""
+        return sorted(k for k, v in (self.model_extra or {}).items() if v is not None)
 
     @property
     def token_cap(self) -> int | None:
@@ -192,6 +212,16 @@ def content_of(result: Any) -> str:
     return result.output or (result.answer or "")
 
 
+def returned(result: Any, stops: list[str]) -> tuple[str, str]:
+    """The text sent back and its finish_reason: cut before the first stop sequence ("stop"), else
+    the answering sample's own ending ("length" when max_tokens cut it)."""
+    text = content_of(result)
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    if cuts:
+        return text[:min(cuts)], "stop"
+    return text, "length" if (getattr(result, "info", None) or {}).get("finish_reason") == "length" else "stop"
+
+
 class Reply:
     """Builds the body (or stream chunks) of one completion."""
 
@@ -205,11 +235,12 @@ class Reply:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
                 "system_fingerprint": self.fingerprint}
 
-    def completion(self, result: Any, extension: dict[str, Any]) -> dict[str, Any]:
+    def completion(self, result: Any, extension: dict[str, Any], stops: list[str] | None = None) -> dict[str, Any]:
+        text, finish = returned(result, stops or [])
         return {
             **self._head("chat.completion"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content_of(result)},
-                         "finish_reason": "stop", "logprobs": None}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": finish, "logprobs": None}],
             "usage": usage_of(result),
             "cope": extension,
         }

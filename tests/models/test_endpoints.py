@@ -452,6 +452,18 @@ def test_two_real_llama_servers_each_get_their_own_models_requests(tmp_path):
             capture_output=True, text=True, timeout=300, env={**os.environ, "SMALL_KEY": SMALL_KEY})
         assert swapped.returncode != 0 and "large model" in swapped.stderr and "401" in swapped.stderr
         assert "Traceback" not in swapped.stderr and len(swapped.stderr.strip().splitlines()) == 1
+        # the large server down: one line naming that tier and its URL
+        servers[1][0].terminate()
+        servers[1][0].wait(timeout=20)
+        down = subprocess.run(
+            [sys.executable, "-m", "cope", "solve", "What is 2 + 3?", "--small", "openai/smol-small",
+             "--large", "openai/fake-gpt-4o-mini", "--small-base-url", small_url, "--large-base-url", large_url,
+             "--method", "plan-only", "--n", "2", "--max-tokens", "8", "--large-price-as", "gpt-4o-mini",
+             "--small-price-as", "gpt-4o-mini", "--small-key-env", "SMALL_KEY", "--timeout", "2", "--quiet"],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "SMALL_KEY": SMALL_KEY})
+        lines = down.stderr.strip().splitlines()
+        assert down.returncode != 0 and len(lines) == 1 and "Traceback" not in down.stderr
+        assert "the large model" in lines[0] and f"cannot reach {large_url}" in lines[0]
     finally:
         for proc, sink, _, _ in servers:
             proc.terminate()

@@ -880,3 +880,41 @@ def test_a_reply_cut_by_max_tokens_says_length(server):
     ext = r.to_dict()["cope"]
     assert r.choices[0].message.content  # the sample's text, cut at three tokens
     assert r.choices[0].finish_reason == "length" and ext["info"]["finish_reason"] == "length"
+
+
+def test_metrics_count_what_was_sent_and_spent(server):
+    """/metrics: requests by preset and status, the stage reached, dollars by key and tier, the queue."""
+    import re as _re
+
+    def scrape(key=BOB):
+        req = urllib.request.Request(server.base + "/metrics")
+        if key:
+            req.add_header("Authorization", f"Bearer {key}")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.headers["content-type"].startswith("text/plain")
+            return r.read().decode()
+
+    def value(text, name, **labels):
+        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        m = _re.search(rf"^{name}\{{{_re.escape(want)}\}} (\S+)$", text, _re.M)
+        return float(m.group(1)) if m else 0.0
+
+    before = scrape()
+    r = server.client().chat.completions.create(model="remote", messages=[{"role": "user", "content": "Legs?"}])
+    status, _, _ = http(server.url + "/chat/completions", {"model": "remote", "messages": []})
+    status_missing, _, _ = http(server.url + "/chat/completions", {"model": "no-such-model", "messages": []})
+    after = scrape()
+    assert status == 400 and status_missing == 404
+    assert value(after, "cope_requests_total", preset="remote", status="200") == \
+        value(before, "cope_requests_total", preset="remote", status="200") + 1
+    assert value(after, "cope_requests_total", preset="remote", status="400") >= 1
+    assert value(after, "cope_requests_total", preset="-", status="404") >= 1  # an unknown name is not a label
+    assert "no-such-model" not in after
+    assert value(after, "cope_stage_reached_total", preset="remote", stage="1") >= 1
+    spent = value(after, "cope_spend_usd_total", key="bob", tier="large") - \
+        value(before, "cope_spend_usd_total", key="bob", tier="large")
+    assert spent == pytest.approx(r.to_dict()["cope"]["cost_usd"])
+    assert _re.search(r"^cope_waiting 0\.0$", after, _re.M) and "cope_solve_seconds_bucket" in after
+    with pytest.raises(urllib.error.HTTPError) as err:
+        scrape(key=None)
+    assert err.value.code == 401

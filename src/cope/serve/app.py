@@ -1,8 +1,8 @@
 """The HTTP application: OpenAI-compatible routes over lazily built Cope presets.
 
 Routes: ``POST /v1/chat/completions`` (plain and streamed), ``GET /v1/models``,
-``GET /v1/models/{id}``, ``GET /v1/cope/usage`` (the caller's spend) and
-``GET /health``. Every failure a client can cause is a 4xx with an OpenAI-style
+``GET /v1/models/{id}``, ``GET /v1/cope/usage`` (the caller's spend),
+``GET /metrics`` (Prometheus) and ``GET /health``. Every failure a client can cause is a 4xx with an OpenAI-style
 ``{"error": {...}}`` body; the official SDK raises the matching exception.
 A solve whose client hangs up is cancelled (local decoding stops at the next
 step), and what it had spent is still charged to the key.
@@ -28,6 +28,7 @@ from ..errors import BackendError, CopeError, ModelFileError
 from .config import Preset, ServerConfig
 from .ledger import Account, AuthError, BudgetExceeded, Ledger
 from .metering import CURRENT, meter
+from .metrics import Metrics
 from ..tasks.base import Problem
 from .protocol import ChatRequest, Reply, RequestError, error_body, returned, to_problem
 
@@ -99,8 +100,9 @@ class _Ticket:
 class Presets:
     """One :class:`cope.Cope` per preset, built on first use and then shared."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, on_charge: Any = None) -> None:
         self.config = config
+        self.on_charge = on_charge  # each charged call, for /metrics
         self._built: dict[str, Any] = {}
         self._tasks: dict[str, Any] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -135,7 +137,7 @@ class Presets:
                 kwargs = preset.cope_kwargs(self.config.prices)
                 try:
                     # Building resolves (and on first run verifies) model files: off the loop.
-                    self._built[preset.name] = meter(await asyncio.to_thread(Cope, **kwargs))
+                    self._built[preset.name] = meter(await asyncio.to_thread(Cope, **kwargs), self.on_charge)
                 except CopeError as exc:  # the server's setup, not the request, is at fault
                     log.error("preset %s cannot be built: %s", preset.name, exc)
                     raise RequestError(f"the model '{preset.name}' is unavailable: {exc}", 503,
@@ -189,9 +191,10 @@ class Service:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.presets = Presets(config)
-        self.ledger = Ledger(config.keys, config.open_ledger())
         self.gate = Gate(config.limits.max_concurrent, config.limits.max_waiting)
+        self.metrics = Metrics(lambda: self.gate.running, lambda: self.gate.waiting)
+        self.presets = Presets(config, self.metrics.charged)
+        self.ledger = Ledger(config.keys, config.open_ledger())
         self.started = int(time.time())
         from ..pricing import PriceTable
 
@@ -214,6 +217,7 @@ class Service:
             account.in_flight -= 1
         log.info("%s key=%s stage=%s cost=$%.6f latency=%.2fs", preset.name, account.name, result.stage,
                  result.cost_usd, result.latency_s)
+        self.metrics.solved(preset.name, result)
         return result
 
     def extension(self, preset: Preset, result: Any, account: Account, request: ChatRequest) -> dict[str, Any]:
@@ -368,12 +372,30 @@ def create_app(config: ServerConfig) -> FastAPI:
             return _json_error(exc)
         return JSONResponse(svc.ledger.usage(account))
 
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format; with keys configured, a key is needed (labels name keys and spend)."""
+        try:
+            svc.admit(request)
+        except AuthError as exc:
+            return _json_error(exc)
+        data, kind = svc.metrics.render()
+        return Response(data, media_type=kind)
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
+        response = await _chat(request)
+        # the preset label only for a model the config names: a client's text never becomes a label
+        name = getattr(request.state, "preset", "-")
+        svc.metrics.requests.labels(name, str(response.status_code)).inc()
+        return response
+
+    async def _chat(request: Request) -> Response:
         try:
             account = svc.ledger.authenticate(request.headers.get("authorization"))
             body = await _parse(request, config.limits.max_body_bytes)
             preset = svc.presets.get_preset(body.model)
+            request.state.preset = preset.name
             problem = to_problem(body, system=preset.system, max_chars=config.limits.max_input_chars,
                                  max_messages=config.limits.max_messages, task=svc.presets.task(preset))
             if svc.gate.full():

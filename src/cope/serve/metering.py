@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from contextvars import ContextVar
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import BackendError
 from ..models.base import Generation, GenParams, Message
@@ -30,10 +30,13 @@ CURRENT: ContextVar[tuple[Ledger, Account] | None] = ContextVar("cope_serve_acco
 class MeteredModel:
     """A Model that reserves and charges each call on the current request's key."""
 
-    def __init__(self, inner: Any, price: Price) -> None:
+    def __init__(self, inner: Any, price: Price, tier: str = "",
+                 on_charge: "Callable[[str, str, float], None] | None" = None) -> None:
         self.inner = inner
         self.spec = inner.spec
         self.price = price
+        self.tier = tier
+        self.on_charge = on_charge  # (key name, tier, USD) each time a call is charged: /metrics
 
     def __getattr__(self, name: str) -> Any:  # everything else (aclose, counters) is the backend's
         return getattr(self.inner, name)
@@ -45,20 +48,26 @@ class MeteredModel:
         ledger, account = who
         bound = upper_bound_usd(self.price, prompts, params.n, params.max_tokens)
         hold = ledger.reserve(account, bound)
+
+        def settle(usd: float) -> None:
+            ledger.settle(hold, usd)
+            if self.on_charge is not None:
+                self.on_charge(account.name, self.tier, usd)
+
         try:
             out = await call()
         except BackendError as exc:
             paid = [g for g in exc.spent if isinstance(g, Generation)]
-            ledger.settle(hold, sum(self.price.cost_of(g) for g in paid))
+            settle(sum(self.price.cost_of(g) for g in paid))
             raise
         except (asyncio.CancelledError, TimeoutError):
-            ledger.settle(hold, bound)  # sent, so billed; what it cost is unknown: the most it could
+            settle(bound)  # sent, so billed; what it cost is unknown: the most it could
             raise
         except BaseException:
             ledger.release(hold)
             raise
         gens = out if isinstance(out, list) else [out]
-        ledger.settle(hold, sum(self.price.cost_of(g) for g in gens))
+        settle(sum(self.price.cost_of(g) for g in gens))
         return out
 
     async def generate(self, messages: Sequence[Message], params: GenParams) -> Generation:
@@ -68,9 +77,9 @@ class MeteredModel:
         return await self._metered(list(prompts), params, lambda: self.inner.generate_many(prompts, params))
 
 
-def meter(cope: Any) -> Any:
+def meter(cope: Any, on_charge: "Callable[[str, str, float], None] | None" = None) -> Any:
     """Wrap each of a Cope's models (once) so its calls charge the current request's key."""
-    for bound in cope.models.values():
+    for tier, bound in cope.models.items():
         if not isinstance(bound.model, MeteredModel):
-            bound.model = MeteredModel(bound.model, bound.price)
+            bound.model = MeteredModel(bound.model, bound.price, tier, on_charge)
     return cope

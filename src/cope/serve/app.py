@@ -200,6 +200,10 @@ class Service:
 
         self.fingerprint = f"cope-{__version__}-{PriceTable.load(config.prices).version}"
 
+    def task_for(self, preset: Preset, request: ChatRequest) -> Any:
+        """The family a request is solved with: a JSON response_format's, else the preset's."""
+        return request.structured() or self.presets.task(preset)
+
     async def solve(self, preset: Preset, problem: Problem, request: ChatRequest, account: Account) -> Any:
         """Run the cascade; each model call charges the key itself (see cope.serve.metering),
         so a solve that fails, times out or is abandoned by its client is charged all the same."""
@@ -208,13 +212,21 @@ class Service:
         try:
             # Built outside the time limit: a first build may verify a large model
             # file, and a cancelled build would only be repeated by the next request.
-            task = self.presets.task(preset)
+            task = self.task_for(preset, request)
             c = _capped(await self.presets.cope(preset), request.token_cap, task)
             async with asyncio.timeout(self.config.timeout_for(preset)):
                 result = await c.asolve(problem, task, seed=request.seed)
         finally:
             CURRENT.reset(token)
             account.in_flight -= 1
+        if task.name == "json" and result.answer is None:
+            # a structured response always validates: no sample of the last stage did, so it is an error
+            # (the calls were made and are charged)
+            self.metrics.solved(preset.name, result)
+            why = result.info.get("first_invalid_reason", "no JSON value")
+            raise RequestError(f"no sample produced JSON that validates against the schema ({why}); "
+                               f"${result.cost_usd:.6f} was spent", 502, kind="server_error",
+                               code="structured_output_failed")
         log.info("%s key=%s stage=%s cost=$%.6f latency=%.2fs", preset.name, account.name, result.stage,
                  result.cost_usd, result.latency_s)
         self.metrics.solved(preset.name, result)
@@ -224,7 +236,8 @@ class Service:
         acct = self.ledger.usage(account)
         return {**result.to_dict(), "preset": preset.name, "seed": request.seed,
                 # which family answered and why: the preset's task, never a guess from the prompt
-                "task_from": f"preset {preset.name} serves the {preset.task} family",
+                "task_from": ("the request's response_format (JSON, validated)" if request.structured() else
+                              f"preset {preset.name} serves the {preset.task} family"),
                 "ignored_params": request.ignored(),
                 "key": {k: acct[k] for k in ("key", "spent_usd", "budget_usd", "remaining_usd")}}
 
@@ -397,7 +410,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             preset = svc.presets.get_preset(body.model)
             request.state.preset = preset.name
             problem = to_problem(body, system=preset.system, max_chars=config.limits.max_input_chars,
-                                 max_messages=config.limits.max_messages, task=svc.presets.task(preset))
+                                 max_messages=config.limits.max_messages, task=svc.task_for(preset, body))
             if svc.gate.full():
                 svc.gate.enter()  # raises the 429 now, while a status code can still say so
             svc.ledger.admit(account)

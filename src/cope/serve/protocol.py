@@ -89,14 +89,39 @@ class ChatRequest(BaseModel):
         if self.tools or self.functions:
             raise RequestError("tools and functions are not supported", param="tools")
         kind = (self.response_format or {}).get("type", "text")
-        if kind != "text":
-            raise RequestError(f"response_format '{kind}' is not supported; only 'text'", param="response_format")
+        if kind not in ("text", "json_object", "json_schema"):
+            raise RequestError(f"response_format '{kind}' is not supported; text, json_object or json_schema",
+                               param="response_format")
+        if kind != "text" and self.stop:
+            raise RequestError("stop cannot be used with a JSON response_format: a cut value would not parse",
+                               param="stop")
         if self.seed is not None and not 0 <= self.seed < 2**53:
             raise RequestError(f"seed must be in [0, 2**53), got {self.seed}", param="seed")
         for name in ("max_tokens", "max_completion_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise RequestError(f"{name} must be >= 1, got {value}", param=name)
+
+    def structured(self) -> Task | None:
+        """The structured-output family a JSON ``response_format`` asks for (None for text)."""
+        fmt = self.response_format or {}
+        kind = fmt.get("type", "text")
+        if kind == "text":
+            return None
+        schema, name = None, ""
+        if kind == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+                raise RequestError("response_format json_schema needs {\"json_schema\": {\"name\": ..., "
+                                   "\"schema\": {...}}}", param="response_format")
+            schema, name = spec.get("schema"), str(spec.get("name") or "")
+        from ..errors import ConfigError
+        from ..tasks.structured import StructuredTask
+
+        try:
+            return StructuredTask(schema, name)
+        except ConfigError as exc:
+            raise RequestError(str(exc), param="response_format") from None
 
     @property
     def stops(self) -> list[str]:

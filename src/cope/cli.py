@@ -207,6 +207,8 @@ def _build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="Markdown + HTML report with plots from run directories")
     rep.add_argument("dirs", nargs="+")
     rep.add_argument("--out", default=None, help="where to write (default: the first run directory)")
+    rep.add_argument("--price-as", default=None, metavar="MODEL",
+                     help="what-if: price every tier above small as MODEL, from the recorded tokens")
 
     from .serve.cli import add_arguments as add_serve_arguments
 
@@ -511,6 +513,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"expected on new problems ({cv['folds']}-fold, setting chosen without the scored problems): "
               f"accuracy {100 * cv['accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}], "
               f"${cv['cost_usd_per_1m']:.2f} per 1M problems [{clo:.2f}, {chi:.2f}]")
+    lg = r.get("large")
+    if lg:
+        head = f"large alone on these problems: {100 * lg['accuracy']:.1f}% at ${lg['cost_usd_per_1m']:.2f} per 1M"
+        if lg["settings_that_beat_it"]:
+            c = lg["cheapest_that_beats_it"]
+            print(f"{head}; {lg['settings_that_beat_it']} frontier setting(s) reach its accuracy for less "
+                  f"(the cheapest: {100 * c['accuracy']:.1f}% at ${c['cost_usd_per_1m']:.2f})")
+        else:
+            print(f"{head}; no setting reaches its accuracy (the best is {100 * lg['best_accuracy']:.1f}%): "
+                  "here the large model alone beats every threshold setting")
     if args.write_preset:
         print(f"wrote {args.write_preset}: use it with cope solve/eval/serve --preset {args.write_preset}")
     if args.write_cascade:
@@ -537,7 +549,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from .eval.report import write_report
 
-    paths = write_report([Path(d) for d in args.dirs], Path(args.out) if args.out else None)
+    paths = write_report([Path(d) for d in args.dirs], Path(args.out) if args.out else None,
+                         price_as=args.price_as)
     print(f"wrote {paths['markdown']} and {paths['html']}")
     return 0
 

@@ -504,3 +504,41 @@ def test_a_four_stage_cascade_replays_and_calibrates_like_its_live_run(data, tmp
     p = subprocess.run([sys.executable, "-m", "cope", "calibrate", str(rec_dir), "--method", "four", "--target-cost",
                         "0", "--write-preset", str(tmp_path / "p.toml")], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "use --write-cascade" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_calibrate_says_where_large_alone_sits(recorded):
+    """On results/gsm no threshold setting reaches the large model's accuracy, and calibrate says so."""
+    root = Path(__file__).parent.parent.parent
+    r = calibrate(root / "results" / "gsm", target_cost=150, boot=20)
+    lg = r["large"]
+    assert lg["accuracy"] == pytest.approx(0.55) and lg["settings_that_beat_it"] == 0
+    assert lg["best_accuracy"] == pytest.approx(max(p["accuracy"] for p in r["frontier"]))
+    assert lg["best_accuracy"] < 0.55
+    p = subprocess.run([sys.executable, "-m", "cope", "calibrate", "results/gsm", "--target-cost", "150"],
+                       capture_output=True, text=True, timeout=300, cwd=root)
+    assert p.returncode == 0 and "the large model alone beats every threshold setting" in p.stdout
+    assert calibrate(recorded, target_accuracy=0.0, boot=20)["large"] is None  # a run without `large`
+
+
+def test_report_prices_a_run_as_another_model_from_its_tokens(tmp_path):
+    """`cope report --price-as`: the same recorded tokens, every tier above small at another row."""
+    from cope.pricing import PriceTable
+
+    root = Path(__file__).parent.parent.parent
+    base = summarize_run(root / "results" / "gsm")["methods"]
+    what_if = summarize_run(root / "results" / "gsm", price_as="gpt-4o")["methods"]
+    t = PriceTable.load()
+    mini, big = t.get("gpt-4o-mini"), t.get("gpt-4o")
+    assert big.input_per_m / mini.input_per_m == pytest.approx(big.output_per_m / mini.output_per_m)
+    ratio = big.input_per_m / mini.input_per_m  # the large model was priced as gpt-4o-mini
+    for m in ("large", "cope", "cascade-noplan"):
+        assert what_if[m]["cost_usd_total"] == pytest.approx(base[m]["cost_usd_total"] * ratio, rel=1e-6), m
+        assert what_if[m]["accuracy"] == base[m]["accuracy"]
+    assert what_if["small"]["cost_usd_total"] == 0.0
+    p = subprocess.run([sys.executable, "-m", "cope", "report", "results/gsm", "--out", str(tmp_path),
+                        "--price-as", "gpt-4o"], capture_output=True, text=True, timeout=300, cwd=root)
+    assert p.returncode == 0, p.stderr
+    assert "what-if: every tier above small priced as gpt-4o" in (tmp_path / "summary.md").read_text()
+    p = subprocess.run([sys.executable, "-m", "cope", "report", "results/gsm", "--out", str(tmp_path),
+                        "--price-as", "no-such-model"], capture_output=True, text=True, timeout=300, cwd=root)
+    assert p.returncode == 2 and "no price for 'no-such-model'" in p.stderr and "Traceback" not in p.stderr

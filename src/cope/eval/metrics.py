@@ -184,18 +184,47 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
     }
 
 
-def summarize_run(out: Path) -> dict[str, Any]:
-    """Metrics per method from a run directory's journal (the one source of truth)."""
+def repriced(results: list[dict[str, Any]], cfg: Any, price_as: str) -> list[dict[str, Any]]:
+    """What a run would have cost with every tier above small priced as ``price_as``: each stage's
+    cost recomputed from its recorded tokens (no model call); the small tier keeps its own price."""
+    from ..pricing import PriceTable
+
+    table = PriceTable.load(cfg.prices)
+    new = table.get(price_as)
+    small = table.for_spec(cfg.small, cfg.small_price_as)
+
+    def cost(tokens: dict[str, Any], role: str | None = None) -> float:
+        return sum((small if tier == "small" else new).cost(t["prompt"], t["completion"])
+                   for tier, roles in tokens.items() for r, t in roles.items() if role in (None, r))
+
+    out = []
+    for r in results:
+        stages = [({**st, "cost_usd": cost(st["tokens"]), "plan_cost_usd": cost(st["tokens"], "plan")}
+                   if "tokens" in st else st) for st in r.get("stages", [])]
+        used = stages[: r.get("stage") or len(stages)]
+        total = sum(st["cost_usd"] for st in used) if stages and all("tokens" in st for st in stages) else (
+            cost(r["tokens"]) if r.get("tokens") else r["cost_usd"])
+        out.append({**r, "stages": stages, "cost_usd": total})
+    return out
+
+
+def summarize_run(out: Path, price_as: str | None = None) -> dict[str, Any]:
+    """Metrics per method from a run directory's journal (the one source of truth); ``price_as``
+    re-prices every tier above small from the recorded tokens (a what-if bill)."""
     from .rundir import journal_records, latest_results, load_config
 
     cfg = load_config(out)
     records = journal_records(out)  # one read (one decompression of an archive) for everything below
     results = latest_results(records)
+    notes = []
+    if price_as:
+        results = repriced(results, cfg, price_as)
+        notes.append(f"what-if: every tier above small priced as {price_as} from the recorded tokens "
+                     "(cached-input discounts not applied); without --price-as the journal's own costs")
     errors = sum(1 for r in records if r.get("type") == "error")
     by_method: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_method.setdefault(r["method"], []).append(r)
-    notes = []
     calibration: dict[str, list[dict[str, Any]]] = {}
     early_stopping: dict[str, dict[str, Any]] = {}
     styles = {m: t for m, rows in by_method.items() if (t := style_breakdown(rows))}

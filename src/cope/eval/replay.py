@@ -270,6 +270,24 @@ def _cross_validated(rec: Recorded, grid: np.ndarray, policies: Sequence[Sequenc
             "chosen": chosen}
 
 
+def against_large(out: Path, ids: Sequence[str], frontier: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Where the run's ``large`` method alone sits against a calibration's frontier, on the same problems:
+    its accuracy and cost, the frontier's best accuracy, and how many settings match its accuracy for
+    less (a user should know when no threshold setting beats simply calling the large model)."""
+    from .rundir import load_results
+
+    by_id = {r["problem_id"]: r for r in load_results(out) if r["method"] == "large"}
+    rows = [by_id[i] for i in ids if i in by_id]
+    if not rows or len(rows) < len(ids):
+        return None
+    acc = float(np.mean([bool(r["correct"]) for r in rows]))
+    cost = 1e6 * float(np.mean([r["cost_usd"] for r in rows]))
+    best = max((p["accuracy"] for p in frontier), default=0.0)
+    beats = [p for p in frontier if p["accuracy"] >= acc - 1e-12 and p["cost_usd_per_1m"] < cost]
+    return {"accuracy": acc, "cost_usd_per_1m": cost, "best_accuracy": best, "settings_that_beat_it": len(beats),
+            "cheapest_that_beats_it": min(beats, key=lambda p: p["cost_usd_per_1m"]) if beats else None}
+
+
 def large_cost_per_1m(out: Path) -> float:
     """The ``large`` method's mean cost in a run, USD per 1M problems: what a cost ratio is relative to."""
     from .rundir import load_results
@@ -325,7 +343,7 @@ def calibrate(out: Path, *, target_cost: float | None = None, target_accuracy: f
         accs.append(float(b["accuracy"][0, 0]))
         costs.append(float(b["cost"][0, 0]) * 1e6)
     stop = sweep(rec, np.array([choice[0]]), np.array([choice[1]]), stages=chosen_stages)["stop_fraction"][0, 0]
-    return {
+    out_dict = {
         "run": str(out), "method": method, "problems": P, "n": rec.n, "stages": list(chosen_stages),
         "policies": [list(p) for p in policies], "target_cost_usd_per_1m": target_cost,
         "target_accuracy": target_accuracy,
@@ -337,6 +355,8 @@ def calibrate(out: Path, *, target_cost: float | None = None, target_accuracy: f
         "frontier": [{"tau1": p[0], "tau2": p[1], "accuracy": p[2], "cost_usd_per_1m": p[3], "stages": list(p[4])}
                      for p in front],
     }
+    out_dict["large"] = against_large(out, rec.ids, out_dict["frontier"])
+    return out_dict
 
 
 # The most threshold combinations one stage policy sweeps (a grid of steps^deciding stages is
@@ -410,7 +430,7 @@ def _calibrate_n(out: Path, rec: Recorded, target_cost: float | None, target_acc
                 cost[i] = float(single["cost"].ravel()[0]) * 1e6
         cv = {"folds": folds, "accuracy": float(correct.mean()), "accuracy_ci95": bootstrap_ci(correct),
               "cost_usd_per_1m": float(cost.mean()), "cost_usd_per_1m_ci95": bootstrap_ci(cost), "chosen": chosen}
-    return {
+    result = {
         "run": str(out), "method": method, "problems": P, "n": rec.n, "stages": list(choice[1]),
         "policies": [list(p) for p in policies], "target_cost_usd_per_1m": target_cost,
         "target_accuracy": target_accuracy, "thresholds": list(choice[0]),
@@ -422,6 +442,8 @@ def _calibrate_n(out: Path, rec: Recorded, target_cost: float | None, target_acc
         "frontier": [{"thresholds": list(p[0]), "accuracy": p[2], "cost_usd_per_1m": p[3], "stages": list(p[1])}
                      for p in front],
     }
+    result["large"] = against_large(out, rec.ids, result["frontier"])
+    return result
 
 
 def cascade_from_calibration(r: dict[str, Any]) -> str:

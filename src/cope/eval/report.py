@@ -237,21 +237,22 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def write_report(dirs: list[Path], out: Path | None = None) -> dict[str, Path]:
-    """Write summary.md, report.html and the PNGs into ``out`` (default: the first run dir)."""
+def write_report(dirs: list[Path], out: Path | None = None, price_as: str | None = None) -> dict[str, Path]:
+    """Write summary.md, report.html and the PNGs into ``out`` (default: the first run dir);
+    ``price_as`` re-prices every tier above small from the recorded tokens (a what-if bill)."""
     from .replay import calibrate
 
-    summaries = [summarize_run(d) for d in dirs]
+    summaries = [summarize_run(d, price_as) for d in dirs]
     sweeps: dict[str, Any] = {}
     for d, s in zip(dirs, summaries):
-        if s["record"] and "cope" in s["methods"]:
+        if s["record"] and "cope" in s["methods"] and not price_as:  # the sweep is priced by the journal
             try:
                 sweeps[s["run"]] = calibrate(d, target_accuracy=0.0, boot=50)["frontier"]
             except (ConfigError, ValueError):  # a partial recording still gets a report, just no sweep curve
                 sweeps[s["run"]] = None
     out = out or dirs[0]
     out.mkdir(parents=True, exist_ok=True)
-    command = "cope report " + " ".join(str(d) for d in dirs)
+    command = "cope report " + " ".join(str(d) for d in dirs) + (f" --price-as {price_as}" if price_as else "")
     md = _markdown(summaries, command)
     (out / "summary.md").write_text(md)
     (out / "summary.json").write_text(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))

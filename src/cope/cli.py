@@ -142,6 +142,7 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=_POS, default=50, help="agent task: step budget (default: 50)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     s.add_argument("--quiet", action="store_true", help="no live progress on stderr")
+    s.add_argument("--verbose", action="store_true", help="list every plan, near-identical ones too")
 
     e = sub.add_parser("eval", help="run methods over a benchmark into a run directory")
     e.add_argument("benchmark", help=benchmark_usage())
@@ -288,7 +289,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     else:
         from .progress import print_result
 
-        print_result(result, n_stages=len(c.config_for(task).stages))
+        print_result(result, n_stages=len(c.config_for(task).stages), large_price=c.models["large"].price,
+                     verbose=args.verbose)
     return 0
 
 

@@ -13,26 +13,44 @@ import time
 from .cascade import Event, Result
 
 
+class _Status:
+    """The live line's text, rendered at each refresh: its clock ticks between events, so a stage
+    whose first batch decodes for minutes never looks hung."""
+
+    def __init__(self, progress: "Progress") -> None:
+        self.progress = progress
+
+    def __rich__(self) -> str:
+        return self.progress.status()
+
+
 class Progress:
-    def __init__(self, enabled: bool = True, notes: list[str] | None = None) -> None:
+    def __init__(self, enabled: bool = True, notes: list[str] | None = None, console: object = None) -> None:
         self.enabled = enabled
         self.notes = notes or []
         self.t0 = time.perf_counter()
         self.live = None
         self.line = "starting"
+        self.what, self.spent = "starting", 0.0
+        self._console = console  # a rich Console (tests); default: stderr when it is a terminal
+
+    def status(self) -> str:
+        """The live line now: what runs, what it has spent, and the seconds since the start."""
+        return f"{self.what} | spent ${self.spent:.6f} | {time.perf_counter() - self.t0:5.1f}s"
 
     def __enter__(self) -> "Progress":
         if not self.enabled:
             return self
         for note in self.notes:
             sys.stderr.write(f"cope: {note}\n")
-        if sys.stderr.isatty():
+        if self._console is not None or sys.stderr.isatty():
             from rich.console import Console
             from rich.live import Live
             from rich.spinner import Spinner
 
-            self._spinner = Spinner("dots", text=self.line)
-            self.live = Live(self._spinner, console=Console(stderr=True), refresh_per_second=4, transient=True)
+            self._spinner = Spinner("dots", text=_Status(self))  # type: ignore[arg-type]
+            self.live = Live(self._spinner, console=self._console or Console(stderr=True), refresh_per_second=4,
+                             transient=True)
             self.live.start()
         return self
 
@@ -50,9 +68,9 @@ class Progress:
             "execute": f"stage {e.stage}/{e.n_stages}: {e.who} model solving, {e.done}/{e.total} {e.message}",
             "done": f"stage {e.stage}/{e.n_stages}: {e.message}",
         }[e.kind]
+        self.what, self.spent = what, e.cost_usd
         self.line = f"{what} | spent ${e.cost_usd:.6f} | {elapsed:5.1f}s"
         if self.live is not None:
-            self._spinner.update(text=self.line)
             if e.kind == "done":
                 self.live.console.print(f"[dim]{self.line}[/dim]")
         else:
@@ -63,7 +81,45 @@ class Progress:
 # The final screen (stdout): the answer, the deciding stage, each stage's votes and the calls.
 
 
-def print_result(r: Result, n_stages: int) -> None:
+def similar_groups(texts: list[str], cutoff: float = 0.85) -> list[tuple[int, int]]:
+    """(index of the first, how many) per group of near-identical texts (difflib ratio >= cutoff,
+    compared on lower-cased words): eight goals that say the same thing read as one line."""
+    from difflib import SequenceMatcher
+
+    norm = [" ".join(t.lower().split()) for t in texts]
+    groups: list[list[int]] = []
+    for i, t in enumerate(norm):
+        for g in groups:
+            if SequenceMatcher(None, norm[g[0]], t).ratio() >= cutoff:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return [(g[0], len(g)) for g in groups]
+
+
+def large_alone_estimate(r: Result, price: object) -> tuple[float, str] | None:
+    """What the large model alone would have cost for this problem, at its price row, and how it was
+    estimated: its own unplanned-sized call when the cascade made one, else one sample the size of
+    the first stage's average (an estimate either way: the request would differ)."""
+    execs = [c for c in r.calls if c.role == "execute"]
+    if not execs or price is None:
+        return None
+    own = [c for c in execs if c.who == "large"]
+    if own:
+        c = own[0]
+        prompt, completion = c.prompt_tokens / max(c.n, 1), c.completion_tokens / max(c.n, 1)
+        how = "from the large model's own call here"
+    else:
+        first = [c for c in execs if c.stage == execs[0].stage]
+        n = sum(max(c.n, 1) for c in first)
+        prompt = sum(c.prompt_tokens for c in first) / n
+        completion = sum(c.completion_tokens for c in first) / n
+        how = "from the size of one stage-1 sample"
+    return price.cost(round(prompt), round(completion)), how  # type: ignore[attr-defined]
+
+
+def print_result(r: Result, n_stages: int, *, large_price: object = None, verbose: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -84,9 +140,12 @@ def print_result(r: Result, n_stages: int) -> None:
                   f"(confidence {s.confidence:.2f}{', accepted' if s.accepted else ''}) {label}: {votes}")
     if r.plans:
         con.print("[bold]plans:[/bold]")
-        for p in r.plans:
+        groups = [(i, 1) for i in range(len(r.plans))] if verbose else similar_groups([p.text for p in r.plans])
+        for i, count in groups:
+            p = r.plans[i]
             label = p.name or f"stage {p.stage}"
-            con.print(f"  {label} ({p.kind}, {p.model}): {p.text}")
+            more = f" [dim](and {count - 1} near-identical; --verbose lists them)[/dim]" if count > 1 else ""
+            con.print(f"  {label} ({p.kind}, {p.model}): {p.text}{more}")
     models = dict.fromkeys(f"{c.who} = {c.model}" for c in r.calls)
     t = Table(title="model calls (" + ", ".join(models) + ")", show_lines=False)
     for col in ("stage", "role", "model", "n", "prompt", "completion", "USD", "s"):
@@ -96,5 +155,9 @@ def print_result(r: Result, n_stages: int) -> None:
                   f"{c.cost_usd:.6f}", f"{c.latency_s:.1f}")
     con.print(t)
     con.print(f"[bold]cost:[/bold] ${r.cost_usd:.6f}   [bold]time:[/bold] {r.latency_s:.1f}s")
+    alone = large_alone_estimate(r, large_price)
+    if alone is not None:
+        con.print(f"[dim]the large model alone: about ${alone[0]:.6f} for this problem at the same price row "
+                  f"(an estimate, {alone[1]})[/dim]")
     for note in r.info.get("pricing", []) or []:
         con.print(f"[dim]note: {note}[/dim]")

@@ -53,7 +53,6 @@ from .errors import ConfigError
 from .stopping import RULES
 
 TIERS = ("small", "large")  # always there: the caller's two models
-_TIER_KEYS = {"spec", "base_url", "key_env", "price_as", "timeout", "max_concurrency", "reasoning", "params"}
 PLAN_KINDS = ("goal", "guideline")
 _STAGE_KEYS = {f.name for f in fields(Stage)} - {"plan"}
 _PLAN_KEYS = {f.name for f in fields(PlanStep)}
@@ -176,7 +175,7 @@ def _stage(where: str, table: Any, tiers: tuple[str, ...] = TIERS) -> Stage:
 
 def _tiers(path: str, table: Any) -> dict[str, Any]:
     """``[tiers.NAME]`` tables as Endpoints (small and large are the caller's, not the file's)."""
-    from .models.endpoint import Endpoint
+    from .models.endpoint import from_table
 
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: 'tiers' must hold [tiers.NAME] tables")
@@ -191,16 +190,8 @@ def _tiers(path: str, table: Any) -> dict[str, Any]:
         if isinstance(t, dict) and not t:
             out[name] = None  # declared here, bound by the caller (Cope(tiers=...), --tier, a preset's tiers)
             continue
-        if not isinstance(t, dict) or not isinstance(t.get("spec"), str):
-            raise ConfigError(f"{where} needs spec = \"provider/model\" (or leave the table empty: "
-                              "the caller gives the tier's model)")
-        unknown = sorted(set(t) - _TIER_KEYS)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(_TIER_KEYS))}")
-        try:
-            out[name] = Endpoint(**t).validate(f"tier {name}")
-        except (TypeError, ConfigError) as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        out[name] = from_table(where, t, f"tier {name}",
+                               spec_hint=" (or leave the table empty: the caller gives the tier's model)")
     return out
 
 

@@ -26,6 +26,24 @@ RESERVED_PARAMS = frozenset({"model", "messages", "temperature", "max_tokens", "
                              "seed", "stop", "logprobs", "top_logprobs", "stream", "stream_options"})
 
 
+# The keys of an endpoint table in TOML: a cascade file's [tiers.NAME], a server config's [models.NAME].
+TABLE_KEYS = frozenset({"spec", "base_url", "key_env", "price_as", "timeout", "max_concurrency", "reasoning",
+                        "params"})
+
+
+def from_table(where: str, row: Any, role: str, *, spec_hint: str = "") -> "Endpoint":
+    """An endpoint table read and checked: one ConfigError naming ``where`` for any mistake."""
+    if not isinstance(row, dict) or not isinstance(row.get("spec"), str):
+        raise ConfigError(f"{where} needs spec = \"provider/model\"{spec_hint}")
+    unknown = sorted(set(row) - TABLE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(TABLE_KEYS))}")
+    try:
+        return Endpoint(**row).validate(role)
+    except (TypeError, ConfigError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One model's endpoint. ``key_env`` is the *name* of the variable holding the key."""

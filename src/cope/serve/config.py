@@ -275,7 +275,6 @@ _PRESET_KEYS = {f.name for f in fields(Preset)} - {"name", "endpoints"}
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 _LEDGER_KEYS = {f.name for f in fields(LedgerConfig)}
 _TOP_KEYS = {"prices", "defaults", "presets", "keys", "limits", "ledger", "models"}
-_MODEL_KEYS = {"spec", "base_url", "key_env", "price_as", "timeout", "max_concurrency", "reasoning", "params"}
 
 
 def _types(name: str) -> tuple[type, ...]:
@@ -324,7 +323,7 @@ def _tier_map(where: str, value: Any) -> tuple[tuple[str, str], ...]:
 
 def _models(where: str, table: Any) -> dict[str, Any]:
     """``[models.NAME]`` tables: each a named endpoint that presets refer to by its name."""
-    from ..models.endpoint import Endpoint
+    from ..models.endpoint import from_table
 
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: 'models' must hold [models.NAME] tables")
@@ -333,17 +332,7 @@ def _models(where: str, table: Any) -> dict[str, Any]:
         at = f"{where}: [models.{name}]"
         if not _NAME_RE.match(name):
             raise ConfigError(f"{at}: a model name is letters, digits and . _ : - (at most 64; a spec has a '/')")
-        if not isinstance(row, dict):
-            raise ConfigError(f"{at} must be a table")
-        unknown = sorted(set(row) - _MODEL_KEYS)
-        if unknown:
-            raise ConfigError(f"{at}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(_MODEL_KEYS))}")
-        if not isinstance(row.get("spec"), str):
-            raise ConfigError(f"{at} needs spec = \"provider/model\" (e.g. openai/gpt-4o-mini)")
-        try:
-            out[name] = Endpoint(**row).validate(f"model {name}")
-        except ConfigError as exc:
-            raise ConfigError(f"{at}: {exc}") from None
+        out[name] = from_table(at, row, f"model {name}", spec_hint=" (e.g. openai/gpt-4o-mini)")
     return out
 
 

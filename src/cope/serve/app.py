@@ -219,24 +219,23 @@ class Service:
         finally:
             CURRENT.reset(token)
             account.in_flight -= 1
+        self.metrics.solved(preset.name, result)
         if task.name == "json" and result.answer is None:
             # a structured response always validates: no sample of the last stage did, so it is an error
             # (the calls were made and are charged)
-            self.metrics.solved(preset.name, result)
             why = result.info.get("first_invalid_reason", "no JSON value")
             raise RequestError(f"no sample produced JSON that validates against the schema ({why}); "
                                f"${result.cost_usd:.6f} was spent", 502, kind="server_error",
                                code="structured_output_failed")
         log.info("%s key=%s stage=%s cost=$%.6f latency=%.2fs", preset.name, account.name, result.stage,
                  result.cost_usd, result.latency_s)
-        self.metrics.solved(preset.name, result)
         return result
 
     def extension(self, preset: Preset, result: Any, account: Account, request: ChatRequest) -> dict[str, Any]:
         acct = self.ledger.usage(account)
         return {**result.to_dict(), "preset": preset.name, "seed": request.seed,
                 # which family answered and why: the preset's task, never a guess from the prompt
-                "task_from": ("the request's response_format (JSON, validated)" if request.structured() else
+                "task_from": ("the request's response_format (JSON, validated)" if request.wants_json else
                               f"preset {preset.name} serves the {preset.task} family"),
                 "ignored_params": request.ignored(),
                 "key": {k: acct[k] for k in ("key", "spent_usd", "budget_usd", "remaining_usd")}}

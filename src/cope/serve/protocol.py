@@ -20,7 +20,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from ..errors import CopeError
 from ..tasks.base import Problem, Task
@@ -76,6 +76,7 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     logprobs: bool | None = None
     cope: CopeOptions | None = None
+    _structured: Any = PrivateAttr(default=None)  # the json family, built once per request
 
     def check(self) -> None:
         if self.logprobs:
@@ -102,12 +103,22 @@ class ChatRequest(BaseModel):
             if value is not None and value < 1:
                 raise RequestError(f"{name} must be >= 1, got {value}", param=name)
 
+    @property
+    def wants_json(self) -> bool:
+        return (self.response_format or {}).get("type", "text") != "text"
+
     def structured(self) -> Task | None:
-        """The structured-output family a JSON ``response_format`` asks for (None for text)."""
-        fmt = self.response_format or {}
-        kind = fmt.get("type", "text")
-        if kind == "text":
+        """The structured-output family a JSON ``response_format`` asks for (None for text); its
+        schema is checked and compiled once per request."""
+        if not self.wants_json:
             return None
+        if self._structured is None:
+            self._structured = self._build_structured()
+        return self._structured
+
+    def _build_structured(self) -> Task:
+        fmt = self.response_format or {}
+        kind = fmt.get("type")
         schema, name = None, ""
         if kind == "json_schema":
             spec = fmt.get("json_schema")

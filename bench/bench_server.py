@@ -17,6 +17,11 @@ so a solve is one upstream call and what is left is the server's own work.
    latency); requests per second with one client vs ``--clients`` clients.
 4. ``--local``: the embedded SmolLM2 model as both models (n = 2): a real
    local solve direct vs through HTTP, same seeds.
+5. Time to first token of a streamed answer: a streaming upstream that pauses
+   ``--word-delay`` s between words, read directly with the ``openai`` client
+   beside the same answer streamed through ``cope serve`` (the large tier
+   alone: its tokens are relayed as they arrive); then the embedded SmolLM2 as
+   the large tier, first token vs the whole answer, streamed and not.
 
 The server runs as ``cope serve`` does by default (access log on, log level
 info), writing its log to a temporary file; ``--quiet-server`` turns the
@@ -40,9 +45,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, Callable
 
 SMOL = "local/smollm2-135m"
 TEXT = "Two and two make \\boxed{4}."
+STREAM_TEXT = " ".join(f"word{i}" for i in range(20))
 TARGET_MS = 5.0
 
 
@@ -60,6 +67,9 @@ def serve_upstream(delay: float) -> None:
 
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            if request.get("stream"):
+                self._stream(request)
+                return
             if delay:
                 time.sleep(delay)
             n = int(request.get("n") or 1)
@@ -74,6 +84,26 @@ def serve_upstream(delay: float) -> None:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def _stream(self, request: dict) -> None:
+            """STREAM_TEXT word by word, ``delay`` s apart (a paid API decoding), then usage."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            head = {"id": "bench", "object": "chat.completion.chunk", "created": 0, "model": request.get("model")}
+            words = STREAM_TEXT.split(" ")
+            for i, w in enumerate(words):
+                time.sleep(delay)
+                delta = {"content": w if i == len(words) - 1 else w + " "}
+                self.wfile.write(f"data: {json.dumps({**head, 'choices': [{'index': 0, 'delta': delta}]})}\n\n".encode())
+                self.wfile.flush()
+            end = {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            usage = {**head, "choices": [], "usage": {"prompt_tokens": 50, "completion_tokens": len(words),
+                                                      "total_tokens": 50 + len(words)}}
+            self.wfile.write(f"data: {json.dumps(end)}\n\ndata: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+            self.wfile.flush()
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
@@ -126,7 +156,7 @@ class Process:
         return self.proc.returncode
 
 
-def config_text(fast: str, slow: str, clients: int) -> str:
+def config_text(fast: str, slow: str, clients: int, streaming: str = "") -> str:
     return f"""
 prices = "prices.toml"
 
@@ -148,10 +178,41 @@ n = 2
 tau1 = 0.0
 max_tokens = 32
 
+[presets.streaming]            # chat (the open family), the large tier alone
+task = "open"
+base_url = "{streaming or fast}"
+
+[presets.chat-local]
+task = "open"
+large = "{SMOL}"
+max_tokens = 96
+
 [limits]
 max_concurrent = {clients}
 max_waiting = {4 * clients}
 """
+
+
+def timed_streams(reps: int, first: "Callable[[], Any]", second: "Callable[[], Any] | None"
+                  ) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Seconds to the first and the last content piece of each stream, the two kinds interleaved."""
+    out: list[list[float]] = [[], [], [], []]
+
+    def one(make: "Callable[[], Any]", a: list[float], b: list[float]) -> None:
+        t0 = time.perf_counter()
+        got, last = None, float("nan")
+        for chunk in make():
+            if chunk.choices and chunk.choices[0].delta.content:
+                got = got or time.perf_counter() - t0
+                last = time.perf_counter() - t0
+        a.append(got if got is not None else float("nan"))
+        b.append(last)
+
+    for _ in range(reps):
+        one(first, out[0], out[1])
+        if second is not None:
+            one(second, out[2], out[3])
+    return out[0], out[1], out[2], out[3]
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -170,6 +231,8 @@ def main() -> None:
     ap.add_argument("--per-client", type=int, default=20, help="requests per client for throughput")
     ap.add_argument("--delay", type=float, default=0.2, help="seconds the slow upstream takes per call")
     ap.add_argument("--local", action="store_true", help="also time a real local SmolLM2 solve")
+    ap.add_argument("--word-delay", type=float, default=0.05, help="seconds between streamed words upstream")
+    ap.add_argument("--streams", type=int, default=10, help="streamed requests each way for time to first token")
     ap.add_argument("--quiet-server", action="store_true", help="run the server with --no-access-log --log-level warning")
     ap.add_argument("--serve-upstream", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -192,8 +255,10 @@ def main() -> None:
             procs.append(fast)
             slow = Process([*me, str(args.delay)], tmp)
             procs.append(slow)
+            streaming = Process([*me, str(args.word_delay)], tmp)
+            procs.append(streaming)
             (tmp / "prices.toml").write_text('[models."bench"]\ninput = 0.15\noutput = 0.6\n')
-            (tmp / "serve.toml").write_text(config_text(fast.line, slow.line, args.clients))
+            (tmp / "serve.toml").write_text(config_text(fast.line, slow.line, args.clients, streaming.line))
             quiet = ["--no-access-log", "--log-level", "warning"] if args.quiet_server else []
             srv = Process([sys.executable, "-m", "cope.serve", "--port", "0", "--config", "serve.toml", *quiet], tmp,
                           log=tmp / "server.log", ready="cope serve: ready on ")
@@ -299,9 +364,41 @@ def main() -> None:
                     t0 = time.perf_counter()
                     resp = loc_http()
                     b.append(time.perf_counter() - t0)
-                    same += resp.usage.completion_tokens == sum(c.completion_tokens for c in res.calls)
+                    bill = resp.to_dict()["cope"]["bill"]
+                    same += bill["completion_tokens"] == sum(c.completion_tokens for c in res.calls)
                 print(f"\n4. local SmolLM2 n=2 solve: direct p50 {pct(a, 0.5):.2f} s, via server {pct(b, 0.5):.2f} s, "
                       f"ratio {pct(b, 0.5) / pct(a, 0.5):.2f} ({reps} each, interleaved; same tokens in {same}/{reps})")
+            # 5. time to first token
+            upstream = openai.OpenAI(base_url=streaming.line, api_key="bench", max_retries=0, timeout=60)
+            ask = {"model": "streaming", "messages": [{"role": "user", "content": "Say twenty words."}]}
+            print(f"\n5. time to first token, {args.streams} streamed answers each way, interleaved "
+                  f"(upstream: {len(STREAM_TEXT.split())} words, {args.word_delay:.2f} s apart)")
+            up_first, up_last, srv_first, srv_last = timed_streams(
+                args.streams, lambda: upstream.chat.completions.create(**ask, stream=True),
+                lambda: client.chat.completions.create(**ask, stream=True))
+            print(f"   upstream direct first token p50 {ms(pct(up_first, 0.5))}   last {ms(pct(up_last, 0.5))}")
+            print(f"   through server  first token p50 {ms(pct(srv_first, 0.5))}   last {ms(pct(srv_last, 0.5))}")
+            print(f"   first token: server / direct {pct(srv_first, 0.5) / pct(up_first, 0.5):.2f}x; "
+                  f"server's first token at {pct(srv_first, 0.5) / pct(srv_last, 0.5):.0%} of its last "
+                  f"(1 piece at the end would be 100%)")
+            topics = iter(["the sea", "a forest", "the moon", "a city", "rain", "a desert", "snow"])
+
+            def local_ask() -> dict:  # a new prompt each time: no request reuses another's cached prompt
+                return {"model": "chat-local", "seed": 1,
+                        "messages": [{"role": "user", "content": f"Write a short paragraph about {next(topics)}."}]}
+
+            client.chat.completions.create(**local_ask())  # loads the model
+            reps = 3
+            loc_first, loc_last, _, _ = timed_streams(
+                reps, lambda: client.chat.completions.create(**local_ask(), stream=True), None)
+            whole = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                client.chat.completions.create(**local_ask())
+                whole.append(time.perf_counter() - t0)
+            print(f"   local SmolLM2 large tier ({reps} each): first token p50 {pct(loc_first, 0.5):.2f} s, "
+                  f"streamed answer complete {pct(loc_last, 0.5):.2f} s, unstreamed reply {pct(whole, 0.5):.2f} s "
+                  f"-> first token at {pct(loc_first, 0.5) / pct(whole, 0.5):.0%} of the reply's time")
             loop.close()
         finally:
             for p in reversed(procs):

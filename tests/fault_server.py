@@ -23,6 +23,7 @@ class Reply:
     delay_s: float = 0.0  # wait this long before answering
     usage: bool = True  # include "usage" in a built completion
     raw: bytes | None = None  # sent as the body as it is (a malformed reply), with the status
+    piece_delay_s: float = 0.0  # a streamed reply: the wait between content pieces
 
 
 @dataclass
@@ -141,6 +142,9 @@ class FaultServer:
                 body = reply.body
                 if body is None:
                     body = completion_body(request, usage=reply.usage, max_choices=outer.max_choices)
+                if request.get("stream") and reply.status == 200 and reply.raw is None:
+                    self._stream(request, body, reply)
+                    return
                 data = reply.raw if reply.raw is not None else json.dumps(body).encode()
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
@@ -149,6 +153,35 @@ class FaultServer:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _stream(self, request: dict[str, Any], body: dict[str, Any], reply: Reply) -> None:
+                """The completion as OpenAI streams it: one chunk per word of the first choice, the
+                finish, then usage when stream_options asks, then [DONE] (the connection closes)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                choice = body["choices"][0]
+                text = choice["message"]["content"] or ""
+                head = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"],
+                        "model": body["model"]}
+
+                def send(obj: dict[str, Any]) -> None:
+                    self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
+                    self.wfile.flush()
+
+                words = [w for w in text.split(" ")]
+                for i, w in enumerate(words):
+                    if i and reply.piece_delay_s:
+                        time.sleep(reply.piece_delay_s)
+                    piece = w if i == len(words) - 1 else w + " "
+                    send({**head, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                send({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]})
+                if (request.get("stream_options") or {}).get("include_usage") and body.get("usage"):
+                    send({**head, "choices": [], "usage": body["usage"]})
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True

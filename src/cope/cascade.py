@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal
 
 from .errors import BackendError, ConfigError
-from .models.base import Generation, GenParams, Model, on_samples_done
+from .models.base import Generation, GenParams, Model, on_answer_text, on_samples_done, on_text
 from .plans import MAX_TOKENS, clean_plan, planner_messages
 from .pricing import Price
 from .stopping import RULES, StopRule, accepts, windows
@@ -282,7 +282,7 @@ class Cascade:
             try:
                 new_plans = [] if self._plans_windowed(st) else await self._plan(
                     problem, st, idx, stage_seed, calls, emit)
-                completions, plan_of_sample, styles, assessment, window_s = await self._execute(
+                completions, plan_of_sample, styles, assessment, window_s, prompt_of = await self._execute(
                     problem, st, idx, kept, new_plans, stage_seed, calls, emit)
             except BackendError as exc:
                 exc.spent = list(calls)
@@ -325,12 +325,19 @@ class Cascade:
                 break
         assert assessment is not None
         info = dict(assessment.info)
-        # how the sample behind the returned text ended: "length" when max_tokens cut it (a server
-        # answers finish_reason from this, never a constant "stop")
-        backing = next((c for c in completions if c is not None and assessment.output
-                        and c.text == assessment.output), None)
-        if backing is not None:
-            info["finish_reason"] = backing.finish_reason
+        # the sample behind the returned text (the one whose text it is, else the majority's first):
+        # how it ended ("length" when max_tokens cut it: a server answers finish_reason from this,
+        # never a constant "stop") and its own tokens (what a client received, beside the bill)
+        k = next((i for i, c in enumerate(completions) if c is not None and assessment.output
+                  and c.text == assessment.output), None)
+        if k is None and assessment.support and assessment.support[0] < len(completions):
+            k = assessment.support[0]
+        if k is not None and completions[k] is not None:
+            info["finish_reason"] = completions[k].finish_reason
+            prompt, cached, reasoning = prompt_of[k]
+            info["answer_tokens"] = {"prompt": prompt, "completion": completions[k].completion_tokens,
+                                     **({"cached": cached} if cached else {}),
+                                     **({"reasoning": reasoning} if reasoning else {})}
         return Result(
             answer=assessment.answer,
             stage=final_stage,
@@ -474,7 +481,15 @@ class Cascade:
         need_answer = bool(st.plan and st.plan.keep_as and n_plans > 1)
         can_stop = st.stop != "none"  # a family without a settled rule (the base class) never stops early
         outputs: list = [None] * n
+        # per sample: its call's prompt tokens, of them cached, and its hidden reasoning tokens (known
+        # per sample only when the call drew it alone)
+        prompt_of: list[tuple[int, int, int]] = [(0, 0, 0)] * n
         window_s: list[float] = []
+        # the answer streams as it decodes only where it is one generation whose text is the answer:
+        # the last stage, one sample, a family that returns the text as written (Task.streams)
+        answer_hook = on_answer_text.get()
+        streamed = (answer_hook is not None and self.task.streams and n == 1 and not styles
+                    and idx == len(self.config.stages))
         drawn = 0
         assessment: Assessment | None = None
         with self._progress(emit, "execute", idx, st.executor, n, calls, "samples"):
@@ -499,16 +514,23 @@ class Cascade:
                     call_seed = None if seed_x is None else seed_x + w * 1009 + g * 101
                     params = GenParams(n=count, temperature=st.temperature, max_tokens=st.max_tokens,
                                        seed=call_seed, logprobs=self.task.needs_logprobs)
-                    with self._paid_on_failure(calls, idx, "execute", tier):
-                        if len(keys) > 1:
-                            gens = await bound.model.generate_many([prompt(k[:2]) for k in keys], params)
-                        else:
-                            gens = [await bound.model.generate(prompt(keys[0][:2]), params)]
+                    listening = on_text.set(answer_hook if streamed else None)
+                    try:
+                        with self._paid_on_failure(calls, idx, "execute", tier):
+                            if len(keys) > 1:
+                                gens = await bound.model.generate_many([prompt(k[:2]) for k in keys], params)
+                            else:
+                                gens = [await bound.model.generate(prompt(keys[0][:2]), params)]
+                    finally:
+                        on_text.reset(listening)
                     for key, gen in zip(keys, gens):
                         window_s[-1] += gen.latency_s
                         self._record(calls, idx, "execute", tier, gen, count)
                         for i, c in zip(groups[key], gen.completions):
                             outputs[i] = c
+                            prompt_of[i] = (gen.prompt_tokens, int(gen.extra.get("cached_tokens") or 0),
+                                            int(gen.extra.get("reasoning_tokens") or 0)
+                                            if len(gen.completions) == 1 else 0)
                 drawn = hi
                 if hi < n and not can_stop:
                     continue
@@ -516,4 +538,5 @@ class Cascade:
                 if self._settled(st, assessment, hi, need_answer):
                     break
         assert assessment is not None
-        return outputs[:drawn], slot_plan[:drawn], (slot_style[:drawn] if styles else []), assessment, window_s
+        return (outputs[:drawn], slot_plan[:drawn], (slot_style[:drawn] if styles else []), assessment, window_s,
+                prompt_of[:drawn])

@@ -315,9 +315,13 @@ tiers = {{ medium = "cheap" }}
     mid, big = _expected_cost()
     assert [c["cost_usd"] for c in ext["calls"]] == pytest.approx([0.0, mid, big])
     assert ext["cost_usd"] == pytest.approx(mid + big)
-    usage = r.usage.to_dict()
-    assert usage["prompt_tokens"] == 1120 and usage["prompt_tokens_details"] == {"cached_tokens": 680}
-    assert usage["completion_tokens_details"] == {"reasoning_tokens": 50}
+    usage, last = r.usage.to_dict(), ext["calls"][-1]  # usage: the large tier's answer, as received
+    assert usage["prompt_tokens"] == last["prompt_tokens"] and usage["completion_tokens"] == last["completion_tokens"]
+    assert usage.get("prompt_tokens_details", {}).get("cached_tokens", 0) == last["cached_tokens"]
+    assert usage.get("completion_tokens_details", {}).get("reasoning_tokens", 0) == last["reasoning_tokens"]
+    tiers = ext["bill"]["tiers"]  # the bill: every tier's tokens, the cache and reasoning breakdowns
+    assert ext["bill"]["prompt_tokens"] == 1120 and sum(t["cached_tokens"] for t in tiers.values()) == 680
+    assert sum(t["reasoning_tokens"] for t in tiers.values()) == 50
 
 
 def test_the_command_line_gives_a_cascade_files_tier_its_own_endpoint(tmp_path):

@@ -139,7 +139,7 @@ def test_models_lists_every_preset_and_needs_a_key(server):
     assert status == 401 and "missing API key" in body["error"]["message"]
 
 
-def test_completion_usage_sums_every_call(server):
+def test_completion_usage_is_the_answer_and_the_bill_sums_every_call(server):
     before = usage_of(BOB, server)["spent_usd"]
     r = server.client(timeout=120).chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "What is 7 + 5?"}], seed=1)
@@ -148,9 +148,15 @@ def test_completion_usage_sums_every_call(server):
     calls = ext["calls"]
     assert r.model == "tiny" and r.object == "chat.completion" and len(r.choices) == 1
     assert ext["stage"] == 1 and len(calls) == 3  # 2 goals, then one execution per goal
-    assert r.usage.prompt_tokens == sum(c["prompt_tokens"] for c in calls) > 0
-    assert r.usage.completion_tokens == sum(c["completion_tokens"] for c in calls) > 0
+    # usage: what the client received (the sample whose text is returned); bill: every call
+    got = ext["info"]["answer_tokens"]
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (got["prompt"], got["completion"])
+    assert 0 < r.usage.completion_tokens < sum(c["completion_tokens"] for c in calls)
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    bill = ext["bill"]
+    assert bill["prompt_tokens"] == sum(c["prompt_tokens"] for c in calls) > r.usage.prompt_tokens
+    assert bill["completion_tokens"] == sum(c["completion_tokens"] for c in calls)
+    assert bill["usd"] == pytest.approx(ext["cost_usd"]) and bill["tiers"]["small"]["calls"] == 3
     # Both models are priced as gpt-4o-mini here, so every call costs something.
     assert ext["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls)) and ext["cost_usd"] > 0
     assert ext["stages"][0]["cost_usd"] == pytest.approx(ext["cost_usd"])
@@ -177,8 +183,9 @@ def test_stream_sends_content_extension_and_usage(server):
     assert text and text == ext["output"]
     usage = chunks[-1]["usage"]
     assert chunks[-1]["choices"] == []
-    assert usage["prompt_tokens"] == sum(c["prompt_tokens"] for c in ext["calls"])
-    assert usage["completion_tokens"] == sum(c["completion_tokens"] for c in ext["calls"])
+    assert usage["prompt_tokens"] == ext["info"]["answer_tokens"]["prompt"] > 0
+    assert usage["completion_tokens"] == ext["info"]["answer_tokens"]["completion"] > 0
+    assert ext["bill"]["completion_tokens"] == sum(c["completion_tokens"] for c in ext["calls"])
     assert len({c["id"] for c in chunks}) == 1
     # max_tokens caps each executor sample below the preset's 24 (plans keep their own cap).
     executions = [c for c in ext["calls"] if c["role"] == "execute"]
@@ -236,7 +243,8 @@ BAD_REQUESTS = [
     (b"[1, 2]", 400, "must be a JSON object"),
     ({"model": "tiny"}, 400, "messages: Field required"),
     ({"model": "tiny", "messages": []}, 400, "must not be empty"),
-    ({"model": "tiny", "messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0.role"),
+    ({"model": "tiny", "messages": [{"role": "tool", "content": "x"}]}, 400, "must come from the user"),
+    ({"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]},
      400, "last message must come from the user"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "   "}]}, 400, "empty"),
@@ -599,9 +607,9 @@ def test_sixteen_simultaneous_requests_are_all_answered_correctly(wide):
         # cascade-noplan: stage 1 is the small model's vote, stage 2 the large model alone.
         assert ext["stage"] in (1, 2) and len(calls) == ext["stage"] == len(ext["stages"])
         assert isinstance(ext["confidence"], (int, float)) and 0.0 <= ext["confidence"] <= 1.0
-        assert r.usage.prompt_tokens == sum(c["prompt_tokens"] for c in calls) > 0
-        assert r.usage.completion_tokens == sum(c["completion_tokens"] for c in calls) > 0
+        assert r.usage.completion_tokens == ext["info"]["answer_tokens"]["completion"] > 0
         assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+        assert ext["bill"]["prompt_tokens"] == sum(c["prompt_tokens"] for c in calls) >= r.usage.prompt_tokens > 0
         assert ext["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls)) and ext["cost_usd"] > 0
         assert sum(st["cost_usd"] for st in ext["stages"]) == pytest.approx(ext["cost_usd"])
         assert all(c["completion_tokens"] <= 8 * c["n"] for c in calls)

@@ -28,6 +28,24 @@ def report_samples(k: int) -> None:
         hook(k)
 
 
+# Streaming one generation as it is decoded: a caller that wants a call's text piece by piece
+# sets this around that call (the cascade does, for a final stage's single sample, when
+# ``on_answer_text`` is set); a backend that can stream calls ``report_text`` with each new
+# piece, in order, from whatever thread decodes. The pieces join to the completion's text.
+on_text: ContextVar[Callable[[str], None] | None] = ContextVar("cope_on_text", default=None)
+
+# Set by a consumer that streams answers (the server): "when the answer is one generation, send
+# me its text as it is decoded". Only the cascade reads it; it never reaches a non-final call.
+on_answer_text: ContextVar[Callable[[str], None] | None] = ContextVar("cope_on_answer_text", default=None)
+
+
+def report_text(piece: str) -> None:
+    """Pass newly decoded text to the current listener (if any)."""
+    hook = on_text.get()
+    if hook is not None and piece:
+        hook(piece)
+
+
 class Cancelled(Exception):
     """A decode its caller gave up on (a timeout, a client that hung up); its samples are dropped."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import UnknownModelError
-from .base import Completion, Generation, GenParams, Message
+from .base import Completion, Generation, GenParams, Message, on_text
 from .local_files import NAMED_MODELS, model_path
 from .worker import EngineClient
 
@@ -80,7 +80,9 @@ class LlamaCppModel:
             t0 = time.perf_counter()
             before = eng.tokens_evaluated
             toks = [eng.chat_tokens(m) for m in prompts]
-            seqs = eng.run(toks, n_each, params, cancel)
+            # a listener for this call's text (a final answer being streamed): pieces as decoded
+            stream = on_text.get() is not None and sum(n_each) == 1
+            seqs = eng.run(toks, n_each, params, cancel, stream)
             dt = time.perf_counter() - t0
             evaluated = eng.tokens_evaluated - before
         gens = []

@@ -19,11 +19,12 @@ takes down the worker, not the caller.
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -207,15 +208,20 @@ class _Engine:
 
     def run(
         self, prompts: list[list[int]], n_each: list[int], params: GenParams,
-        cancel: Flag | None = None,
+        cancel: Flag | None = None, on_text: Callable[[str], None] | None = None,
     ) -> list[list[Sample]]:
-        """Decode ``n_each[i]`` samples of every prompt; groups fit the context."""
+        """Decode ``n_each[i]`` samples of every prompt; groups fit the context.
+
+        ``on_text`` hears a lone sample's text as it is decoded (whole characters, in order;
+        the pieces join to its text). It is ignored for several samples or with stop strings,
+        whose text is only known once they end."""
+        stream = on_text if sum(n_each) == 1 and not params.stop else None
         jobs = [(i, j) for i, n in enumerate(n_each) for j in range(n)]
         out: list[list[Sample]] = [[None] * n for n in n_each]  # type: ignore[list-item]
         group: list[tuple[int, int]] = []
         for job in jobs:
             if group and not self._fits(prompts, group + [job], params.max_tokens):
-                self._run_group(prompts, group, params, out, cancel)
+                self._run_group(prompts, group, params, out, cancel, stream)
                 group = []
             if not self._fits(prompts, [job], params.max_tokens):
                 raise ConfigError(
@@ -224,7 +230,7 @@ class _Engine:
                 )
             group.append(job)
         if group:
-            self._run_group(prompts, group, params, out, cancel)
+            self._run_group(prompts, group, params, out, cancel, stream)
         return out
 
     def _fits(self, prompts: list[list[int]], group: list[tuple[int, int]], max_tokens: int) -> bool:
@@ -234,8 +240,16 @@ class _Engine:
         cells = sum(len(prompts[i]) for i in used) + len(group) * max_tokens
         return cells + len(self.cached) <= self.n_ctx
 
-    def _run_group(self, prompts, group, params: GenParams, out, cancel=None) -> None:
+    def _run_group(self, prompts, group, params: GenParams, out, cancel=None, stream=None) -> None:
         lib, mem = self.lib, self.mem
+        decoder = codecs.getincrementaldecoder("utf-8")("replace") if stream is not None else None
+
+        def accept(sq: _Seq, logits: np.ndarray) -> None:
+            piece = self._accept(sq, logits, params)
+            if decoder is not None:
+                text = decoder.decode(piece, final=sq.finish is not None)
+                if text:
+                    stream(text)
         used = sorted({i for i, _ in group})
         # 1. Shared prefix on seq 0, reusing what the cache already holds.
         prefix = _common_prefix([prompts[i] for i in used])
@@ -279,7 +293,7 @@ class _Engine:
         # 3. Decode all samples together, one token each per step.
         active = list(seqs.values())
         for (i, _), sq in seqs.items():
-            self._accept(sq, prompt_logits[i], params)
+            accept(sq, prompt_logits[i])
         active = [s for s in active if s.finish is None]
         if len(active) < len(seqs):
             report_samples(len(seqs) - len(active))
@@ -290,7 +304,7 @@ class _Engine:
                 raise Cancelled()
             self._decode([(s.tokens[-1], s.pos - 1, s.seq_id, True) for s in active])
             for b, sq in enumerate(active):
-                self._accept(sq, self._logits(b), params)
+                accept(sq, self._logits(b))
             still = [s for s in active if s.finish is None]
             if len(still) < len(active):
                 report_samples(len(active) - len(still))
@@ -300,13 +314,13 @@ class _Engine:
         for (i, j), sq in seqs.items():
             out[i][j] = Sample(sq.text, len(sq.tokens), sq.finish or "length", sq.logprobs, sq.token_texts)
 
-    def _accept(self, sq: _Seq, logits: np.ndarray, params: GenParams) -> None:
-        """Sample the next token of ``sq`` and decide whether it is finished."""
+    def _accept(self, sq: _Seq, logits: np.ndarray, params: GenParams) -> bytes:
+        """Sample the next token of ``sq``, decide whether it is finished; the bytes it added."""
         tok = _sample(logits, params.temperature, sq.rng)
         if self.lib.llama_vocab_is_eog(self.vocab, tok):
             sq.finish = "stop"
             sq.text = sq.pieces.decode("utf-8", errors="replace")
-            return
+            return b""
         if params.logprobs:
             sq.logprobs.append(_logprob(logits, tok))
         piece = self.piece(tok)
@@ -320,9 +334,10 @@ class _Engine:
             cut = text.find(stop, max(0, len(text) - len(piece) - len(stop) - 4))
             if cut >= 0:
                 sq.finish, sq.text = "stop", text[:cut]
-                return
+                return piece
         if len(sq.tokens) >= params.max_tokens:
             sq.finish, sq.text = "length", text
+        return piece
 
 
 def _common_prefix(seqs: list[list[int]]) -> list[int]:

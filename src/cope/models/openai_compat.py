@@ -22,10 +22,11 @@ import re
 import time
 import weakref
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import BackendError, ConfigError
-from .base import Completion, GenParams, Generation, Message, gather_generate, report_samples
+from .base import Completion, GenParams, Generation, Message, gather_generate, on_text, report_samples
 
 if TYPE_CHECKING:  # the SDK is imported lazily so that `import cope` stays light
     import openai
@@ -350,6 +351,9 @@ class OpenAIModel:
             kwargs["top_logprobs"] = 0
         if self.params:
             kwargs["extra_body"] = dict(self.params)
+        # a listener for this call's text (a final answer a server is streaming): ask for a stream
+        hook = on_text.get() if n == 1 else None
+        emitted = [0]  # characters already passed on: a stream that broke after some is not retried
 
         attempts = 0
         while True:
@@ -358,7 +362,10 @@ class OpenAIModel:
             try:
                 state = await self._loop_state()
                 async with state.semaphore:
-                    response = await state.client.chat.completions.create(**kwargs)
+                    if hook is None:
+                        response = await state.client.chat.completions.create(**kwargs)
+                    else:
+                        response = await self._streamed(state.client, kwargs, hook, emitted)
             except openai.APIStatusError as err:
                 status = err.status_code
                 retryable = status in _RETRY_STATUSES or status >= 500
@@ -410,6 +417,41 @@ class OpenAIModel:
                 _estimate_usage(reply, messages)
             report_samples(len(reply.completions))
             return reply
+
+    async def _streamed(self, client: Any, kwargs: dict[str, Any], hook: Any, emitted: list[int]) -> Any:
+        """One streamed request, each content piece passed to ``hook`` as it arrives, gathered into
+        what a plain request returns (one choice, its logprobs, the usage the last chunk reports).
+
+        A failure before any text arrived is retried like a plain request's; after, it is final:
+        the listener already holds the first part, and a retry would sample a different one."""
+        stream = await client.chat.completions.create(**kwargs, stream=True,
+                                                      stream_options={"include_usage": True})
+        parts: list[str] = []
+        tokens: list[Any] = []
+        finish, usage = None, None
+        try:
+            async for chunk in stream:
+                usage = getattr(chunk, "usage", None) or usage
+                for choice in getattr(chunk, "choices", None) or []:
+                    piece = getattr(choice.delta, "content", None) if choice.delta else None
+                    if piece:
+                        parts.append(piece)
+                        emitted[0] += len(piece)
+                        hook(piece)
+                    lp = getattr(choice, "logprobs", None)
+                    if lp is not None and lp.content:
+                        tokens.extend(lp.content)
+                    finish = choice.finish_reason or finish
+        except Exception as err:
+            if emitted[0] == 0 and isinstance(err, self._openai.OpenAIError):
+                raise
+            raise _RequestFailed(BackendError(
+                f"{self.spec}: the stream from {self.base_url} broke after {emitted[0]} characters: "
+                f"{_one_line(str(err) or type(err).__name__, 160)}")) from err
+        message = SimpleNamespace(content="".join(parts))
+        choice = SimpleNamespace(index=0, message=message, finish_reason=finish,
+                                 logprobs=SimpleNamespace(content=tokens) if tokens else None)
+        return SimpleNamespace(choices=[choice], usage=usage)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before retry number ``attempt``.

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import BackendError, ConfigError, CopeError
-from .base import Cancelled, GenParams, Message, report_samples
+from .base import Cancelled, GenParams, Message, report_samples, report_text
 
 _HEADER = struct.Struct("<Q")
 _POLL_S = 0.1  # how often a waiting caller looks at its cancel flag
@@ -159,9 +159,10 @@ class EngineClient:
         return self._request(("chat_tokens", [dict(m) for m in messages]), None)
 
     def run(self, prompts: list[list[int]], n_each: list[int], params: GenParams,
-            cancel: threading.Event | None = None) -> list:
-        """Decode in the child; a set ``cancel`` stops it at its next step (raises ``Cancelled``)."""
-        return self._request(("run", prompts, n_each, params), cancel)
+            cancel: threading.Event | None = None, stream: bool = False) -> list:
+        """Decode in the child; a set ``cancel`` stops it at its next step (raises ``Cancelled``).
+        With ``stream``, a lone sample's text comes back piece by piece (``report_text``)."""
+        return self._request(("run", prompts, n_each, params, stream), cancel)
 
     # --- plumbing -----------------------------------------------------------
     def _request(self, msg: tuple, cancel: threading.Event | None) -> Any:
@@ -193,6 +194,9 @@ class EngineClient:
                 continue
             if kind == "progress":
                 report_samples(reply[2])
+                continue
+            if kind == "text":
+                report_text(reply[2])
                 continue
             # a final reply: (kind, job, payload, the engine's counters)
             stats = reply[3] or {}
@@ -284,7 +288,8 @@ def _child(req: int, resp: int) -> None:
             elif kind == "chat_tokens":
                 result = engine.chat_tokens(msg[2])
             elif kind == "run":
-                result = engine.run(msg[2], msg[3], msg[4], flag)
+                stream = (lambda piece, job=job: _write(resp, ("text", job, piece))) if msg[5] else None
+                result = engine.run(msg[2], msg[3], msg[4], flag, stream)
             else:
                 raise BackendError(f"unknown request {kind!r}")
         except Cancelled:

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from dataclasses import replace
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -30,7 +30,8 @@ from .ledger import Account, AuthError, BudgetExceeded, Ledger
 from .metering import CURRENT, meter
 from .metrics import Metrics
 from ..tasks.base import Problem
-from .protocol import ChatRequest, Reply, RequestError, error_body, returned, to_problem
+from .protocol import (ChatRequest, Reply, RequestError, StopCut, bill_of, content_of, error_body, pieces_of,
+                       returned, to_problem, tool_calls_of)
 
 log = logging.getLogger("cope.server")
 
@@ -104,6 +105,7 @@ class Presets:
         self.config = config
         self.on_charge = on_charge  # each charged call, for /metrics
         self._built: dict[str, Any] = {}
+        self._tool_copes: dict[str, Any] = {}  # each preset's Cope for requests with tools
         self._tasks: dict[str, Any] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -117,6 +119,20 @@ class Presets:
 
     def loaded(self) -> list[str]:
         return list(self._built)
+
+    async def for_tools(self, preset: Preset) -> Any:
+        """The preset's Cope (models shared) running its tool policy: the large tier alone, one
+        greedy sample; or small samples voting on the call, the large tier on disagreement."""
+        key = preset.name
+        if key not in self._tool_copes:
+            from ..methods.builtin import cascade_noplan, large_alone
+
+            tau = preset.tau1 if preset.tau1 is not None else 0.75
+            cope = copy.copy(await self.cope(preset))
+            cope.config = (large_alone(max_tokens=preset.max_tokens) if preset.tools == "large" else
+                           cascade_noplan(preset.n, tau, max_tokens=preset.max_tokens))
+            self._tool_copes[key] = cope
+        return self._tool_copes[key]
 
     def task(self, preset: Preset) -> Any:
         """The preset's task family object, built once: a request reads its problem and is solved with it."""
@@ -201,8 +217,8 @@ class Service:
         self.fingerprint = f"cope-{__version__}-{PriceTable.load(config.prices).version}"
 
     def task_for(self, preset: Preset, request: ChatRequest) -> Any:
-        """The family a request is solved with: a JSON response_format's, else the preset's."""
-        return request.structured() or self.presets.task(preset)
+        """The family a request is solved with: its tools', a JSON response_format's, else the preset's."""
+        return request.tool_task() or request.structured() or self.presets.task(preset)
 
     async def solve(self, preset: Preset, problem: Problem, request: ChatRequest, account: Account) -> Any:
         """Run the cascade; each model call charges the key itself (see cope.serve.metering),
@@ -213,13 +229,19 @@ class Service:
             # Built outside the time limit: a first build may verify a large model
             # file, and a cancelled build would only be repeated by the next request.
             task = self.task_for(preset, request)
-            c = _capped(await self.presets.cope(preset), request.token_cap, task)
+            cope = await (self.presets.for_tools(preset) if task.name == "tools" else self.presets.cope(preset))
+            c = _capped(cope, request.token_cap, task)
             async with asyncio.timeout(self.config.timeout_for(preset)):
                 result = await c.asolve(problem, task, seed=request.seed)
         finally:
             CURRENT.reset(token)
             account.in_flight -= 1
         self.metrics.solved(preset.name, result)
+        if task.name == "tools" and result.answer is None:
+            why = result.info.get("first_invalid_reason", "no answer")
+            raise RequestError(f"no sample produced a valid tool call or answer ({why}); "
+                               f"${result.cost_usd:.6f} was spent", 502, kind="server_error",
+                               code="tool_call_failed")
         if task.name == "json" and result.answer is None:
             # a structured response always validates: no sample of the last stage did, so it is an error
             # (the calls were made and are charged)
@@ -235,9 +257,12 @@ class Service:
         acct = self.ledger.usage(account)
         return {**result.to_dict(), "preset": preset.name, "seed": request.seed,
                 # which family answered and why: the preset's task, never a guess from the prompt
-                "task_from": ("the request's response_format (JSON, validated)" if request.wants_json else
+                "task_from": (f"the request's tools (policy {preset.tools})" if request.tools else
+                              "the request's response_format (JSON, validated)" if request.wants_json else
                               f"preset {preset.name} serves the {preset.task} family"),
                 "ignored_params": request.ignored(),
+                # usage counts the returned sample; this counts every call the answer took
+                "bill": bill_of(result),
                 "key": {k: acct[k] for k in ("key", "spent_usd", "budget_usd", "remaining_usd")}}
 
     def admit(self, request: Request, model: str | None = None) -> tuple[Account, Preset | None]:
@@ -268,15 +293,47 @@ class Service:
 
     async def stream(self, body: ChatRequest, problem: Problem, preset: Preset,
                      account: Account, ticket: "_Ticket") -> AsyncIterator[str]:
+        """SSE chunks: a final single-generation stage's text as it decodes (the large tier's
+        tokens), else the chosen answer once its vote ends; keep-alives while nothing is due."""
+        from ..models.base import on_answer_text
+
         reply = Reply(preset.name, self.fingerprint)
         yield _sse(reply.chunk({"role": "assistant", "content": ""}))
+        loop = asyncio.get_running_loop()
+        heard: asyncio.Queue[str] = asyncio.Queue()
+        raw: list[str] = []  # the answer's text as it arrived, before stop was applied
+        cut = StopCut(body.stops)
+
+        def piece(text: str) -> None:  # called from whichever thread decodes
+            loop.call_soon_threadsafe(heard.put_nowait, text)
+
+        def send(text: str) -> Iterator[str]:
+            if text:
+                yield _sse(reply.chunk({"content": text}))
+
         async with ticket:
-            work = asyncio.ensure_future(self.solve(preset, problem, body, account))
+            listening = on_answer_text.set(piece)
+            try:  # the solve's task copies this context: the cascade finds the listener there
+                work = asyncio.ensure_future(self.solve(preset, problem, body, account))
+            finally:
+                on_answer_text.reset(listening)
             try:
                 while not work.done():
-                    await asyncio.wait({work}, timeout=KEEPALIVE_S)
-                    if not work.done():
+                    getter = asyncio.ensure_future(heard.get())
+                    done, _ = await asyncio.wait({work, getter}, timeout=KEEPALIVE_S,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if getter in done:
+                        raw.append(getter.result())
+                        for chunk in send(cut.feed(raw[-1])):
+                            yield chunk
+                        continue
+                    getter.cancel()
+                    if not done:
                         yield ": keep-alive\n\n"
+                while not heard.empty():  # pieces queued before the solve's end was seen
+                    raw.append(heard.get_nowait())
+                    for chunk in send(cut.feed(raw[-1])):
+                        yield chunk
                 result = work.result()
             except Exception as exc:  # after the 200 header: an error event, which the SDK raises
                 yield _sse(_failure(exc)[1])
@@ -284,8 +341,25 @@ class Service:
             finally:
                 if not work.done():
                     work.cancel()  # the client hung up
-        text, finish = returned(result, body.stops)
-        yield _sse(reply.chunk({"content": text}))
+        calls = tool_calls_of(result)
+        if calls:  # a call exists whole only once it is chosen: one delta, as OpenAI sends short ones
+            yield _sse(reply.chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}))
+            yield _sse(reply.chunk({}, "tool_calls", cope=self.extension(preset, result, account, body)))
+            if body.include_usage:
+                yield _sse(reply.usage_chunk(result))
+            yield "data: [DONE]\n\n"
+            return
+        full, streamed = content_of(result), "".join(raw)
+        if not full.startswith(streamed):  # never expected: the family said its answer is the text
+            log.warning("%s: the streamed text is not the answer's beginning; the rest is sent as it is",
+                        preset.name)
+        rest = full[len(streamed):] if full.startswith(streamed) else ""
+        for part in (pieces_of(rest) if not streamed else [rest]):
+            for chunk in send(cut.feed(part)):
+                yield chunk
+        for chunk in send(cut.flush()):
+            yield chunk
+        finish = returned(result, body.stops)[1]
         yield _sse(reply.chunk({}, finish, cope=self.extension(preset, result, account, body)))
         if body.include_usage:
             yield _sse(reply.usage_chunk(result))

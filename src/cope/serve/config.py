@@ -32,6 +32,10 @@ from ..solver import SolverConfig
 # default a client's system prompt is left out; "prepend" puts its text before
 # the problem instead, for clients whose instructions matter.
 SYSTEM_MODES = ("drop", "prepend")
+# Requests with ``tools``: "large" sends them to the large tier alone (one greedy sample, the
+# default: a tool call has side effects, so the strongest tier decides); "cascade" lets n small
+# samples vote on the call (name and arguments) and escalates to the large tier when they disagree.
+TOOL_POLICIES = ("large", "cascade")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
@@ -70,6 +74,7 @@ class Preset:
     small_key_env: str | None = None
     large_key_env: str | None = None
     system: str = "drop"
+    tools: str = "large"  # see TOOL_POLICIES
     timeout_s: float | None = None  # None: the server-wide limit
     request_timeout_s: float | None = None  # per API request attempt (None: the backend's 120 s)
     n_threads: int | None = None
@@ -279,7 +284,7 @@ _TOP_KEYS = {"prices", "defaults", "presets", "keys", "limits", "ledger", "model
 
 def _types(name: str) -> tuple[type, ...]:
     if name in ("small", "large", "task", "method", "price_as", "small_price_as", "base_url",
-                "api_key_env", "small_base_url", "large_base_url", "small_key_env", "large_key_env", "system", "preset_file",
+                "api_key_env", "small_base_url", "large_base_url", "small_key_env", "large_key_env", "system", "tools", "preset_file",
                 "cascade_file", "backend", "path", "url", "timezone"):
         return (str,)
     if name in ("n", "max_tokens", "n_threads", "max_concurrent", "max_waiting", "max_input_chars",
@@ -569,6 +574,8 @@ def validate(config: ServerConfig) -> None:
             raise ConfigError(f"{at}: {exc}") from None
         if p.system not in SYSTEM_MODES:
             raise ConfigError(f"{at}: system must be one of {', '.join(SYSTEM_MODES)}, got '{p.system}'")
+        if p.tools not in TOOL_POLICIES:
+            raise ConfigError(f"{at}: tools must be one of {', '.join(TOOL_POLICIES)}, got '{p.tools}'")
         if p.timeout_s is not None and p.timeout_s <= 0:
             raise ConfigError(f"{at}: timeout_s must be > 0, got {p.timeout_s}")
         if p.request_timeout_s is not None and p.request_timeout_s <= 0:

@@ -15,6 +15,7 @@ applies to the returned text, and ``finish_reason`` is the answering sample's
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import replace
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from ..errors import CopeError
 from ..tasks.base import Problem, Task
 
-Role = Literal["system", "developer", "user", "assistant"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
 class RequestError(Exception):
@@ -46,6 +47,8 @@ class ChatMessage(BaseModel):
     role: Role
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool turn: the call it answers
 
 
 class CopeOptions(BaseModel):
@@ -71,12 +74,15 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(default=None, description="caps each executor sample; never raises the preset's cap")
     max_completion_tokens: int | None = None
     tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
     response_format: dict[str, Any] | None = None
     stop: str | list[str] | None = None
     logprobs: bool | None = None
     cope: CopeOptions | None = None
     _structured: Any = PrivateAttr(default=None)  # the json family, built once per request
+    _tools: Any = PrivateAttr(default=None)  # the tools family, built once per request
 
     def check(self) -> None:
         if self.logprobs:
@@ -87,8 +93,10 @@ class ChatRequest(BaseModel):
             raise RequestError("stop must be a non-empty string or a list of at most 4 of them", param="stop")
         if self.n not in (None, 1):
             raise RequestError("n must be 1: the cascade returns one answer per request", param="n")
-        if self.tools or self.functions:
-            raise RequestError("tools and functions are not supported", param="tools")
+        if self.functions:
+            raise RequestError("functions (the deprecated form) is not supported; send tools", param="functions")
+        if self.tool_choice is not None and not self.tools:
+            raise RequestError("tool_choice needs tools", param="tool_choice")
         kind = (self.response_format or {}).get("type", "text")
         if kind not in ("text", "json_object", "json_schema"):
             raise RequestError(f"response_format '{kind}' is not supported; text, json_object or json_schema",
@@ -96,6 +104,9 @@ class ChatRequest(BaseModel):
         if kind != "text" and self.stop:
             raise RequestError("stop cannot be used with a JSON response_format: a cut value would not parse",
                                param="stop")
+        if self.tools and kind != "text":
+            raise RequestError("tools cannot be combined with a JSON response_format", param="response_format")
+        self.tool_task()  # a malformed tool or tool_choice is a 400 before anything runs
         if self.seed is not None and not 0 <= self.seed < 2**53:
             raise RequestError(f"seed must be in [0, 2**53), got {self.seed}", param="seed")
         for name in ("max_tokens", "max_completion_tokens"):
@@ -134,6 +145,27 @@ class ChatRequest(BaseModel):
         except ConfigError as exc:
             raise RequestError(str(exc), param="response_format") from None
 
+    def tool_task(self) -> Task | None:
+        """The tools family the request's ``tools`` ask for (None without tools), built once."""
+        if not self.tools:
+            return None
+        if self._tools is None:
+            choice = self.tool_choice if self.tool_choice is not None else "auto"
+            if isinstance(choice, dict):
+                fn = choice.get("function")
+                if choice.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                    raise RequestError('tool_choice must be "auto", "none", "required" or '
+                                       '{"type": "function", "function": {"name": ...}}', param="tool_choice")
+                choice = fn["name"]
+            from ..errors import ConfigError
+            from ..tasks.tools import ToolsTask
+
+            try:
+                self._tools = ToolsTask(self.tools, choice, parallel=self.parallel_tool_calls is not False)
+            except ConfigError as exc:
+                raise RequestError(str(exc), param="tool_choice" if "tool_choice" in str(exc) else "tools") from None
+        return self._tools
+
     @property
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -152,10 +184,22 @@ class ChatRequest(BaseModel):
         return bool((self.stream_options or {}).get("include_usage"))
 
 
+def _turn_text(message: ChatMessage, index: int) -> str:
+    """A message's text; a tool call or result may have none (its calls are checked here)."""
+    for j, call in enumerate(message.tool_calls or []):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(fn.get("arguments", ""), str):
+            raise RequestError(f"messages[{index}].tool_calls[{j}] needs function.name and function.arguments "
+                               "(a JSON string)", param=f"messages.{index}.tool_calls")
+    if message.content is None and (message.role == "tool" or message.tool_calls):
+        return ""
+    return _text(message, index)
+
+
 def _text(message: ChatMessage, index: int) -> str:
     content = message.content
     if content is None:
-        raise RequestError(f"messages[{index}] has no content (tool calls are not supported)",
+        raise RequestError(f"messages[{index}] has no content",
                            param=f"messages.{index}.content")
     if isinstance(content, str):
         text = content
@@ -191,35 +235,50 @@ def to_problem(request: ChatRequest, *, system: str, max_chars: int, max_message
     if len(request.messages) > max_messages:
         raise RequestError(f"the request holds {len(request.messages)} messages; this server accepts at most "
                            f"{max_messages} messages per request", param="messages", code="array_above_max_length")
-    texts = [_text(m, i) for i, m in enumerate(request.messages)]
+    texts = [_turn_text(m, i) for i, m in enumerate(request.messages)]
     total = sum(len(t) for t in texts)
     if total > max_chars:
         raise RequestError(f"messages hold {total} characters; this server accepts at most {max_chars}",
                            param="messages", code="context_length_exceeded")
+    users = [i for i, m in enumerate(request.messages) if m.role == "user"]
     last = len(request.messages) - 1
-    if request.messages[last].role != "user":
-        raise RequestError("the last message must come from the user: it is the problem to solve",
+    # the problem is the last user message; after it may come only a tool round-trip (the
+    # assistant's calls, then their results), which the tools family shows after the question
+    if request.messages[last].role == "tool" and users:
+        q = users[-1]
+        if any(not (m.role == "tool" or (m.role == "assistant" and m.tool_calls)) for m in request.messages[q + 1:]):
+            raise RequestError("after the last user message only tool calls and their results may follow",
+                               param="messages")
+    elif request.messages[last].role != "user":
+        raise RequestError("the last message must come from the user (or be a tool result): it is the problem to solve",
                            param=f"messages.{last}.role")
-    problem_text = texts[last]
+    else:
+        q = last
+    problem_text = texts[q]
     if not problem_text.strip():
-        raise RequestError("the last user message is empty", param=f"messages.{last}.content")
-    instructions, history = [], []
-    for m, text in zip(request.messages[:last], texts[:last]):
-        if m.role in ("system", "developer"):
-            instructions.append(text)
-        else:
-            history.append({"role": m.role, "content": text})
+        raise RequestError("the last user message is empty", param=f"messages.{q}.content")
+    from ..tasks.tools import render_turns
+
+    # one rendered turn per message: tool calls and results become turns every model reads
+    rendered = render_turns([{"role": m.role, "content": t, "tool_calls": m.tool_calls,
+                              "tool_call_id": m.tool_call_id} for m, t in zip(request.messages, texts)])
+    instructions = [t for m, t in zip(request.messages[:q], texts[:q]) if m.role in ("system", "developer")]
+    history = [r for m, r in zip(request.messages[:q], rendered[:q]) if m.role not in ("system", "developer")]
+    after = rendered[q + 1:]
+    if after and (task is None or task.name != "tools"):
+        raise RequestError("the conversation ends with tool results, but the request declares no tools "
+                           "(send the same tools again)", param="tools")
     if system == "prepend" and any(t.strip() for t in instructions):
         problem_text = "\n\n".join([*(t.strip() for t in instructions if t.strip()), problem_text])
     opts = request.cope or CopeOptions()
     if task is None:
         return Problem(text=problem_text, history=tuple(history), tests=tuple(opts.tests),
-                       entry_point=opts.entry_point)
+                       entry_point=opts.entry_point, meta={"after": after} if after else {})
     try:
         problem = task.problem_from_text(problem_text, tests=opts.tests, entry_point=opts.entry_point)
     except CopeError as exc:
-        raise RequestError(str(exc), param=f"messages.{last}.content") from None
-    return replace(problem, history=tuple(history))
+        raise RequestError(str(exc), param=f"messages.{q}.content") from None
+    return replace(problem, history=tuple(history), meta={**problem.meta, **({"after": after} if after else {})})
 
 
 def error_body(message: str, kind: str = "invalid_request_error", *, param: str | None = None,
@@ -228,24 +287,51 @@ def error_body(message: str, kind: str = "invalid_request_error", *, param: str 
 
 
 def usage_of(result: Any) -> dict[str, Any]:
-    """Tokens summed over every model call of the solve, small and large."""
-    prompt = sum(c.prompt_tokens for c in result.calls)
-    completion = sum(c.completion_tokens for c in result.calls)
+    """What the client received: the prompt and completion tokens of the sample whose text is
+    returned. The cascade's whole bill (every call, per tier, in USD) is the extension's
+    ``bill`` (see :func:`bill_of`); a client pays from that, and reads this as OpenAI's usage."""
+    got = (getattr(result, "info", None) or {}).get("answer_tokens") or {}
+    prompt, completion = int(got.get("prompt", 0)), int(got.get("completion", 0))
     usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
                              "total_tokens": prompt + completion}
-    # OpenAI's breakdowns, where an upstream reported them (omitted at zero, as most servers do)
-    cached = sum(getattr(c, "cached_tokens", 0) for c in result.calls)
-    reasoning = sum(getattr(c, "reasoning_tokens", 0) for c in result.calls)
-    if cached:
-        usage["prompt_tokens_details"] = {"cached_tokens": cached}
-    if reasoning:
-        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    # OpenAI's breakdowns, where the answering call's upstream reported them (omitted at zero, as most servers do)
+    if got.get("cached"):
+        usage["prompt_tokens_details"] = {"cached_tokens": int(got["cached"])}
+    if got.get("reasoning"):
+        usage["completion_tokens_details"] = {"reasoning_tokens": int(got["reasoning"])}
     return usage
+
+
+def bill_of(result: Any) -> dict[str, Any]:
+    """Every model call of the solve, summed per tier: tokens (OpenAI's breakdowns included) and USD."""
+    tiers: dict[str, dict[str, Any]] = {}
+    for c in result.calls:
+        t = tiers.setdefault(c.who, {"model": c.model, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                     "cached_tokens": 0, "reasoning_tokens": 0, "usd": 0.0})
+        t["calls"] += 1
+        t["prompt_tokens"] += c.prompt_tokens
+        t["completion_tokens"] += c.completion_tokens
+        t["cached_tokens"] += getattr(c, "cached_tokens", 0)
+        t["reasoning_tokens"] += getattr(c, "reasoning_tokens", 0)
+        t["usd"] += c.cost_usd
+    return {"usd": result.cost_usd, "calls": len(result.calls),
+            "prompt_tokens": sum(t["prompt_tokens"] for t in tiers.values()),
+            "completion_tokens": sum(t["completion_tokens"] for t in tiers.values()), "tiers": tiers}
 
 
 def content_of(result: Any) -> str:
     """The full text of a sample backing the answer (reasoning included), else the answer."""
     return result.output or (result.answer or "")
+
+
+def tool_calls_of(result: Any) -> list[dict[str, Any]] | None:
+    """The answer's tool calls in OpenAI's wire form (ids minted here), or None for a text answer."""
+    calls = (getattr(result, "info", None) or {}).get("tool_calls") if result.task == "tools" else None
+    if not calls or result.answer is None:
+        return None
+    return [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+             "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
+            for c in calls]
 
 
 def returned(result: Any, stops: list[str]) -> tuple[str, str]:
@@ -256,6 +342,55 @@ def returned(result: Any, stops: list[str]) -> tuple[str, str]:
     if cuts:
         return text[:min(cuts)], "stop"
     return text, "length" if (getattr(result, "info", None) or {}).get("finish_reason") == "length" else "stop"
+
+
+class StopCut:
+    """``stop`` applied to text that arrives in pieces, with the result :func:`returned` gives.
+
+    The last ``longest stop - 1`` characters are held back until the next piece shows they do
+    not start a stop sequence; text before them was already searched whole, so the first
+    occurrence found is the same first occurrence ``returned`` finds in the full text.
+    """
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = stops
+        self.hold = max((len(x) for x in stops), default=1) - 1
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        """The text that may be sent now."""
+        if self.stopped:
+            return ""
+        self.pending += piece
+        cuts = [i for i in (self.pending.find(x) for x in self.stops) if i >= 0]
+        if cuts:
+            self.stopped = True
+            out, self.pending = self.pending[:min(cuts)], ""
+            return out
+        keep = min(self.hold, len(self.pending))
+        out = self.pending[:len(self.pending) - keep]
+        self.pending = self.pending[len(out):]
+        return out
+
+    def flush(self) -> str:
+        """What is left once the text is complete."""
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out
+
+
+def pieces_of(text: str, size: int = 48) -> list[str]:
+    """A finished answer in pieces of about ``size`` characters, cut after whitespace where there
+    is any (an answer chosen by a vote exists whole only once the vote ends; it still streams)."""
+    out, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            space = max(text.rfind(" ", start, end), text.rfind("\n", start, end))
+            end = space + 1 if space > start else end
+        out.append(text[start:end])
+        start = end
+    return out
 
 
 class Reply:
@@ -272,11 +407,14 @@ class Reply:
                 "system_fingerprint": self.fingerprint}
 
     def completion(self, result: Any, extension: dict[str, Any], stops: list[str] | None = None) -> dict[str, Any]:
+        calls = tool_calls_of(result)
         text, finish = returned(result, stops or [])
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message, finish = {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
         return {
             **self._head("chat.completion"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finish, "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
             "usage": usage_of(result),
             "cope": extension,
         }

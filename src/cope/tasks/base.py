@@ -103,6 +103,10 @@ class Task:
     executor_styles: tuple[str, ...] = ()
     # Whether assess() is slow (runs programs): the cascade then calls it in a thread.
     slow_assess: bool = False
+    # Whether a lone sample's answer text is the sample's text as decoded (open, math), so a
+    # final single-sample stage may stream it while it decodes; False where assess() rewrites or
+    # may withhold it (code keeps the program only when it runs, json re-serialises the value).
+    streams: bool = False
     # An episodic family (agent) plays each item with this driver ("module:function", see
     # cope.plugins) instead of solving it with one cascade; None: items are problems.
     driver: str | None = None

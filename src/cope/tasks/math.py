@@ -45,6 +45,7 @@ class MathTask(Task):
     """
 
     name = "math"
+    streams = True
     needs_logprobs = False
     default_taus = (0.75, 0.5)  # the paper's defaults
     executor_styles = ("cot", "pot")

@@ -227,6 +227,7 @@ class OpenTask(Task):
     """
 
     name = "open"
+    streams = True
     needs_logprobs = True
     # Plans for a request: what the reply must deliver, then how to shape it.
     plan_asks = {

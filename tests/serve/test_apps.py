@@ -215,3 +215,30 @@ def test_truncation_says_length_and_refused_parameters_name_themselves(apps):
         "model": "chat", "messages": [{"role": "user", "content": "x"},
                                       {"role": "tool", "tool_call_id": "c1", "content": "42"}]}, key=BOB)
     assert status == 400 and body["error"]["param"] == "tools"
+
+
+def test_request_ids_are_echoed_sent_upstream_and_in_json_logs(tmp_path):
+    with FaultServer([Reply(body=choices_body(["fine"]))]) as up:
+        (tmp_path / "prices.toml").write_text('[models."up"]\ninput = 1.0\noutput = 2.0\nsource = "test"\n')
+        srv = ServerProcess(tmp_path, f'prices = "prices.toml"\n[presets.p]\nsmall = "{SMOL}"\nlarge = "openai/up"\n'
+                                      f'base_url = "{up.base_url}"\nmethod = "large"\n',
+                            extra=("--log-format", "json"))
+        try:
+            c = srv.client()
+            raw = c.chat.completions.with_raw_response.create(
+                model="p", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-request-id": "trace-42"})
+            assert raw.headers["x-request-id"] == "trace-42" and raw.parse().to_dict()["cope"]["request_id"] == "trace-42"
+            assert up.seen[-1].headers["x-request-id"] == "trace-42"
+            minted = c.chat.completions.with_raw_response.create(
+                model="p", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-request-id": "bad id; forged=1"})
+            rid = minted.headers["x-request-id"]
+            assert rid.startswith("req_") and up.seen[-1].headers["x-request-id"] == rid
+            status, headers, _ = http(srv.url + "/chat/completions", {"model": "nope", "messages": []})
+            assert status == 404 and headers["x-request-id"].startswith("req_")  # errors carry one too
+        finally:
+            assert srv.stop() == 0
+        lines = [json.loads(x) for x in srv.log.read_text().splitlines() if x.startswith("{")]
+        solved = [x for x in lines if x["logger"] == "cope.server" and "stage=" in x["message"]]
+        assert [x["request_id"] for x in solved] == ["trace-42", rid]
+        assert all(set(x) >= {"ts", "level", "logger", "message"} for x in lines)
+        assert any(x["logger"].startswith("uvicorn") for x in lines)  # the server's own lines are JSON too

@@ -39,6 +39,12 @@ on_text: ContextVar[Callable[[str], None] | None] = ContextVar("cope_on_text", d
 on_answer_text: ContextVar[Callable[[str], None] | None] = ContextVar("cope_on_answer_text", default=None)
 
 
+# An id a caller attaches to every upstream request made on its behalf (the server's
+# ``x-request-id``): OpenAI-compatible backends send it on, so one id traces a request
+# through every tier's logs.
+request_id: ContextVar[str | None] = ContextVar("cope_request_id", default=None)
+
+
 def report_text(piece: str) -> None:
     """Pass newly decoded text to the current listener (if any)."""
     hook = on_text.get()

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import BackendError, ConfigError
-from .base import Completion, GenParams, Generation, Message, gather_generate, on_text, report_samples
+from .base import Completion, GenParams, Generation, Message, gather_generate, on_text, report_samples, request_id
 
 if TYPE_CHECKING:  # the SDK is imported lazily so that `import cope` stays light
     import openai
@@ -351,6 +351,8 @@ class OpenAIModel:
             kwargs["top_logprobs"] = 0
         if self.params:
             kwargs["extra_body"] = dict(self.params)
+        if (rid := request_id.get()) is not None:
+            kwargs["extra_headers"] = {"x-request-id": rid}
         # a listener for this call's text (a final answer a server is streaming): ask for a stream
         hook = on_text.get() if n == 1 else None
         emitted = [0]  # characters already passed on: a stream that broke after some is not retried

@@ -14,7 +14,9 @@ import asyncio
 import copy
 import json
 import logging
+import re
 import time
+import uuid
 from dataclasses import replace
 from typing import Any, AsyncIterator, Iterator
 
@@ -34,6 +36,9 @@ from .protocol import (ChatRequest, Reply, RequestError, StopCut, bill_of, conte
                        returned, to_problem, tool_calls_of)
 
 log = logging.getLogger("cope.server")
+
+# What a client's x-request-id may be (anything else is replaced, so a header cannot forge log lines)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 # Seconds between SSE comments while a streamed solve runs, so proxies and
 # clients with read timeouts see a live connection during a long cascade.
@@ -223,6 +228,8 @@ class Service:
     async def solve(self, preset: Preset, problem: Problem, request: ChatRequest, account: Account) -> Any:
         """Run the cascade; each model call charges the key itself (see cope.serve.metering),
         so a solve that fails, times out or is abandoned by its client is charged all the same."""
+        from ..models.base import request_id
+
         account.in_flight += 1
         token = CURRENT.set((self.ledger, account))
         try:
@@ -249,11 +256,13 @@ class Service:
             raise RequestError(f"no sample produced JSON that validates against the schema ({why}); "
                                f"${result.cost_usd:.6f} was spent", 502, kind="server_error",
                                code="structured_output_failed")
-        log.info("%s key=%s stage=%s cost=$%.6f latency=%.2fs", preset.name, account.name, result.stage,
-                 result.cost_usd, result.latency_s)
+        log.info("%s key=%s stage=%s cost=$%.6f latency=%.2fs id=%s", preset.name, account.name, result.stage,
+                 result.cost_usd, result.latency_s, request_id.get())
         return result
 
     def extension(self, preset: Preset, result: Any, account: Account, request: ChatRequest) -> dict[str, Any]:
+        from ..models.base import request_id
+
         acct = self.ledger.usage(account)
         return {**result.to_dict(), "preset": preset.name, "seed": request.seed,
                 # which family answered and why: the preset's task, never a guess from the prompt
@@ -261,6 +270,7 @@ class Service:
                               "the request's response_format (JSON, validated)" if request.wants_json else
                               f"preset {preset.name} serves the {preset.task} family"),
                 "ignored_params": request.ignored(),
+                "request_id": request_id.get(),
                 # usage counts the returned sample; this counts every call the answer took
                 "bill": bill_of(result),
                 "key": {k: acct[k] for k in ("key", "spent_usd", "budget_usd", "remaining_usd")}}
@@ -470,7 +480,16 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
+        from ..models.base import request_id
+
+        # the client's x-request-id if it is a plain token, else one minted here: on the response,
+        # on every upstream request made for it, in the JSON logs (the request's task owns this context)
+        rid = request.headers.get("x-request-id", "")
+        if not _REQUEST_ID.fullmatch(rid):
+            rid = f"req_{uuid.uuid4().hex}"
+        request_id.set(rid)
         response = await _chat(request)
+        response.headers["x-request-id"] = rid
         # the preset label only for a model the config names: a client's text never becomes a label
         name = getattr(request.state, "preset", "-")
         svc.metrics.requests.labels(name, str(response.status_code)).inc()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
-import logging
 import os
 import signal
 import socket
@@ -26,7 +25,7 @@ from typing import Any, Iterator, Sequence
 
 from ..argtypes import PORT, POSITIVE
 from ..errors import ConfigError, CopeError
-from .logs import Scrubber
+from .logs import Scrubber, configure
 
 # Seconds in-flight requests get to finish on shutdown before they are cancelled.
 GRACEFUL_S = 10
@@ -60,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default: info)")
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per HTTP request")
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="text lines (default) or one JSON object per line, with the request id")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -107,8 +108,8 @@ def serve(args: argparse.Namespace) -> int:
                           "install them with: pip install 'cope[serve]'") from None
 
     Scrubber(config.secrets()).install()
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s",
-                        stream=sys.stderr)
+    log_format = getattr(args, "log_format", "text")
+    uvicorn_logs = configure(args.log_level, log_format)
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     if not config.keys and not _is_loopback(args.host):
@@ -153,6 +154,8 @@ def serve(args: argparse.Namespace) -> int:
 
     common = dict(log_level=args.log_level, access_log=not args.no_access_log, timeout_graceful_shutdown=GRACEFUL_S,
                   server_header=False, lifespan="off", http="cope.serve.http:HeaderTimedH11")
+    if uvicorn_logs is not None:
+        common["log_config"] = uvicorn_logs
     if workers > 1:
         _serve_workers(args, workers, sock, ready, common)
         return 0
@@ -177,7 +180,8 @@ def _serve_workers(args: argparse.Namespace, workers: int, sock: socket.socket, 
 
     os.environ[ARGS_ENV] = json.dumps({"config": os.path.abspath(args.config) if args.config else None,
                                        "preset": [os.path.abspath(f) for f in getattr(args, "preset", [])],
-                                       "log_level": args.log_level})
+                                       "log_level": args.log_level,
+                                       "log_format": getattr(args, "log_format", "text")})
     uv_config = uvicorn.Config("cope.serve.worker:build", factory=True, workers=workers, **common)
 
     class Supervisor(Multiprocess):

@@ -7,8 +7,10 @@ in our records and in uvicorn's and the HTTP libraries' alike.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import time
 from typing import Any, Sequence
 
 REDACTED = "[redacted]"
@@ -63,3 +65,41 @@ class Scrubber:
             return record
 
         logging.setLogRecordFactory(factory)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``cope serve --log-format json``): time, level, logger, message,
+    the request id where the record was made while serving one, a formatted exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from ..models.base import request_id
+
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        rid = request_id.get()
+        if rid is not None:
+            out["request_id"] = rid
+        if record.exc_info:
+            out["exception"] = record.exc_text or self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure(level: str, fmt: str) -> dict[str, Any] | None:
+    """Set up the process's logging; returns uvicorn's ``log_config`` (None: use ours for its loggers too)."""
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    if fmt != "json":
+        return None
+    # uvicorn's own loggers keep no handlers of their own: their records reach ours, as JSON
+    return {"version": 1, "disable_existing_loggers": False,
+            "loggers": {name: {"handlers": [], "propagate": True, "level": level.upper()}
+                        for name in ("uvicorn", "uvicorn.error", "uvicorn.access")}}

@@ -9,9 +9,7 @@ budget holds across the workers.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
 from typing import Any
 
 ARGS_ENV = "COPE_SERVE_WORKER"
@@ -19,11 +17,10 @@ ARGS_ENV = "COPE_SERVE_WORKER"
 
 def build() -> Any:
     from . import create_app, load_config
-    from .logs import Scrubber
+    from .logs import Scrubber, configure
 
     spec = json.loads(os.environ[ARGS_ENV])
     config = load_config(spec["config"], preset_files=spec["preset"])
     Scrubber(config.secrets()).install()
-    logging.basicConfig(level=spec["log_level"].upper(), format="%(levelname)s: %(name)s: %(message)s",
-                        stream=sys.stderr)
+    configure(spec["log_level"], spec.get("log_format", "text"))
     return create_app(config)

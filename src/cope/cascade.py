@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal
 
 from .errors import BackendError, ConfigError
-from .models.base import Generation, GenParams, Model, on_answer_text, on_samples_done, on_text
+from .models.base import Generation, GenParams, Model, native_fields, on_answer_text, on_samples_done, on_text
 from .plans import MAX_TOKENS, clean_plan, planner_messages
 from .pricing import Price
 from .stopping import RULES, StopRule, accepts, windows
@@ -195,6 +195,9 @@ class Result:
     task: str
     latency_s: float
     info: dict[str, object] = field(default_factory=dict)
+    # the sample whose text is returned (its tokens and logprobs where the backend gave them);
+    # not part of to_dict: journals and reports keep the per-stage summaries
+    answer_sample: Any = field(default=None, repr=False, compare=False)
 
     def tokens(self, who: Role | None = None, role: str | None = None) -> dict[str, int]:
         """Prompt/completion tokens, optionally for one model role and call role."""
@@ -332,8 +335,9 @@ class Cascade:
                   and c.text == assessment.output), None)
         if k is None and assessment.support and assessment.support[0] < len(completions):
             k = assessment.support[0]
-        if k is not None and completions[k] is not None:
-            info["finish_reason"] = completions[k].finish_reason
+        backing = completions[k] if k is not None else None
+        if backing is not None:
+            info["finish_reason"] = backing.finish_reason
             prompt, cached, reasoning = prompt_of[k]
             info["answer_tokens"] = {"prompt": prompt, "completion": completions[k].completion_tokens,
                                      **({"cached": cached} if cached else {}),
@@ -350,6 +354,7 @@ class Cascade:
             task=self.task.name,
             latency_s=time.perf_counter() - t0,
             info=info,
+            answer_sample=backing,
         )
 
     @contextmanager
@@ -515,6 +520,7 @@ class Cascade:
                     params = GenParams(n=count, temperature=st.temperature, max_tokens=st.max_tokens,
                                        seed=call_seed, logprobs=self.task.needs_logprobs)
                     listening = on_text.set(answer_hook if streamed else None)
+                    native = native_fields.set(self.task.native_fields())
                     try:
                         with self._paid_on_failure(calls, idx, "execute", tier):
                             if len(keys) > 1:
@@ -523,6 +529,7 @@ class Cascade:
                                 gens = [await bound.model.generate(prompt(keys[0][:2]), params)]
                     finally:
                         on_text.reset(listening)
+                        native_fields.reset(native)
                     for key, gen in zip(keys, gens):
                         window_s[-1] += gen.latency_s
                         self._record(calls, idx, "execute", tier, gen, count)

@@ -96,6 +96,8 @@ def test_convenience_providers_preset_the_url_and_their_own_key_only(monkeypatch
     ({"large": "openai/x", "large_base_url": "127.0.0.1:8080"}, "must start with http"),
     ({"large": Endpoint("openai/x", base_url="http://127.0.0.1:1/v1"), "large_base_url": "http://127.0.0.1:2/v1"},
      "not twice"),
+    ({"large": Endpoint("local/smollm2-135m", native=True)}, "native is for a served model"),
+    ({"large": Endpoint("openai/x", base_url="http://127.0.0.1:1/v1", native="yes")}, "native must be true or false"),
 ])
 def test_bad_endpoints_are_one_clear_error(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -532,3 +534,12 @@ def test_the_readme_three_tier_file_and_server_config_work_as_written(tmp_path):
     assert [(role, preset.endpoint(role).spec) for role in preset.roles()] == [
         ("small", "ollama/qwen2.5:0.5b"), ("large", "openai/gpt-4.1"), ("medium", "openai/o4-mini")]
     assert dict(preset.endpoint("medium").params) == {"reasoning_effort": "low"}
+
+
+def test_only_openais_own_api_is_native_unless_told():
+    from cope.models.openai_compat import OpenAIModel
+
+    assert OpenAIModel("gpt-4o", api_key="sk-test-000000").native
+    assert not OpenAIModel("m", base_url="http://127.0.0.1:1/v1").native
+    assert OpenAIModel("m", base_url="http://127.0.0.1:1/v1", native=True).native
+    assert Endpoint("vllm/m", native=True).build("large").native

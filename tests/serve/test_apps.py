@@ -242,3 +242,80 @@ def test_request_ids_are_echoed_sent_upstream_and_in_json_logs(tmp_path):
         assert [x["request_id"] for x in solved] == ["trace-42", rid]
         assert all(set(x) >= {"ts", "level", "logger", "message"} for x in lines)
         assert any(x["logger"].startswith("uvicorn") for x in lines)  # the server's own lines are JSON too
+
+
+def test_logprobs_are_the_answering_samples_own(apps):
+    """The chat family scores samples by their log-probabilities, so the answer's are returned."""
+    c = apps["srv"].client(timeout=120)
+    ask = dict(model="chat", messages=[{"role": "user", "content": "Describe a cat in one sentence."}], seed=5)
+    r = c.chat.completions.create(**ask, logprobs=True)
+    content = r.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == r.choices[0].message.content and len(content) > 3
+    assert all(t.logprob <= 0 for t in content) and any(t.logprob < 0 for t in content)
+    plain = c.chat.completions.create(**ask)
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == r.choices[0].message.content
+    word = r.choices[0].message.content.split()[2]
+    cut = c.chat.completions.create(**ask, logprobs=True, stop=[word])
+    joined = "".join(t.token for t in cut.choices[0].logprobs.content)
+    assert joined.startswith(cut.choices[0].message.content) and len(joined) < len(r.choices[0].message.content)
+    for bad in ({"top_logprobs": 3}, {"stream": True}):
+        status, _, body = http(apps["srv"].url + "/chat/completions", {**ask, "logprobs": True, **bad}, key=BOB)
+        assert status == 400 and body["error"]["param"] in ("top_logprobs", "logprobs")
+
+
+def _native_call_body() -> dict:
+    body = choices_body([""])
+    body["choices"][0]["message"] = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "up_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Lima"}'}}]}
+    body["choices"][0]["finish_reason"] = "tool_calls"
+    return body
+
+
+def test_an_endpoint_marked_native_gets_tools_and_schemas_as_request_fields(tmp_path):
+    """A [models.NAME] table with native = true: the tools and the JSON schema go as the provider's own
+    fields, and its native tool_calls are read like written ones; an unmarked endpoint gets neither."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    with FaultServer([Reply(body=_native_call_body()), Reply(body=choices_body(['{"name": "Ada", "age": 36}']))]) as up, \
+            FaultServer([Reply(body=choices_body([CALL]))]) as plain:
+        (tmp_path / "prices.toml").write_text("".join(
+            f'[models."{m}"]\ninput = 1.0\noutput = 2.0\nsource = "test"\n' for m in ("big", "other")))
+        srv = ServerProcess(tmp_path, f'''prices = "prices.toml"
+[models.big]
+spec = "openai/big"
+base_url = "{up.base_url}"
+native = true
+
+[models.other]
+spec = "openai/other"
+base_url = "{plain.base_url}"
+
+[presets.native]
+small = "{SMOL}"
+large = "big"
+method = "large"
+
+[presets.worded]
+small = "{SMOL}"
+large = "other"
+method = "large"
+''')
+        try:
+            c = srv.client(timeout=60)
+            r = c.chat.completions.create(model="native", messages=[{"role": "user", "content": "Lima?"}],
+                                          tools=tools, tool_choice="required")
+            sent = up.seen[-1].body
+            assert sent["tools"] == tools and sent["tool_choice"] == "required"
+            call = r.choices[0].message.tool_calls[0]
+            assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Lima"}
+            p = c.chat.completions.parse(model="native", messages=[{"role": "user", "content": "Who?"}],
+                                         response_format=Person)
+            sent = up.seen[-1].body
+            assert sent["response_format"]["type"] == "json_schema"
+            assert sent["response_format"]["json_schema"]["schema"]["required"] == ["name", "age"]
+            assert p.choices[0].message.parsed == Person(name="Ada", age=36)
+            w = c.chat.completions.create(model="worded", messages=[{"role": "user", "content": "Paris?"}], tools=tools)
+            assert "tools" not in plain.seen[-1].body and "get_weather" in plain.seen[-1].body["messages"][0]["content"]
+            assert w.choices[0].message.tool_calls[0].function.name == "get_weather"
+        finally:
+            assert srv.stop() == 0

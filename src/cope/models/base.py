@@ -45,6 +45,13 @@ on_answer_text: ContextVar[Callable[[str], None] | None] = ContextVar("cope_on_a
 request_id: ContextVar[str | None] = ContextVar("cope_request_id", default=None)
 
 
+# Request fields a task family would have a served model answer natively (a JSON schema as
+# ``response_format``, ``tools`` with ``tool_choice``): set by the cascade around each executor
+# call; a backend that was told its endpoint supports them (``native``) sends them, the others
+# rely on the prompt, which says the same in words.
+native_fields: ContextVar[dict[str, object] | None] = ContextVar("cope_native_fields", default=None)
+
+
 def report_text(piece: str) -> None:
     """Pass newly decoded text to the current listener (if any)."""
     hook = on_text.get()

@@ -28,7 +28,7 @@ RESERVED_PARAMS = frozenset({"model", "messages", "temperature", "max_tokens", "
 
 # The keys of an endpoint table in TOML: a cascade file's [tiers.NAME], a server config's [models.NAME].
 TABLE_KEYS = frozenset({"spec", "base_url", "key_env", "price_as", "timeout", "max_concurrency", "reasoning",
-                        "params"})
+                        "params", "native"})
 
 
 def from_table(where: str, row: Any, role: str, *, spec_hint: str = "") -> "Endpoint":
@@ -59,6 +59,9 @@ class Endpoint:
     # extra JSON fields sent with every request (e.g. {"top_k": 20} for vLLM, {"reasoning_effort": "low"});
     # the fields cope sets itself (model, messages, temperature, token caps, n, seed, stop, logprobs) are refused
     params: Mapping[str, Any] | None = None
+    # asked natively for structured output (response_format) and tool calls (tools) where a family
+    # has them; None: only OpenAI's own API (a compatible server may not support either)
+    native: bool | None = None
 
     def __post_init__(self) -> None:
         if self.params is not None and isinstance(self.params, Mapping):
@@ -66,7 +69,7 @@ class Endpoint:
 
     def __hash__(self) -> int:  # params is a mapping: hash what identifies the endpoint
         return hash((self.spec, self.base_url, self.key_env, self.timeout, self.max_concurrency,
-                     self.reasoning, self.price_as, tuple(sorted(self.params)) if self.params else ()))
+                     self.reasoning, self.price_as, tuple(sorted(self.params)) if self.params else (), self.native))
 
     def validate(self, role: str = "model") -> "Endpoint":
         """Refuse a bad endpoint with one ConfigError naming the role and the option."""
@@ -88,6 +91,10 @@ class Endpoint:
             raise ConfigError(f"{role} max_concurrency must be an integer >= 1, got {self.max_concurrency!r}")
         if self.reasoning is not None and not isinstance(self.reasoning, bool):
             raise ConfigError(f"{role} reasoning must be true or false, got {self.reasoning!r}")
+        if self.native is not None and not isinstance(self.native, bool):
+            raise ConfigError(f"{role} native must be true or false, got {self.native!r}")
+        if self.native and provider == "local":
+            raise ConfigError(f"{role} model {self.spec} runs in this process: native is for a served model")
         if self.price_as is not None and (not isinstance(self.price_as, str) or not self.price_as):
             raise ConfigError(f"{role} price_as must be a model name from the price table, got {self.price_as!r}")
         if self.params is not None:
@@ -125,5 +132,7 @@ class Endpoint:
             opts["reasoning"] = self.reasoning
         if self.params:
             opts["params"] = dict(self.params)
+        if self.native is not None:
+            opts["native"] = self.native
         return build_model(self.spec, base_url=self.base_url or base_url,
                            api_key=self.api_key(role) or api_key, **opts)

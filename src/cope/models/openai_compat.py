@@ -26,7 +26,8 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import BackendError, ConfigError
-from .base import Completion, GenParams, Generation, Message, gather_generate, on_text, report_samples, request_id
+from .base import (Completion, GenParams, Generation, Message, gather_generate, native_fields, on_text, report_samples,
+                   request_id)
 
 if TYPE_CHECKING:  # the SDK is imported lazily so that `import cope` stays light
     import openai
@@ -112,6 +113,7 @@ class OpenAIModel:
         provider: str = "openai",
         reasoning: bool | None = None,
         params: "Mapping[str, Any] | None" = None,
+        native: bool | None = None,
     ) -> None:
         if not model:
             raise ConfigError("model name must not be empty")
@@ -165,6 +167,8 @@ class OpenAIModel:
             self._client_kwargs = kwargs
             self._spare = openai.AsyncOpenAI(**kwargs)  # built now so bad options fail early
         self.base_url = str(self._spare.base_url).rstrip("/")
+        # a family's response_format / tools sent as request fields (None: OpenAI's own API only)
+        self.native = native if native is not None else self.base_url.startswith("https://api.openai.com/")
         key = str(getattr(self._spare, "api_key", "") or "")
         self._secret = key if key and key != PLACEHOLDER_API_KEY else ""
 
@@ -353,6 +357,8 @@ class OpenAIModel:
             kwargs["extra_body"] = dict(self.params)
         if (rid := request_id.get()) is not None:
             kwargs["extra_headers"] = {"x-request-id": rid}
+        if self.native and (fields := native_fields.get()):
+            kwargs.update(fields)
         # a listener for this call's text (a final answer a server is streaming): ask for a stream
         hook = on_text.get() if n == 1 else None
         emitted = [0]  # characters already passed on: a stream that broke after some is not retried
@@ -489,6 +495,9 @@ class OpenAIModel:
         completions: list[Completion] = []
         for choice in choices:
             text = (choice.message.content if choice.message else None) or ""
+            calls = getattr(choice.message, "tool_calls", None) if choice.message else None
+            if calls:  # a native tool call, as the text the tools family reads (cope.tasks.tools)
+                text = _calls_as_text(calls, text)
             logprobs: list[float] | None = None
             tokens: list[str] | None = None
             content = choice.logprobs.content if choice.logprobs is not None else None
@@ -543,6 +552,24 @@ def _estimate_usage(reply: _Reply, messages: Sequence[Message]) -> None:
         c.completion_tokens = estimate_tokens(c.text) or 1
     reply.completion_tokens = sum(c.completion_tokens for c in reply.completions)
     reply.tokens_estimated = True
+
+
+def _calls_as_text(calls: Any, content: str) -> str:
+    """Native ``tool_calls`` written as ``{"tool_calls": [{"name", "arguments"}]}`` (arguments parsed
+    where they are JSON, kept as the string where not: the family then finds them invalid)."""
+    import json
+
+    out = []
+    for c in calls:
+        fn = getattr(c, "function", None)
+        raw = getattr(fn, "arguments", "") or ""
+        try:
+            args: Any = json.loads(raw) if raw else {}
+        except ValueError:
+            args = raw
+        out.append({"name": getattr(fn, "name", None), "arguments": args})
+    text = json.dumps({"tool_calls": out}, ensure_ascii=False)
+    return f"{content}\n{text}" if content else text
 
 
 def _ended(loop: asyncio.AbstractEventLoop | None) -> bool:

@@ -25,7 +25,7 @@ def _openai(name: str, **options: Any) -> Model:
     from .openai_compat import OpenAIModel
 
     kwargs = {k: options[k] for k in ("base_url", "api_key", "timeout", "max_retries", "max_concurrency", "reasoning",
-                                     "params")
+                                     "params", "native")
               if options.get(k) is not None}
     return OpenAIModel(name, **kwargs)
 
@@ -55,7 +55,7 @@ def _compatible(provider: str) -> Callable[..., Model]:
     def build(name: str, **options: Any) -> Model:
         from .openai_compat import OpenAIModel
 
-        kwargs = {k: options[k] for k in ("timeout", "max_retries", "max_concurrency", "reasoning", "params")
+        kwargs = {k: options[k] for k in ("timeout", "max_retries", "max_concurrency", "reasoning", "params", "native")
                   if options.get(k) is not None}
         key = options.get("api_key") or (os.environ.get(preset.key_env) if preset.key_env else None)
         if preset.key_env and not key:

@@ -298,7 +298,8 @@ class Service:
                 log.info("%s key=%s: client disconnected, solve cancelled", preset.name, account.name)
                 return Response(status_code=499)
             result = work.result()
-        return JSONResponse(reply.completion(result, self.extension(preset, result, account, body), body.stops),
+        return JSONResponse(reply.completion(result, self.extension(preset, result, account, body), body.stops,
+                                             logprobs=bool(body.logprobs)),
                             headers=_ignored_header(body))
 
     async def stream(self, body: ChatRequest, problem: Problem, preset: Preset,
@@ -501,8 +502,12 @@ def create_app(config: ServerConfig) -> FastAPI:
             body = await _parse(request, config.limits.max_body_bytes)
             preset = svc.presets.get_preset(body.model)
             request.state.preset = preset.name
+            task = svc.task_for(preset, body)
+            if body.logprobs and not task.needs_logprobs:
+                raise RequestError(f"logprobs are returned by the chat (open) family, whose samples are scored by "
+                                   f"them; this request is solved by the {task.name} family", param="logprobs")
             problem = to_problem(body, system=preset.system, max_chars=config.limits.max_input_chars,
-                                 max_messages=config.limits.max_messages, task=svc.task_for(preset, body))
+                                 max_messages=config.limits.max_messages, task=task)
             if svc.gate.full():
                 svc.gate.enter()  # raises the 429 now, while a status code can still say so
             svc.ledger.admit(account)

@@ -7,7 +7,7 @@ are dropped or prepended per preset (see ``config.SYSTEM_MODES``). Parameters
 that would change what the cascade is (temperature, top_p) are ignored, and
 said to be: every response names them (the ``x-cope-ignored`` header and the
 extension's ``ignored_params``), since the cascade sets its own per stage; ones
-it cannot honour (n > 1, tools, logprobs) are refused with a 400 naming them,
+it cannot honour (n > 1, logprobs outside the chat family) are refused with a 400 naming them,
 so a client never silently gets something other than it asked for. ``stop``
 applies to the returned text, and ``finish_reason`` is the answering sample's
 (``length`` when max_tokens cut it).
@@ -80,14 +80,17 @@ class ChatRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     stop: str | list[str] | None = None
     logprobs: bool | None = None
+    top_logprobs: int | None = None
     cope: CopeOptions | None = None
     _structured: Any = PrivateAttr(default=None)  # the json family, built once per request
     _tools: Any = PrivateAttr(default=None)  # the tools family, built once per request
 
     def check(self) -> None:
-        if self.logprobs:
-            raise RequestError("logprobs are not returned: the answer is chosen among several samples",
-                               param="logprobs")
+        if self.top_logprobs:
+            raise RequestError("top_logprobs are not returned: only the chosen tokens' log-probabilities are kept",
+                               param="top_logprobs")
+        if self.logprobs and self.stream:
+            raise RequestError("logprobs are returned in a reply, not in a stream", param="logprobs")
         stops = self.stops
         if len(stops) > 4 or not all(isinstance(x, str) and x for x in stops):
             raise RequestError("stop must be a non-empty string or a list of at most 4 of them", param="stop")
@@ -334,6 +337,22 @@ def tool_calls_of(result: Any) -> list[dict[str, Any]] | None:
             for c in calls]
 
 
+def logprobs_of(result: Any, text: str) -> dict[str, Any] | None:
+    """OpenAI's ``logprobs`` for the returned text: the answering sample's tokens up to its end
+    (a stop cut included), each with the log-probability its model gave it; None without them."""
+    sample = getattr(result, "answer_sample", None)
+    tokens, lps = getattr(sample, "tokens", None), getattr(sample, "logprobs", None)
+    if not tokens or lps is None:
+        return None
+    content, length = [], 0
+    for tok, lp in zip(tokens, lps):
+        if length >= len(text):
+            break
+        content.append({"token": tok, "logprob": lp, "bytes": list(tok.encode("utf-8")), "top_logprobs": []})
+        length += len(tok)
+    return {"content": content}
+
+
 def returned(result: Any, stops: list[str]) -> tuple[str, str]:
     """The text sent back and its finish_reason: cut before the first stop sequence ("stop"), else
     the answering sample's own ending ("length" when max_tokens cut it)."""
@@ -406,15 +425,17 @@ class Reply:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
                 "system_fingerprint": self.fingerprint}
 
-    def completion(self, result: Any, extension: dict[str, Any], stops: list[str] | None = None) -> dict[str, Any]:
+    def completion(self, result: Any, extension: dict[str, Any], stops: list[str] | None = None,
+                   logprobs: bool = False) -> dict[str, Any]:
         calls = tool_calls_of(result)
         text, finish = returned(result, stops or [])
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if calls:
             message, finish = {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+        lps = logprobs_of(result, text) if logprobs and not calls else None
         return {
             **self._head("chat.completion"),
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": lps}],
             "usage": usage_of(result),
             "cope": extension,
         }

@@ -111,6 +111,11 @@ class Task:
     # cope.plugins) instead of solving it with one cascade; None: items are problems.
     driver: str | None = None
 
+    def native_fields(self) -> dict[str, Any] | None:
+        """Request fields a served model that supports them answers this family with natively
+        (structured output's ``response_format``, ``tools``); None: the prompt says it all."""
+        return None
+
     def problem_from_text(self, text: str, *, tests: Sequence[str] = (), entry_point: str | None = None) -> Problem:
         """A prompt (and any visible tests a client sent) as a problem; a family may read more out of
         the text (code: a stub's docstring examples become its visible tests when none are given)."""

@@ -74,6 +74,13 @@ class StructuredTask(Task):
         except Exception as exc:  # a schema that checks but cannot be applied (an unresolvable $ref): no value passes
             return [f"the schema cannot be applied: {exc}"]
 
+    def native_fields(self) -> dict[str, Any] | None:
+        """The schema as the provider's own ``response_format`` (an endpoint marked native)."""
+        if self.schema == {"type": "object"} and not self.schema_name:
+            return {"response_format": {"type": "json_object"}}
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": self.schema_name or "answer", "schema": self.schema}}}
+
     def executor_messages(self, problem: Problem, plans: Sequence[Plan]) -> list[Message]:
         system = ("Answer with one JSON value and nothing else: no prose, no code fence. It must validate "
                   "against this JSON schema:\n" + json.dumps(self.schema, indent=None, sort_keys=True))

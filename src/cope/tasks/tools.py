@@ -73,12 +73,23 @@ class ToolsTask(Task):
 
     def __init__(self, tools: Sequence[Any], choice: str = "auto", parallel: bool = True) -> None:
         self.tools = read_tools(tools)
+        self.wire_tools = [dict(t) for t in tools]  # as the client sent them, for a native endpoint
         names = [t["name"] for t in self.tools]
         if choice not in ("auto", "required", "none") and choice not in names:
             raise ConfigError(f"tool_choice names '{choice}', which is not among the tools ({', '.join(names)})")
         self.choice = choice
         self.parallel = parallel
         self._validators = {t["name"]: _schema_validator(t["parameters"], t["name"]) for t in self.tools}
+
+    def native_fields(self) -> dict[str, Any] | None:
+        """The tools as the provider's own ``tools`` / ``tool_choice`` (an endpoint marked native):
+        its calls come back as ``tool_calls`` and are read like written ones."""
+        choice: Any = self.choice if self.choice in ("auto", "required", "none") else {
+            "type": "function", "function": {"name": self.choice}}
+        out: dict[str, Any] = {"tools": self.wire_tools, "tool_choice": choice}
+        if not self.parallel:
+            out["parallel_tool_calls"] = False
+        return out
 
     # -- prompts -----------------------------------------------------------------
     def system_prompt(self) -> str:

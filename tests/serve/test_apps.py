@@ -47,6 +47,10 @@ max_tokens = 48
 [presets.chat]                 # the open family (the built-in default), large tier alone
 method = "large"
 
+[presets.routed]               # chat, but arithmetic goes to the math family, as declared
+method = "large"
+route = [{{ pattern = '\\d+\\s*[-+*/]\\s*\\d+', task = "math" }}]
+
 [presets.vote]                 # COPE on chat: the answer may come from a voting stage
 n = 2
 
@@ -319,3 +323,13 @@ method = "large"
             assert w.choices[0].message.tool_calls[0].function.name == "get_weather"
         finally:
             assert srv.stop() == 0
+
+
+def test_a_declared_route_sends_matching_messages_to_its_family_and_says_so(apps):
+    c = apps["srv"].client(timeout=120)
+    sums = c.chat.completions.create(model="routed", messages=[{"role": "user", "content": "What is 17 * 3?"}])
+    ext = sums.to_dict()["cope"]
+    assert ext["task"] == "math" and ext["task_from"].startswith("preset routed route 1: the message matches")
+    chat = c.chat.completions.create(model="routed", messages=[{"role": "user", "content": "Say hello."}])
+    ext = chat.to_dict()["cope"]
+    assert ext["task"] == "open" and ext["task_from"] == "preset routed serves the open family"

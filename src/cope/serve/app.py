@@ -139,13 +139,15 @@ class Presets:
             self._tool_copes[key] = cope
         return self._tool_copes[key]
 
-    def task(self, preset: Preset) -> Any:
-        """The preset's task family object, built once: a request reads its problem and is solved with it."""
-        if preset.name not in self._tasks:
+    def task(self, preset: Preset, family: str | None = None) -> Any:
+        """The preset's task family object (or a routed ``family``), built once: a request reads its
+        problem and is solved with it."""
+        family = family or preset.task
+        if family not in self._tasks:
             from ..tasks import get_task
 
-            self._tasks[preset.name] = get_task(preset.task)
-        return self._tasks[preset.name]
+            self._tasks[family] = get_task(family)
+        return self._tasks[family]
 
     async def cope(self, preset: Preset) -> Any:
         if preset.name in self._built:
@@ -222,8 +224,13 @@ class Service:
         self.fingerprint = f"cope-{__version__}-{PriceTable.load(config.prices).version}"
 
     def task_for(self, preset: Preset, request: ChatRequest) -> Any:
-        """The family a request is solved with: its tools', a JSON response_format's, else the preset's."""
-        return request.tool_task() or request.structured() or self.presets.task(preset)
+        """The family a request is solved with: its tools', a JSON response_format's, the first of the
+        preset's declared routes whose pattern the last user message matches, else the preset's."""
+        special = request.tool_task() or request.structured()
+        if special is not None:
+            return special
+        route = route_of(preset, request)
+        return self.presets.task(preset, route[0] if route else None)
 
     async def solve(self, preset: Preset, problem: Problem, request: ChatRequest, account: Account) -> Any:
         """Run the cascade; each model call charges the key itself (see cope.serve.metering),
@@ -268,6 +275,7 @@ class Service:
                 # which family answered and why: the preset's task, never a guess from the prompt
                 "task_from": (f"the request's tools (policy {preset.tools})" if request.tools else
                               "the request's response_format (JSON, validated)" if request.wants_json else
+                              route[1] if (route := route_of(preset, request)) else
                               f"preset {preset.name} serves the {preset.task} family"),
                 "ignored_params": request.ignored(),
                 "request_id": request_id.get(),
@@ -375,6 +383,19 @@ class Service:
         if body.include_usage:
             yield _sse(reply.usage_chunk(result))
         yield "data: [DONE]\n\n"
+
+
+def route_of(preset: Preset, request: ChatRequest) -> tuple[str, str] | None:
+    """(family, why) from the preset's declared routes for the request's last user message, or None."""
+    if not preset.route:
+        return None
+    last = next((m for m in reversed(request.messages) if m.role == "user"), None)
+    text = last.content if last is not None and isinstance(last.content, str) else "\n".join(
+        str(p.get("text", "")) for p in (last.content or []) if isinstance(p, dict)) if last is not None else ""
+    for i, (pattern, family) in enumerate(preset.route, start=1):
+        if re.search(pattern, text):
+            return family, f"preset {preset.name} route {i}: the message matches /{pattern}/, so the {family} family"
+    return None
 
 
 def _ignored_header(body: ChatRequest) -> dict[str, str]:

@@ -75,6 +75,9 @@ class Preset:
     large_key_env: str | None = None
     system: str = "drop"
     tools: str = "large"  # see TOOL_POLICIES
+    # declared routing: (regular expression, task family) pairs tried in order on the last user
+    # message; the first that matches answers with its family, else the preset's task
+    route: tuple[tuple[str, str], ...] = ()
     timeout_s: float | None = None  # None: the server-wide limit
     request_timeout_s: float | None = None  # per API request attempt (None: the backend's 120 s)
     n_threads: int | None = None
@@ -309,7 +312,31 @@ def _table(where: str, value: Any, allowed: set[str]) -> dict[str, Any]:
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(allowed))}")
-    return {k: (_tier_map(where, v) if k == "tiers" else _check_value(where, k, v)) for k, v in value.items()}
+    return {k: (_tier_map(where, v) if k == "tiers" else _routes(where, v) if k == "route" else _check_value(where, k, v))
+            for k, v in value.items()}
+
+
+def _routes(where: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """A preset's ``[[presets.NAME.route]]`` tables: ``pattern`` (a regular expression searched in
+    the last user message) and ``task`` (the family that answers when it matches)."""
+    from ..tasks import TASKS
+
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise ConfigError(f"{where}: 'route' must be [[...route]] tables with pattern and task")
+    out = []
+    for i, r in enumerate(value, start=1):
+        at = f"{where}: route {i}"
+        unknown = sorted(set(r) - {"pattern", "task"})
+        if unknown or not isinstance(r.get("pattern"), str) or not isinstance(r.get("task"), str):
+            raise ConfigError(f"{at}: needs pattern = \"regex\" and task = \"family\" (and nothing else)")
+        try:
+            re.compile(r["pattern"])
+        except re.error as exc:
+            raise ConfigError(f"{at}: pattern is not a regular expression: {exc}") from None
+        if r["task"] not in TASKS:
+            raise ConfigError(f"{at}: unknown task '{r['task']}'; available: {', '.join(TASKS)}")
+        out.append((r["pattern"], r["task"]))
+    return tuple(out)
 
 
 def _tier_map(where: str, value: Any) -> tuple[tuple[str, str], ...]:

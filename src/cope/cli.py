@@ -211,6 +211,13 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--price-as", default=None, metavar="MODEL",
                      help="what-if: price every tier above small as MODEL, from the recorded tokens")
 
+    sh = sub.add_parser("show", help="one problem's trace from a run directory: plans, every sample, votes, costs")
+    sh.add_argument("dir", help="a run directory (cope eval --out)")
+    sh.add_argument("problem_id", help="the problem's id, as in the journal and the report")
+    sh.add_argument("--method", action="append", default=[], help="only this method (repeat for more)")
+    sh.add_argument("--full", action="store_true", help="every text in full, not one line each")
+    sh.add_argument("--json", action="store_true", help="print one JSON object")
+
     from .serve.cli import add_arguments as add_serve_arguments
 
     srv = sub.add_parser("serve", help="serve COPE presets as an OpenAI-compatible endpoint")
@@ -557,6 +564,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .eval.show import render, trace
+
+    t = trace(Path(args.dir), args.problem_id, args.method or None)
+    print(json.dumps(t, indent=2, default=str) if args.json else render(t, full=args.full))
+    return 0
+
+
 def _cmd_keys(args: argparse.Namespace) -> int:
     from .serve import load_config
     from .serve.usage import key_usage, render
@@ -583,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = {"solve": _cmd_solve, "eval": _cmd_eval, "calibrate": _cmd_calibrate,
                    "report": _cmd_report, "judge": _cmd_judge, "serve": _cmd_serve, "models": _cmd_models, "keys": _cmd_keys,
-                   "doctor": _cmd_doctor, "cascade": _cmd_cascade}[args.command]
+                   "doctor": _cmd_doctor, "cascade": _cmd_cascade, "show": _cmd_show}[args.command]
         return handler(args)
     except CopeError as exc:
         sys.stderr.write(f"cope: error: {exc}\n")

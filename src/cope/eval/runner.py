@@ -79,11 +79,25 @@ def _stage_records(task, problem: Problem, result) -> list[dict[str, Any]]:
     return out
 
 
-async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progress: bool) -> dict[str, Any]:
+def build_cope(cfg: EvalConfig, method: str, prices: Any, **overrides: Any) -> Any:
+    """The Cope a run's method solves with, built as ``cope eval`` builds it (models not yet journaled)."""
     from ..api import Cope
-    from ..benchmarks.registry import load_benchmark
     from ..methods import recording
     from ..models.endpoint import Endpoint
+
+    config = method_cascade(cfg, method)
+    if cfg.record:
+        config = recording(config)
+    return Cope(small=cfg.small, large=cfg.large, small_price_as=cfg.small_price_as,
+                large_price_as=cfg.large_price_as, prices=prices, base_url=cfg.base_url, config=config,
+                small_base_url=cfg.small_base_url, large_base_url=cfg.large_base_url,
+                small_key_env=cfg.small_key_env, large_key_env=cfg.large_key_env,
+                timeout=cfg.timeout, tiers={name: Endpoint(**f) for name, f in (cfg.tiers or {}).items()},
+                **overrides)
+
+
+async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progress: bool) -> dict[str, Any]:
+    from ..benchmarks.registry import load_benchmark
     from ..models.local_files import cache_dir
     from ..pricing import PriceTable
     from ..tasks import get_task
@@ -120,14 +134,7 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
     try:
         solvers = {}
         for m in cfg.methods:
-            config = method_cascade(cfg, m)
-            if cfg.record:
-                config = recording(config)
-            c = Cope(small=cfg.small, large=cfg.large, small_price_as=cfg.small_price_as,
-                     large_price_as=cfg.large_price_as, prices=prices, base_url=cfg.base_url, config=config,
-                     small_base_url=cfg.small_base_url, large_base_url=cfg.large_base_url,
-                     small_key_env=cfg.small_key_env, large_key_env=cfg.large_key_env,
-                     timeout=cfg.timeout, tiers={name: Endpoint(**f) for name, f in (cfg.tiers or {}).items()})
+            c = build_cope(cfg, m, prices)
             for role, bound in c.models.items():
                 bound.model = JournaledModel(bound.model, bound.price, cache, journal, budget, use_cache=True)
             solvers[m] = c

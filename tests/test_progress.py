@@ -51,3 +51,20 @@ def test_the_final_screen_states_what_large_alone_would_have_cost():
     assert usd == price.cost(100, 200) and "stage-1 sample" in how
     r.calls.append(CallRecord(3, "execute", "openai/l", "large", 1, 150, 90, price.cost(150, 90), 1.0))
     assert large_alone_estimate(r, price)[0] == price.cost(150, 90)
+
+
+def test_a_token_counter_runs_while_a_batch_decodes(smol):
+    """A real SmolLM2 batch: the live line counts tokens and their rate before the samples finish."""
+    import asyncio
+
+    from cope.models.base import GenParams
+
+    buf = io.StringIO()
+    with Progress(console=Console(file=buf, force_terminal=True, width=160)) as p:
+        p.on_event(Event("execute", 1, 1, "small", 0, 4, 0.0, "samples"))
+        gen = asyncio.run(smol.generate([{"role": "user", "content": "Tell me a long story about a ship."}],
+                                        GenParams(n=4, temperature=0.8, max_tokens=96, seed=1)))
+        time.sleep(0.3)  # a refresh after the last report
+    counts = [int(x.replace(",", "")) for x in re.findall(r"\| ([\d,]+) tokens, [\d,]+ tok/s", buf.getvalue())]
+    assert len(set(counts)) >= 2  # it moved while decoding
+    assert 0 < max(counts) <= gen.completion_tokens

@@ -33,14 +33,29 @@ class Progress:
         self.line = "starting"
         self.what, self.spent = "starting", 0.0
         self._console = console  # a rich Console (tests); default: stderr when it is a terminal
+        # tokens decoded since the last event, and when it came (models.base.on_tokens)
+        self.tokens, self.step_t0 = 0, time.perf_counter()
+        self._listening = None
+
+    def heard_tokens(self, k: int) -> None:
+        self.tokens += k
 
     def status(self) -> str:
-        """The live line now: what runs, what it has spent, and the seconds since the start."""
-        return f"{self.what} | spent ${self.spent:.6f} | {time.perf_counter() - self.t0:5.1f}s"
+        """The live line now: what runs, tokens decoded in this step and their rate, what it has
+        spent, and the seconds since the start."""
+        now = time.perf_counter()
+        decoding = ""
+        if self.tokens:
+            rate = self.tokens / max(now - self.step_t0, 1e-6)
+            decoding = f" | {self.tokens:,} tokens, {rate:,.0f} tok/s"
+        return f"{self.what}{decoding} | spent ${self.spent:.6f} | {now - self.t0:5.1f}s"
 
     def __enter__(self) -> "Progress":
         if not self.enabled:
             return self
+        from .models.base import on_tokens
+
+        self._listening = on_tokens.set(self.heard_tokens)  # the solve's tasks and threads inherit it
         for note in self.notes:
             sys.stderr.write(f"cope: {note}\n")
         if self._console is not None or sys.stderr.isatty():
@@ -57,6 +72,11 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self.live is not None:
             self.live.stop()
+        if self._listening is not None:
+            from .models.base import on_tokens
+
+            on_tokens.reset(self._listening)
+            self._listening = None
 
     def on_event(self, e: Event) -> None:
         if not self.enabled:
@@ -69,6 +89,7 @@ class Progress:
             "done": f"stage {e.stage}/{e.n_stages}: {e.message}",
         }[e.kind]
         self.what, self.spent = what, e.cost_usd
+        self.tokens, self.step_t0 = 0, time.perf_counter()
         self.line = f"{what} | spent ${e.cost_usd:.6f} | {elapsed:5.1f}s"
         if self.live is not None:
             if e.kind == "done":

@@ -21,6 +21,19 @@ Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str
 on_samples_done: ContextVar[Callable[[int], None] | None] = ContextVar("cope_on_samples_done", default=None)
 
 
+# Tokens as they are decoded, for a live display (tokens so far, tokens per second): the
+# embedded backend reports them a few times a second while a batch decodes, an API backend
+# when a reply arrives. Like ``on_samples_done``, it follows asyncio.to_thread.
+on_tokens: ContextVar[Callable[[int], None] | None] = ContextVar("cope_on_tokens", default=None)
+
+
+def report_tokens(k: int) -> None:
+    """Tell the current listener (if any) that ``k`` more tokens were generated."""
+    hook = on_tokens.get()
+    if hook is not None and k:
+        hook(k)
+
+
 def report_samples(k: int) -> None:
     """Tell the current listener (if any) that ``k`` more samples are finished."""
     hook = on_samples_done.get()

@@ -29,7 +29,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from ..errors import BackendError, ConfigError
-from .base import Cancelled, GenParams, Message, report_samples
+from .base import Cancelled, GenParams, Message, report_samples, report_tokens
 
 TOP_K = 40
 TOP_P = 0.95
@@ -305,6 +305,7 @@ class _Engine:
             self._decode([(s.tokens[-1], s.pos - 1, s.seq_id, True) for s in active])
             for b, sq in enumerate(active):
                 accept(sq, self._logits(b))
+            report_tokens(len(active))
             still = [s for s in active if s.finish is None]
             if len(still) < len(active):
                 report_samples(len(active) - len(still))

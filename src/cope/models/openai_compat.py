@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import BackendError, ConfigError
 from .base import (Completion, GenParams, Generation, Message, gather_generate, native_fields, on_text, report_samples,
-                   request_id)
+                   report_tokens, request_id)
 
 if TYPE_CHECKING:  # the SDK is imported lazily so that `import cope` stays light
     import openai
@@ -423,6 +423,7 @@ class OpenAIModel:
             reply = self._parse(response, params.logprobs)
             if reply.usage_missing:
                 _estimate_usage(reply, messages)
+            report_tokens(reply.completion_tokens)
             report_samples(len(reply.completions))
             return reply
 

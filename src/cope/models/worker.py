@@ -25,14 +25,16 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import BackendError, ConfigError, CopeError
-from .base import Cancelled, GenParams, Message, report_samples, report_text
+from .base import Cancelled, GenParams, Message, report_samples, report_text, report_tokens
 
 _HEADER = struct.Struct("<Q")
 _POLL_S = 0.1  # how often a waiting caller looks at its cancel flag
+_TOKENS_EVERY_S = 0.25  # how often the child reports tokens decoded (a live display's counter)
 
 
 class ModelProcessDied(BackendError):
@@ -198,6 +200,9 @@ class EngineClient:
             if kind == "text":
                 report_text(reply[2])
                 continue
+            if kind == "tokens":
+                report_tokens(reply[2])
+                continue
             # a final reply: (kind, job, payload, the engine's counters)
             stats = reply[3] or {}
             self.tokens_evaluated = stats.get("evaluated", self.tokens_evaluated)
@@ -263,13 +268,22 @@ class _PipeFlag:
 
 
 def _child(req: int, resp: int) -> None:
-    from .base import on_samples_done
+    from .base import on_samples_done, on_tokens
     from .llamacpp_engine import _Engine
 
     # Ctrl-C reaches the whole process group; the caller decides what to cancel.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     flag = _PipeFlag(req)
     on_samples_done.set(lambda k: _write(resp, ("progress", flag.job, k)))
+    decoded = [0, time.monotonic()]  # tokens not yet reported, when they last were
+
+    def tokens(k: int) -> None:  # a few messages a second, not one per decode step
+        decoded[0] += k
+        if time.monotonic() - decoded[1] >= _TOKENS_EVERY_S:
+            _write(resp, ("tokens", flag.job, decoded[0]))
+            decoded[0], decoded[1] = 0, time.monotonic()
+
+    on_tokens.set(tokens)
     engine = None
     while True:
         msg = _read(req)

@@ -11,23 +11,12 @@ from pathlib import Path
 import pytest
 
 from cope.eval.journal import read_journal
-from cope.eval.runner import EvalConfig, load_results, run_eval
+from cope.eval.runner import load_results
 from cope.eval.show import trace
 
-SMOL = "local/smollm2-135m"
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("show")
-    data = tmp / "arith.jsonl"
-    data.write_text("\n".join(json.dumps({"question": q, "answer": a, "uid": f"q{i}"}) for i, (q, a) in
-                              enumerate([("What is 3 + 4?", "7"), ("What is 10 - 6?", "4")])) + "\n")
-    out = tmp / "run"
-    cfg = EvalConfig(benchmark=f"jsonl:{data}", methods=["cope", "large"], small=SMOL, large=SMOL,
-                     large_price_as="gpt-4o-mini", n=2, max_tokens=32, mapping={"id": "uid"}, seed=3, tau1=1.0)
-    run_eval(cfg, out, use_cache=False, progress=False)
-    return out
+def run(small_run: Path) -> Path:
+    return small_run
 
 
 def cope_cli(*args: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ page prints the command that regenerates it.
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
@@ -256,14 +255,14 @@ def write_report(dirs: list[Path], out: Path | None = None, price_as: str | None
     md = _markdown(summaries, command)
     (out / "summary.md").write_text(md)
     (out / "summary.json").write_text(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
-    plots = _plots(summaries, sweeps)
-    imgs = []
-    for name, data in plots:
+    for name, data in _plots(summaries, sweeps):  # static pictures for summary.md
         (out / name).write_bytes(data)
-        imgs.append(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">')
-    page = ("<!doctype html><meta charset='utf-8'><title>cope report</title>"
-            "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
-            "table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px}"
-            "code{background:#f3f3f3}</style>" + _html(md) + "".join(imgs))
+    from ..pricing import PriceTable
+    from .explorer import explorer_page, run_configs
+    from .rundir import load_results
+
+    configs = run_configs(dirs)
+    page = explorer_page(summaries, configs, [load_results(d) for d in dirs],
+                         PriceTable.load(configs[0].get("prices")), command, _html(md))
     (out / "report.html").write_text(page)
     return {"markdown": out / "summary.md", "html": out / "report.html"}

@@ -206,8 +206,8 @@ def _render_replayed(e: dict[str, Any], full: bool, width: int) -> list[str]:
         texts = [x for c in calls if c["stage"] == st["stage"] and c["role"] == "execute" for x in c["texts"]]
         for i, text in enumerate(texts):
             got = extracted[i] if i < len(extracted) else None
-            checked = (f", passes the visible tests: {'yes' if passing[i] else 'no'}"
-                       if isinstance(passing, list) and i < len(passing) else "")
+            # code: passing lists the samples (by index) that pass every visible test
+            checked = f", passes the visible tests: {'yes' if i in passing else 'no'}" if isinstance(passing, list) else ""
             lines.append(f"      sample {i + 1}: read as {_one(got, 48)}{checked}")
             lines.append(_short(text, width, full))
     for p in r["plans"]:

@@ -65,6 +65,9 @@ def test_a_token_counter_runs_while_a_batch_decodes(smol):
         gen = asyncio.run(smol.generate([{"role": "user", "content": "Tell me a long story about a ship."}],
                                         GenParams(n=4, temperature=0.8, max_tokens=96, seed=1)))
         time.sleep(0.3)  # a refresh after the last report
-    counts = [int(x.replace(",", "")) for x in re.findall(r"\| ([\d,]+) tokens, [\d,]+ tok/s", buf.getvalue())]
+    shown = buf.getvalue()
+    counts = [int(x.replace(",", "")) for x in re.findall(r"\| ([\d,]+) tokens, [\d,]+ tok/s", shown)]
     assert len(set(counts)) >= 2  # it moved while decoding
     assert 0 < max(counts) <= gen.completion_tokens
+    clocks = [float(x) for x in re.findall(r"tok/s \| spent \$[\d.]+ \| +(\d+\.\d)s", shown)]
+    assert max(clocks) - min(clocks) >= 0.4  # and the clock ticked through the decode

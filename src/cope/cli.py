@@ -210,6 +210,8 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="where to write (default: the first run directory)")
     rep.add_argument("--price-as", default=None, metavar="MODEL",
                      help="what-if: price every tier above small as MODEL, from the recorded tokens")
+    rep.add_argument("--traces", action="store_true",
+                     help="embed every problem's samples in report.html, replayed from the journal (slower)")
 
     sh = sub.add_parser("show", help="one problem's trace from a run directory: plans, every sample, votes, costs")
     sh.add_argument("dir", help="a run directory (cope eval --out)")
@@ -559,7 +561,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .eval.report import write_report
 
     paths = write_report([Path(d) for d in args.dirs], Path(args.out) if args.out else None,
-                         price_as=args.price_as)
+                         price_as=args.price_as, traces=args.traces)
     print(f"wrote {paths['markdown']} and {paths['html']}")
     return 0
 

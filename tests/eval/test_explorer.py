@@ -74,3 +74,24 @@ def test_the_explorer_loads_reprices_and_opens_a_trace(source, small_run, tmp_pa
         assert f"<h4>{m}:" in trace
     votes = re.findall(r'<td class="votes">(.*?)</td>', trace)
     assert votes and any(v != "-" for v in votes)  # a vote (clusters, or which programs passed) per stage
+
+
+def test_traces_hold_the_replayed_samples_and_the_filters_select_rows(small_run, tmp_path):
+    from cope.eval.runner import load_results
+
+    page = write_report([small_run], tmp_path / "report", traces=True)["html"]
+    dom, console = load(page, "problem=q1")
+    assert console == [], console
+    trace = dom[dom.index('<div id="trace">'):]
+    assert "samples, replayed from the journal</summary>" in trace  # the replay matched the record
+    assert trace.count('<li class="sample">') >= 3  # cope's samples (n = 2 per voting stage) and large's one
+    assert "read as <code>" in trace and '<table class="calls">' in trace
+    rows = {r["problem_id"]: r for r in load_results(small_run) if r["method"] == "large"}
+    for outcome, want in (("right", True), ("wrong", False)):
+        dom, console = load(page, f"method=large&outcome={outcome}")
+        assert console == []
+        tags = re.findall(r'<tr data-id="([^"]+)"([^>]*)>', dom)
+        assert {pid for pid, _ in tags} == set(rows)
+        shown = {pid for pid, rest in tags if "display: none" not in rest}
+        assert shown == {pid for pid, r in rows.items() if r["correct"] is want}
+        assert f"{len(shown)} problems shown" in dom

@@ -8,7 +8,11 @@ A what-if selector re-prices every tier above small at another price row from th
 tokens (the same arithmetic as ``cope report --price-as``). A problem table opens each
 problem's trace from its result records: per method, plans, every stage's answer, confidence,
 verdict, votes and cost (``cope show`` replays the samples themselves). The page reads
-``#price=MODEL&problem=ID`` from its address, so a link opens a chosen view.
+``#price=MODEL&problem=ID`` (and the table's filters: ``method``, ``stage``, ``outcome``,
+``disagree``) from its address, so a link opens a chosen view. With ``cope report --traces``
+each trace also holds the problem's samples replayed from the journal (see cope.eval.show):
+every call's tokens, seconds and USD, each sample's text and the answer read from it, and for
+programs the visible tests each passed and the sandbox's error.
 """
 
 from __future__ import annotations
@@ -63,6 +67,32 @@ def _problems(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                        "text": _cut(p.get("text"), 300)} for p in r.get("plans") or []],
             "stages": stages}
     return out
+
+
+def replayed_traces(out: Path, width: int = 600) -> dict[str, dict[str, Any]]:
+    """Every problem's samples, replayed from the journal (``cope report --traces``): per method,
+    each call's tokens, seconds and USD with its samples' texts (cut to ``width``), and per stage
+    the answer read from each sample and, for programs, the visible tests each one passed."""
+    from .show import Replayer
+
+    rp = Replayer(out)
+    traces: dict[str, dict[str, Any]] = {}
+    for pid in rp.problems:
+        if pid not in rp.results:
+            continue
+        t = rp.trace(pid)
+        for m, e in t["methods"].items():
+            if "replayed" not in e:
+                continue
+            stages = [{"stage": st["stage"], "extracted": [_cut(x, 120) for x in st["extracted"]],
+                       "tests_passed": st["info"].get("tests_passed"), "errors": st["info"].get("errors")}
+                      for st in e["replayed"]["stages"]]
+            calls = [{"stage": c["stage"], "role": c["role"], "who": c["who"], "prompt_tokens": c["prompt_tokens"],
+                      "completion_tokens": c["completion_tokens"], "latency_s": round(c["latency_s"], 2),
+                      "cost_usd": c["cost_usd"], "texts": [_cut(x, width) for x in c["texts"]]}
+                     for c in e["samples"]]
+            traces.setdefault(pid, {})[m] = {"stages": stages, "calls": calls, "same": e["same_as_recorded"]}
+    return traces
 
 
 def _accuracy_plot(summaries: list[dict[str, Any]], configs: list[dict[str, Any]]) -> Any:
@@ -260,18 +290,63 @@ function showProblem(id) {
         + Number(s.confidence || 0).toFixed(2) + '</td><td>' + (s.accepted ? 'accepted' : 'escalated') + '</td><td class="votes">'
         + esc(votes) + '</td><td>' + Number(s.cost_usd || 0).toFixed(6) + '</td></tr>';
     }
-    out += '</table></div>';
+    out += '</table>';
+    if (r.replay) out += replayed(r.replay);
+    out += '</div>';
   }
   box.innerHTML = out;
 }
+function replayed(rp) {
+  let out = '<details open><summary>samples, replayed from the journal' + (rp.same ? '' : ' (differs from the record)')
+    + '</summary><table class="calls"><tr><th>stage</th><th>call</th><th>tier</th><th>tokens (prompt + completion)</th>'
+    + '<th>seconds</th><th>USD</th></tr>';
+  for (const c of rp.calls) out += '<tr><td>' + esc(c.stage) + '</td><td>' + esc(c.role) + '</td><td>' + esc(c.who)
+    + '</td><td>' + esc(c.prompt_tokens) + ' + ' + esc(c.completion_tokens) + '</td><td>' + esc(c.latency_s)
+    + '</td><td>' + Number(c.cost_usd).toFixed(6) + '</td></tr>';
+  out += '</table>';
+  for (const st of rp.stages) {
+    const texts = rp.calls.filter((c) => c.stage === st.stage && c.role === 'execute').flatMap((c) => c.texts);
+    const plans = rp.calls.filter((c) => c.stage === st.stage && c.role === 'plan').flatMap((c) => c.texts);
+    out += '<h5>stage ' + esc(st.stage) + '</h5>';
+    if (plans.length) out += '<ol class="plans">' + plans.map((t) => '<li>' + esc(t) + '</li>').join('') + '</ol>';
+    out += '<ol class="samples">' + texts.map((t, i) => '<li class="sample">read as <code>' + esc(st.extracted[i])
+      + '</code>' + (st.tests_passed ? ', visible tests passed: ' + esc(st.tests_passed[i]) : '')
+      + (st.errors && st.errors[i] ? ', sandbox: ' + esc(st.errors[i]) : '')
+      + '<pre>' + esc(t) + '</pre></li>').join('') + '</ol>';
+  }
+  return out + '</details>';
+}
+function applyFilters() {
+  const m = document.getElementById('f-method').value, st = document.getElementById('f-stage').value;
+  const oc = document.getElementById('f-outcome').value, dis = document.getElementById('f-disagree').checked;
+  let shown = 0;
+  document.querySelectorAll('#problems tbody tr').forEach((tr) => {
+    const outcome = JSON.parse(tr.dataset.outcome), stages = JSON.parse(tr.dataset.stages);
+    const ms = m ? [m] : Object.keys(outcome);
+    let ok = ms.some((k) => k in outcome && (!st || String(stages[k]) === st)
+      && (!oc || (oc === 'right' ? outcome[k] === true : outcome[k] === false)));
+    if (dis && tr.dataset.disagree !== '1') ok = false;
+    tr.style.display = ok ? '' : 'none';
+    shown += ok ? 1 : 0;
+  });
+  document.getElementById('f-count').textContent = shown + ' problems shown';
+}
 function fromHash() {
   const q = new URLSearchParams(location.hash.slice(1));
+  for (const [k, id] of [['method', 'f-method'], ['stage', 'f-stage'], ['outcome', 'f-outcome']]) {
+    if (q.get(k) !== null) document.getElementById(id).value = q.get(k);
+  }
+  if (q.get('disagree') !== null) document.getElementById('f-disagree').checked = q.get('disagree') === '1';
+  applyFilters();
   if (q.get('price')) { document.getElementById('price').value = q.get('price'); reprice(q.get('price')); }
   if (q.get('problem')) showProblem(q.get('problem'));
 }
 document.getElementById('price').addEventListener('change', (e) => reprice(e.target.value));
 document.querySelectorAll('#problems tbody tr').forEach((tr) => tr.addEventListener('click',
   () => showProblem(tr.dataset.id)));
+for (const id of ['f-method', 'f-stage', 'f-outcome', 'f-disagree']) {
+  document.getElementById(id).addEventListener('change', applyFilters);
+}
 window.addEventListener('hashchange', fromHash);
 fromHash();
 """
@@ -283,12 +358,14 @@ table.settings th{background:#f6f6f6;font-weight:600}code{background:#f3f3f3;whi
 #problems tbody tr{cursor:pointer}#problems tbody tr:hover{background:#eef4ff}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(640px,1fr));gap:1em}
 .method{border-left:4px solid #4C78A8;padding-left:.8em;margin:.8em 0}.ok{color:#2a7}.bad{color:#c33}
-#trace{min-height:3em}
+#trace{min-height:3em}pre{white-space:pre-wrap;background:#fafafa;border:1px solid #eee;padding:4px;margin:2px 0;
+font-size:12px;max-height:16em;overflow:auto}.filters select{margin-right:.6em}
 """
 
 
 def explorer_page(summaries: list[dict[str, Any]], configs: list[dict[str, Any]],
-                  records: list[list[dict[str, Any]]], prices: Any, command: str, tables_html: str) -> str:
+                  records: list[list[dict[str, Any]]], prices: Any, command: str, tables_html: str,
+                  traces: list[dict[str, Any]] | None = None) -> str:
     """The whole page: settings, plots, the what-if selector, the problem explorer, the tables."""
     from plotly.offline import get_plotlyjs
 
@@ -308,8 +385,12 @@ def explorer_page(summaries: list[dict[str, Any]], configs: list[dict[str, Any]]
     divs = {name: fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}",
                               config={"displaylogo": False, "responsive": True}) for name, fig in figs}
     problems: dict[str, Any] = {}
-    for recs in records:
+    for k, recs in enumerate(records):
         for pid, by_method in _problems(recs).items():
+            for m, row in by_method.items():
+                replay = (traces[k] if traces else {}).get(pid, {}).get(m)
+                if replay is not None:
+                    row["replay"] = replay
             problems.setdefault(pid, {}).update(by_method)
     whatif = _what_if(summaries, prices)
     data = json.dumps({"problems": problems, "whatif": whatif}, ensure_ascii=False).replace("</", "<\\/")
@@ -322,7 +403,11 @@ def explorer_page(summaries: list[dict[str, Any]], configs: list[dict[str, Any]]
             f"<td class='{'ok' if by_method[m]['correct'] else 'bad'}'>"
             f"{'✓' if by_method[m]['correct'] else '✗' if by_method[m]['correct'] is False else '·'} "
             f"stage {by_method[m]['stage']}, ${float(by_method[m]['cost_usd'] or 0):.6f}</td>" for m in methods)
-        rows.append(f"<tr data-id='{html.escape(pid, quote=True)}'><td>{html.escape(pid)}</td>{cells}</tr>")
+        outcome = {m: by_method[m]["correct"] for m in by_method}
+        attrs = (f" data-id='{html.escape(pid, quote=True)}' data-outcome='{html.escape(json.dumps(outcome), quote=True)}'"
+                 f" data-stages='{html.escape(json.dumps({m: by_method[m]['stage'] for m in by_method}), quote=True)}'"
+                 f" data-disagree='{int(len(set(outcome.values())) > 1)}'")
+        rows.append(f"<tr{attrs}><td>{html.escape(pid)}</td>{cells}</tr>")
     whatif_rows = "".join(f"<tr><td>{html.escape(m['run'])}</td><td>{html.escape(m['method'])}</td>"
                           f"<td class='usd'>{m['recorded']:,.2f}</td></tr>" for m in whatif["methods"])
     options = "<option value=''>as recorded</option>" + "".join(
@@ -341,6 +426,14 @@ def explorer_page(summaries: list[dict[str, Any]], configs: list[dict[str, Any]]
         "</span></p><table id='whatif'><thead><tr><th>run</th><th>method</th><th>USD per 1M problems</th></tr></thead>"
         f"<tbody>{whatif_rows}</tbody></table>",
         "<h2>Problems (click one for its trace; <code>cope show DIR ID</code> prints every sample)</h2>",
+        "<p class='filters'>method <select id='f-method'><option value=''>any</option>"
+        + "".join(f"<option>{html.escape(m)}</option>" for m in methods) + "</select> "
+        "stage <select id='f-stage'><option value=''>any</option><option>1</option><option>2</option>"
+        "<option>3</option><option>4</option></select> "
+        "outcome <select id='f-outcome'><option value=''>any</option><option value='right'>right</option>"
+        "<option value='wrong'>wrong</option></select> "
+        "<label><input type='checkbox' id='f-disagree'> methods disagree (one right, another wrong)</label> "
+        "<span id='f-count'></span></p>"
         "<div class='grid'><div><table id='problems'><thead><tr><th>problem</th>"
         + "".join(f"<th>{html.escape(m)}</th>" for m in methods) + f"</tr></thead><tbody>{''.join(rows)}</tbody>"
         "</table></div><div id='trace'><p>Click a problem.</p></div></div>",

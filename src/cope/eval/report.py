@@ -236,9 +236,11 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def write_report(dirs: list[Path], out: Path | None = None, price_as: str | None = None) -> dict[str, Path]:
+def write_report(dirs: list[Path], out: Path | None = None, price_as: str | None = None,
+                 traces: bool = False) -> dict[str, Path]:
     """Write summary.md, report.html and the PNGs into ``out`` (default: the first run dir);
-    ``price_as`` re-prices every tier above small from the recorded tokens (a what-if bill)."""
+    ``price_as`` re-prices every tier above small from the recorded tokens (a what-if bill);
+    ``traces`` embeds every problem's samples, replayed from the journals (slower: programs run again)."""
     from .replay import calibrate
 
     summaries = [summarize_run(d, price_as) for d in dirs]
@@ -251,18 +253,20 @@ def write_report(dirs: list[Path], out: Path | None = None, price_as: str | None
                 sweeps[s["run"]] = None
     out = out or dirs[0]
     out.mkdir(parents=True, exist_ok=True)
-    command = "cope report " + " ".join(str(d) for d in dirs) + (f" --price-as {price_as}" if price_as else "")
+    command = ("cope report " + " ".join(str(d) for d in dirs) + (f" --price-as {price_as}" if price_as else "")
+               + (" --traces" if traces else ""))
     md = _markdown(summaries, command)
     (out / "summary.md").write_text(md)
     (out / "summary.json").write_text(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
     for name, data in _plots(summaries, sweeps):  # static pictures for summary.md
         (out / name).write_bytes(data)
     from ..pricing import PriceTable
-    from .explorer import explorer_page, run_configs
+    from .explorer import explorer_page, replayed_traces, run_configs
     from .rundir import load_results
 
     configs = run_configs(dirs)
     page = explorer_page(summaries, configs, [load_results(d) for d in dirs],
-                         PriceTable.load(configs[0].get("prices")), command, _html(md))
+                         PriceTable.load(configs[0].get("prices")), command, _html(md),
+                         [replayed_traces(d) for d in dirs] if traces else None)
     (out / "report.html").write_text(page)
     return {"markdown": out / "summary.md", "html": out / "report.html"}

@@ -53,67 +53,77 @@ class _FromJournal:
         return await self._get("generate_many", list(prompts), params)
 
 
-def _problem(cfg: Any, problem_id: str) -> Any:
-    from ..benchmarks.registry import load_benchmark
+class Replayer:
+    """A run opened once (config, journal, benchmark, task, prices) to trace any of its problems."""
 
-    bench = load_benchmark(cfg.benchmark, limit=cfg.limit, seed=cfg.seed, mapping=cfg.mapping, task=cfg.task)
-    for p in bench.problems:
-        if p.id == problem_id:
-            return bench, p
-    ids = [p.id for p in bench.problems]
-    near = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
-    raise ConfigError(f"no problem '{problem_id}' in this run ({len(ids)} problems: {near})")
+    def __init__(self, out: Path) -> None:
+        from ..benchmarks.registry import load_benchmark
+        from ..pricing import PriceTable
+        from ..tasks import get_task
+
+        self.out = out
+        self.cfg = cfg = load_config(out)
+        records = journal_records(out)
+        self.results: dict[str, dict[str, Any]] = {}
+        for r in latest_results(records):
+            self.results.setdefault(r["problem_id"], {})[r["method"]] = r
+        self.calls = {r["key"]: r["generations"] for r in records if r.get("type") == "call"}
+        self.bench = load_benchmark(cfg.benchmark, limit=cfg.limit, seed=cfg.seed, mapping=cfg.mapping, task=cfg.task)
+        self.problems = {p.id: p for p in self.bench.problems}
+        self.task = get_task(self.bench.task)
+        self.prices = PriceTable.load(cfg.prices)
+
+    def problem(self, problem_id: str) -> Any:
+        if problem_id not in self.problems:
+            ids = list(self.problems)
+            near = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+            raise ConfigError(f"no problem '{problem_id}' in this run ({len(ids)} problems: {near})")
+        return self.problems[problem_id]
+
+    def trace(self, problem_id: str, methods: Sequence[str] | None = None) -> dict[str, Any]:
+        """The problem, and per method its recorded result and (where the journal allows) the replayed trace."""
+        from .runner import build_cope, problem_seed
+
+        cfg, problem = self.cfg, self.problem(problem_id)
+        results = self.results.get(problem_id, {})
+        chosen = list(methods or [m for m in cfg.methods if m in results])
+        unknown = [m for m in chosen if m not in cfg.methods]
+        if unknown:
+            raise ConfigError(f"method '{unknown[0]}' is not in this run; its methods: {', '.join(cfg.methods)}")
+        out_methods: dict[str, Any] = {}
+        for m in chosen:
+            entry: dict[str, Any] = {"recorded": results.get(m)}
+            out_methods[m] = entry
+            if m not in results:
+                entry["note"] = "no result for this problem in the journal (the run stopped before it)"
+                continue
+            if self.task.driver is not None:
+                entry["note"] = "an episode: its steps are in the result record (replaying a game is not done here)"
+                continue
+            log: list = []
+            try:
+                # the same Cope as the run's (models are built lazily: nothing is loaded or called);
+                # a placeholder key stands in for an API key the journal makes unnecessary
+                c = build_cope(cfg, m, self.prices, api_key="replay-from-journal")
+                for bound in c.models.values():
+                    bound.model = _FromJournal(bound.model.spec, getattr(bound.model, "params", None), self.calls, log)
+                result = asyncio.run(c.asolve(problem, task=self.task, seed=problem_seed(cfg.seed, problem.id)))
+            except NotRecorded as exc:
+                entry["note"] = (f"the samples could not be replayed ({exc}): the journal was written with other "
+                                 "prompts or settings; shown from the result record alone")
+                continue
+            rec = results[m]
+            entry["replayed"] = result.to_dict()
+            entry["same_as_recorded"] = (result.answer == rec.get("answer") and result.stage == rec.get("stage")
+                                         and abs(result.cost_usd - float(rec.get("cost_usd") or 0)) < 1e-9)
+            entry["samples"] = _samples(result, log)
+        return {"run": str(self.out), "benchmark": cfg.benchmark, "problem_id": problem_id, "problem": problem.text,
+                "reference": problem.reference, "methods": out_methods}
 
 
 def trace(out: Path, problem_id: str, methods: Sequence[str] | None = None) -> dict[str, Any]:
-    """The problem, and per method its recorded result and (where the journal allows) the replayed trace."""
-    from ..pricing import PriceTable
-    from ..tasks import get_task
-    from .runner import build_cope, problem_seed
-
-    cfg = load_config(out)
-    records = journal_records(out)
-    results = {r["method"]: r for r in latest_results(records) if r["problem_id"] == problem_id}
-    bench, problem = _problem(cfg, problem_id)
-    chosen = list(methods or [m for m in cfg.methods if m in results])
-    unknown = [m for m in chosen if m not in cfg.methods]
-    if unknown:
-        raise ConfigError(f"method '{unknown[0]}' is not in this run; its methods: {', '.join(cfg.methods)}")
-    calls = {r["key"]: r["generations"] for r in records if r.get("type") == "call"}
-    task = get_task(bench.task)
-    prices = PriceTable.load(cfg.prices)
-    out_methods: dict[str, Any] = {}
-    for m in chosen:
-        entry: dict[str, Any] = {"recorded": results.get(m)}
-        if m not in results:
-            entry["note"] = "no result for this problem in the journal (the run stopped before it)"
-            out_methods[m] = entry
-            continue
-        if task.driver is not None:
-            entry["note"] = "an episode: its steps are in the result record (replaying a game is not done here)"
-            out_methods[m] = entry
-            continue
-        log: list = []
-        try:
-            # the same Cope as the run's (models are built lazily: nothing is loaded or called);
-            # a placeholder key stands in for an API key the journal makes unnecessary
-            c = build_cope(cfg, m, prices, api_key="replay-from-journal")
-            for bound in c.models.values():
-                bound.model = _FromJournal(bound.model.spec, getattr(bound.model, "params", None), calls, log)
-            result = asyncio.run(c.asolve(problem, task=task, seed=problem_seed(cfg.seed, problem.id)))
-        except NotRecorded as exc:
-            entry["note"] = (f"the samples could not be replayed ({exc}): the journal was written with other "
-                             "prompts or settings; shown from the result record alone")
-            out_methods[m] = entry
-            continue
-        rec = results[m]
-        entry["replayed"] = result.to_dict()
-        entry["same_as_recorded"] = (result.answer == rec.get("answer") and result.stage == rec.get("stage")
-                                     and abs(result.cost_usd - float(rec.get("cost_usd") or 0)) < 1e-9)
-        entry["samples"] = _samples(result, log)
-        out_methods[m] = entry
-    return {"run": str(out), "benchmark": cfg.benchmark, "problem_id": problem_id, "problem": problem.text,
-            "reference": problem.reference, "methods": out_methods}
+    """One problem's trace (see :class:`Replayer`)."""
+    return Replayer(out).trace(problem_id, methods)
 
 
 def _samples(result: Any, log: list) -> list[dict[str, Any]]:
@@ -122,6 +132,7 @@ def _samples(result: Any, log: list) -> list[dict[str, Any]]:
     for rec, (spec, prompt, gen) in zip(result.calls, log):
         out.append({"stage": rec.stage, "role": rec.role, "who": rec.who, "model": spec, "cost_usd": rec.cost_usd,
                     "prompt_tokens": rec.prompt_tokens, "completion_tokens": rec.completion_tokens,
+                    "latency_s": rec.latency_s,
                     "prompt_last": str(prompt[-1].get("content", "")) if prompt else "",
                     "texts": [c.text for c in gen.completions]})
     return out

@@ -152,21 +152,28 @@ def _funnel_plot(summaries: list[dict[str, Any]], configs: list[dict[str, Any]])
                 stages = cascades.get(m) or []
                 st = stages[f["stage"] - 1] if 0 < f["stage"] <= len(stages) else {}
                 planner = st.get("plan") or "no plan"
+                planned_by = planner.rsplit(" by ", 1)[1] if " by " in planner else ""
                 share = f["problems"] / max(v["problems"], 1)
-                key = f"stage {f['stage']}: {tier}"
+                key = f"stage {f['stage']}: {tier}" + (f", planned by {planned_by}" if planned_by else "")
                 fig.add_trace(go.Bar(
                     y=[label], x=[share], orientation="h", name=key, legendgroup=key, showlegend=key not in shown,
+                    # fill: the executing tier; hatching: the planning tier (none: no plan)
                     marker={"color": _colour(tier), "opacity": 1.0 - 0.18 * (f["stage"] - 1),
-                            "line": {"width": 1, "color": "white"}},
+                            "line": {"width": 1, "color": "white"},
+                            "pattern": {"shape": {"": "", "small": ".", "large": "/"}.get(planned_by, "x"),
+                                        "fgcolor": _colour(planned_by) if planned_by else None, "size": 7,
+                                        "solidity": 0.25}},
                     text=[f"{f['stage']}: {f['problems']} ({_pct(f['accuracy'])})"], textposition="inside",
                     hovertemplate=(f"<b>{html.escape(label)}</b><br>stage {f['stage']} executed by "
                                    f"{html.escape(tier)}; planner: {html.escape(planner)}<br>"
                                    f"{f['problems']} problems answered here, accuracy {_pct(f['accuracy'])}"
                                    "<extra></extra>")))
                 shown.add(key)
-    fig.update_layout(barmode="stack", title="Where problems were answered (colour: the tier that executed the "
-                      "stage; text: problems and their accuracy)", xaxis_title="share of problems",
-                      xaxis={"tickformat": ".0%"}, height=160 + 46 * max(len(rows), 1))
+    fig.update_layout(barmode="stack", title="Where problems were answered (fill: the tier that executed the stage; "
+                      "hatching: the tier that planned it; text: problems and their accuracy)",
+                      xaxis_title="share of problems",
+                      xaxis={"tickformat": ".0%"}, height=260 + 46 * max(len(rows), 1),
+                      legend={"orientation": "h", "y": -0.25, "yanchor": "top"})
     return fig, single
 
 

@@ -300,6 +300,12 @@ def test_textworld_benchmark_plays_episodes(tmp_path):
     assert 1 <= r["steps"] <= 2 and isinstance(r["correct"], bool)
     assert sum(r["stage_counts"].values()) == r["steps"]
     assert s["methods"]["small"]["steps_mean"] == r["steps"]
+    # cope show prints the episode's steps from the record: each action, the stage that settled it, its votes
+    assert [x["step"] for x in r["episode"]] == list(range(1, r["steps"] + 1))
+    shown = subprocess.run([sys.executable, "-m", "cope", "show", str(out), r["problem_id"]],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert f"step   1: {r['episode'][0]['action']!r} (stage {r['episode'][0]['stage']}" in shown.stdout
     with pytest.raises(ConfigError, match="level"):
         run_eval(EvalConfig(benchmark="textworld:cooking:x", methods=["small"]), tmp_path / "bad", progress=False)
 

@@ -28,5 +28,9 @@ async def play_item(solver: Any, problem: Problem, *, seed: int, max_steps: int)
         "confidence": None, "cost_usd": ep.cost_usd, "latency_s": sum(c.latency_s for c in ep.calls),
         "calls": len(ep.calls), "stages": [], "steps": ep.steps, "score": ep.score,
         "stage_counts": {str(k): v for k, v in counts.items()},
+        # per step, what `cope show` prints: the action, the stage that settled it, its votes and cost
+        "episode": [{"step": r.step, "action": r.action, "stage": r.stage, "confidence": r.confidence,
+                     "cost_usd": r.cost_usd, "votes": dict(r.votes), "fallback": r.fallback, "score": r.score}
+                    for r in ep.records],
     }
     return record, ep.calls

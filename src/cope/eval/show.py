@@ -98,7 +98,9 @@ class Replayer:
                 entry["note"] = "no result for this problem in the journal (the run stopped before it)"
                 continue
             if self.task.driver is not None:
-                entry["note"] = "an episode: its steps are in the result record (replaying a game is not done here)"
+                entry["note"] = ("an episode: its steps as the result record holds them"
+                                 + ("" if results[m].get("episode") else " (this run's records predate per-step "
+                                    "records: only the outcome is known)"))
                 continue
             log: list = []
             try:
@@ -169,6 +171,11 @@ def render(t: dict[str, Any], *, full: bool = False, width: int = 110) -> str:
             lines.append(f"   note: {e['note']}")
         if "replayed" in e:
             lines += _render_replayed(e, full, width)
+        elif rec.get("episode"):
+            lines += [f"   step {x['step']:>3}: {x['action']!r} (stage {x['stage']}, confidence {x['confidence']:.2f}, "
+                      f"${x['cost_usd']:.6f}{', fallback' if x.get('fallback') else ''}); votes "
+                      + (", ".join(f"{k!r}: {v}" for k, v in (x.get("votes") or {}).items()) or "-")
+                      for x in rec["episode"]]
         elif rec.get("stages"):
             lines += _render_recorded(rec)
     return "\n".join(lines)

@@ -330,6 +330,9 @@ def test_a_declared_route_sends_matching_messages_to_its_family_and_says_so(apps
     sums = c.chat.completions.create(model="routed", messages=[{"role": "user", "content": "What is 17 * 3?"}])
     ext = sums.to_dict()["cope"]
     assert ext["task"] == "math" and ext["task_from"].startswith("preset routed route 1: the message matches")
+    card = c.models.retrieve("routed").to_dict()["cope"]
+    assert card["route"] == [{"pattern": r"\d+\s*[-+*/]\s*\d+", "task": "math"}] and card["tools"] == "large"
+    assert c.models.retrieve("agent-cascade").to_dict()["cope"]["tools"] == "cascade"
     chat = c.chat.completions.create(model="routed", messages=[{"role": "user", "content": "Say hello."}])
     ext = chat.to_dict()["cope"]
     assert ext["task"] == "open" and ext["task_from"] == "preset routed serves the open family"

@@ -462,6 +462,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"id": p.name, "object": "model", "created": svc.started, "owned_by": "cope",
                 "cope": {"small": p.small, "large": p.large, "task": p.task, "method": p.method, "n": p.n,
                          "tau1": p.tau1, "tau2": p.tau2, "thresholds": p.thresholds(), "max_tokens": p.max_tokens,
+                         "tools": p.tools, "route": [{"pattern": pat, "task": t} for pat, t in p.route],
                          "loaded": p.name in svc.presets.loaded()}}
 
     @app.get("/v1/models")

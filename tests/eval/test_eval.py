@@ -18,7 +18,7 @@ import pytest
 from cope.errors import ConfigError
 from cope.eval.journal import read_journal
 from cope.eval.metrics import aiq, bootstrap_ci, frontier, replayed, summarize_run
-from cope.eval.replay import calibrate, load_recorded, sweep
+from cope.eval.replay import Recorded, calibrate, load_recorded, sweep
 from cope.eval.runner import EvalConfig, load_results, run_eval
 
 SMOL = "local/smollm2-135m"
@@ -346,9 +346,7 @@ def test_thresholds_default_to_the_task_family(data, tmp_path):
     assert (cfg["tau1"], cfg["tau2"]) == (1.0, 1.0)  # code accepts only a sample that passes every test
 
 
-def _synthetic_recording(stage1_right: np.ndarray, conf1: np.ndarray) -> "Recorded":
-    from cope.eval.replay import Recorded
-
+def _synthetic_recording(stage1_right: np.ndarray, conf1: np.ndarray) -> Recorded:
     P = len(conf1)
     conf = np.column_stack([conf1, np.full(P, 0.25), np.ones(P)])
     correct = np.column_stack([stage1_right, np.zeros(P, dtype=bool), np.ones(P, dtype=bool)])

@@ -85,6 +85,18 @@ def test_parent_gone_means_worker_gone(tmp_path):
     pytest.fail("the worker outlived its caller")
 
 
+def test_a_worker_whose_caller_is_gone_ends_quietly_at_its_next_report():
+    """The worker reports tokens while it decodes; when the caller died between two of its
+    cancel checks, the report meets a closed pipe: the worker ends at once, with no traceback
+    on the terminal it shares with the caller (every reply to the caller goes through _tell)."""
+    code = ("import os; from cope.models.worker import _tell\n"
+            "r, w = os.pipe(); os.close(r)\n"
+            "_tell(w, ('tokens', 1, 5))\n"
+            "print('still running')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "", "")
+
+
 @pytest.fixture
 def sigill_env(tmp_path):
     fake = tmp_path / "fake"

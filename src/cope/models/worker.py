@@ -267,6 +267,15 @@ class _PipeFlag:
         return self.set_
 
 
+def _tell(fd: int, msg: tuple) -> None:
+    """A reply to the caller; a caller that is gone (a closed pipe) ends the child quietly:
+    nobody wants these samples, and a traceback on its terminal would only alarm."""
+    try:
+        _write(fd, msg)
+    except OSError:
+        os._exit(0)
+
+
 def _child(req: int, resp: int) -> None:
     from .base import on_samples_done, on_tokens
     from .llamacpp_engine import _Engine
@@ -274,13 +283,13 @@ def _child(req: int, resp: int) -> None:
     # Ctrl-C reaches the whole process group; the caller decides what to cancel.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     flag = _PipeFlag(req)
-    on_samples_done.set(lambda k: _write(resp, ("progress", flag.job, k)))
+    on_samples_done.set(lambda k: _tell(resp, ("progress", flag.job, k)))
     decoded = [0, time.monotonic()]  # tokens not yet reported, when they last were
 
     def tokens(k: int) -> None:  # a few messages a second, not one per decode step
         decoded[0] += k
         if time.monotonic() - decoded[1] >= _TOKENS_EVERY_S:
-            _write(resp, ("tokens", flag.job, decoded[0]))
+            _tell(resp, ("tokens", flag.job, decoded[0]))
             decoded[0], decoded[1] = 0, time.monotonic()
 
     on_tokens.set(tokens)
@@ -302,19 +311,19 @@ def _child(req: int, resp: int) -> None:
             elif kind == "chat_tokens":
                 result = engine.chat_tokens(msg[2])
             elif kind == "run":
-                stream = (lambda piece, job=job: _write(resp, ("text", job, piece))) if msg[5] else None
+                stream = (lambda piece, job=job: _tell(resp, ("text", job, piece))) if msg[5] else None
                 result = engine.run(msg[2], msg[3], msg[4], flag, stream)
             else:
                 raise BackendError(f"unknown request {kind!r}")
         except Cancelled:
-            _write(resp, ("cancelled", job, None, _stats(engine)))
+            _tell(resp, ("cancelled", job, None, _stats(engine)))
             continue
         except Exception as exc:  # every failure goes back to the caller as a typed error
-            _write(resp, ("err", job, (type(exc).__name__, str(exc)), _stats(engine)))
+            _tell(resp, ("err", job, (type(exc).__name__, str(exc)), _stats(engine)))
             if kind == "init":
                 return
             continue
-        _write(resp, ("ok", job, result, _stats(engine)))
+        _tell(resp, ("ok", job, result, _stats(engine)))
 
 
 def _stats(engine: Any) -> dict[str, int]:

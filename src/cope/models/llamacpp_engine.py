@@ -244,12 +244,15 @@ class _Engine:
         lib, mem = self.lib, self.mem
         decoder = codecs.getincrementaldecoder("utf-8")("replace") if stream is not None else None
 
-        def accept(sq: _Seq, logits: np.ndarray) -> None:
+        def accept(sq: _Seq, logits: np.ndarray) -> int:
+            """Sample one token of ``sq``; 1 when it added a token (0: it ended on end-of-generation)."""
+            before = len(sq.tokens)
             piece = self._accept(sq, logits, params)
             if decoder is not None:
                 text = decoder.decode(piece, final=sq.finish is not None)
                 if text:
                     stream(text)
+            return len(sq.tokens) - before
         used = sorted({i for i, _ in group})
         # 1. Shared prefix on seq 0, reusing what the cache already holds.
         prefix = _common_prefix([prompts[i] for i in used])
@@ -292,8 +295,7 @@ class _Engine:
                 lib.llama_memory_seq_cp(mem, first_seq[i], sq.seq_id, -1, -1)
         # 3. Decode all samples together, one token each per step.
         active = list(seqs.values())
-        for (i, _), sq in seqs.items():
-            accept(sq, prompt_logits[i])
+        report_tokens(sum(accept(sq, prompt_logits[i]) for (i, _), sq in seqs.items()))
         active = [s for s in active if s.finish is None]
         if len(active) < len(seqs):
             report_samples(len(seqs) - len(active))
@@ -303,9 +305,8 @@ class _Engine:
                     lib.llama_memory_seq_rm(mem, sq.seq_id, -1, -1)
                 raise Cancelled()
             self._decode([(s.tokens[-1], s.pos - 1, s.seq_id, True) for s in active])
-            for b, sq in enumerate(active):
-                accept(sq, self._logits(b))
-            report_tokens(len(active))
+            # the tokens this step added, as the samples' completion_tokens count them
+            report_tokens(sum(accept(sq, self._logits(b)) for b, sq in enumerate(active)))
             still = [s for s in active if s.finish is None]
             if len(still) < len(active):
                 report_samples(len(active) - len(still))

@@ -302,6 +302,7 @@ def _child(req: int, resp: int) -> None:
         if kind == "cancel":
             continue  # arrived after its job finished
         flag.job, flag.set_ = job, False
+        decoded[0], decoded[1] = 0, time.monotonic()  # a job's counts are its own
         try:
             if kind == "init":
                 engine = _Engine(Path(msg[2]), msg[3], msg[4], msg[5])
@@ -313,6 +314,8 @@ def _child(req: int, resp: int) -> None:
             elif kind == "run":
                 stream = (lambda piece, job=job: _tell(resp, ("text", job, piece))) if msg[5] else None
                 result = engine.run(msg[2], msg[3], msg[4], flag, stream)
+                if decoded[0]:  # the rest, before the answer: a listener's count ends exact
+                    _tell(resp, ("tokens", job, decoded[0]))
             else:
                 raise BackendError(f"unknown request {kind!r}")
         except Cancelled:

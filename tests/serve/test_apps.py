@@ -216,6 +216,11 @@ def test_truncation_says_length_and_refused_parameters_name_themselves(apps):
         "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 7}}}]}, key=BOB)
     assert status == 400 and body["error"]["param"] == "tools"
     status, _, body = http(srv.url + "/chat/completions", {
+        "model": "agent", "messages": [{"role": "user", "content": "x"}],
+        "tools": [{"type": "function", "function": {"name": "tool_choice"}}],
+        "tool_choice": {"type": "function", "function": {"name": "absent"}}}, key=BOB)
+    assert status == 400 and body["error"]["param"] == "tool_choice" and "absent" in body["error"]["message"]
+    status, _, body = http(srv.url + "/chat/completions", {
         "model": "chat", "messages": [{"role": "user", "content": "x"},
                                       {"role": "tool", "tool_call_id": "c1", "content": "42"}]}, key=BOB)
     assert status == 400 and body["error"]["param"] == "tools"

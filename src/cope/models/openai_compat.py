@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import os
 import random
 import re
@@ -558,8 +559,6 @@ def _estimate_usage(reply: _Reply, messages: Sequence[Message]) -> None:
 def _calls_as_text(calls: Any, content: str) -> str:
     """Native ``tool_calls`` written as ``{"tool_calls": [{"name", "arguments"}]}`` (arguments parsed
     where they are JSON, kept as the string where not: the family then finds them invalid)."""
-    import json
-
     out = []
     for c in calls:
         fn = getattr(c, "function", None)

@@ -131,8 +131,9 @@ class Presets:
         key = preset.name
         if key not in self._tool_copes:
             from ..methods.builtin import cascade_noplan, large_alone
+            from ..tasks.tools import ToolsTask
 
-            tau = preset.tau1 if preset.tau1 is not None else 0.75
+            tau = preset.tau1 if preset.tau1 is not None else ToolsTask.default_taus[0]
             cope = copy.copy(await self.cope(preset))
             cope.config = (large_alone(max_tokens=preset.max_tokens) if preset.tools == "large" else
                            cascade_noplan(preset.n, tau, max_tokens=preset.max_tokens))
@@ -390,8 +391,10 @@ def route_of(preset: Preset, request: ChatRequest) -> tuple[str, str] | None:
     if not preset.route:
         return None
     last = next((m for m in reversed(request.messages) if m.role == "user"), None)
-    text = last.content if last is not None and isinstance(last.content, str) else "\n".join(
-        str(p.get("text", "")) for p in (last.content or []) if isinstance(p, dict)) if last is not None else ""
+    content = last.content if last is not None else None
+    if isinstance(content, list):  # text parts, as the problem reads them
+        content = "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    text = content or ""
     for i, (pattern, family) in enumerate(preset.route, start=1):
         if re.search(pattern, text):
             return family, f"preset {preset.name} route {i}: the message matches /{pattern}/, so the {family} family"

@@ -161,12 +161,14 @@ class ChatRequest(BaseModel):
                                        '{"type": "function", "function": {"name": ...}}', param="tool_choice")
                 choice = fn["name"]
             from ..errors import ConfigError
-            from ..tasks.tools import ToolsTask
+            from ..tasks.tools import ToolChoiceError, ToolsTask
 
             try:
                 self._tools = ToolsTask(self.tools, choice, parallel=self.parallel_tool_calls is not False)
+            except ToolChoiceError as exc:
+                raise RequestError(str(exc), param="tool_choice") from None
             except ConfigError as exc:
-                raise RequestError(str(exc), param="tool_choice" if "tool_choice" in str(exc) else "tools") from None
+                raise RequestError(str(exc), param="tools") from None
         return self._tools
 
     @property
@@ -276,7 +278,7 @@ def to_problem(request: ChatRequest, *, system: str, max_chars: int, max_message
     opts = request.cope or CopeOptions()
     if task is None:
         return Problem(text=problem_text, history=tuple(history), tests=tuple(opts.tests),
-                       entry_point=opts.entry_point, meta={"after": after} if after else {})
+                       entry_point=opts.entry_point)
     try:
         problem = task.problem_from_text(problem_text, tests=opts.tests, entry_point=opts.entry_point)
     except CopeError as exc:

@@ -30,6 +30,10 @@ from .structured import canonical, parse_json
 TEXT = "text"  # the vote key of a text answer (numbered per sample: text answers never agree)
 
 
+class ToolChoiceError(ConfigError):
+    """``tool_choice`` names a function that is not among the tools."""
+
+
 def _schema_validator(schema: Any, where: str) -> Any:
     from jsonschema import validators
     from jsonschema.exceptions import SchemaError
@@ -76,7 +80,7 @@ class ToolsTask(Task):
         self.wire_tools = [dict(t) for t in tools]  # as the client sent them, for a native endpoint
         names = [t["name"] for t in self.tools]
         if choice not in ("auto", "required", "none") and choice not in names:
-            raise ConfigError(f"tool_choice names '{choice}', which is not among the tools ({', '.join(names)})")
+            raise ToolChoiceError(f"tool_choice names '{choice}', which is not among the tools ({', '.join(names)})")
         self.choice = choice
         self.parallel = parallel
         self._validators = {t["name"]: _schema_validator(t["parameters"], t["name"]) for t in self.tools}

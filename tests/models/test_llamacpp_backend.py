@@ -58,15 +58,39 @@ def test_greedy_batch_samples_identical(smol):
     assert len(set(g.texts)) == 1
 
 
+LONG = [{"role": "system", "content": "You are a careful assistant. " * 40},
+        {"role": "user", "content": "Describe a cat in one sentence, please, with some detail."}]
+
+
 def test_prompt_evaluated_once_for_n_samples_and_cached_after(smol):
-    msgs = [{"role": "user", "content": "Describe a cat in one sentence, please, with some detail."}]
-    g1 = gen(smol, msgs, n=4, temperature=0.8, max_tokens=8, seed=1)
+    from cope.models.llamacpp_engine import PREFIX_BLOCK
+
+    g1 = gen(smol, LONG, n=4, temperature=0.8, max_tokens=8, seed=1)
     # the prompt is evaluated once for 4 samples, not 4 times
     assert g1.extra["prompt_tokens_evaluated"] <= g1.prompt_tokens
-    g2 = gen(smol, msgs, n=4, temperature=0.8, max_tokens=8, seed=2)
-    # a repeat of the same prompt reuses the cached prefix: only the last token runs
-    assert g2.extra["prompt_tokens_evaluated"] == 1
+    g2 = gen(smol, LONG, n=4, temperature=0.8, max_tokens=8, seed=2)
+    # a repeat of the same prompt reuses the cached prefix a whole block at a time
+    cached = (g1.prompt_tokens - 1) // PREFIX_BLOCK * PREFIX_BLOCK
+    assert g1.prompt_tokens > 2 * PREFIX_BLOCK and cached >= 2 * PREFIX_BLOCK
+    assert g2.extra["prompt_tokens_evaluated"] == g1.prompt_tokens - cached
     assert g2.prompt_tokens == g1.prompt_tokens
+
+
+def test_a_calls_samples_do_not_depend_on_the_calls_before_it(smol):
+    """What the cache held (another prompt sharing part of this one) changes no number of a call:
+    a problem's answer is the same in any order, alone or among others, in any process."""
+    other = [LONG[0], {"role": "user", "content": "Name three birds that cannot fly."}]
+    short = [{"role": "user", "content": "Say hello."}]
+    kw = dict(n=2, temperature=0.8, max_tokens=12, seed=5, logprobs=True)
+
+    def lps(g):
+        return [c.logprobs for c in g.completions], g.texts
+
+    gen(smol, short, **kw)  # the cache holds nothing of LONG
+    fresh = lps(gen(smol, LONG, **kw))
+    gen(smol, other, **kw)  # the cache now holds the system prompt LONG shares, and other's question
+    again = lps(gen(smol, LONG, **kw))
+    assert again == fresh  # exact: logprobs to the last bit
 
 
 def test_logprobs_present_only_when_asked(smol, reference):

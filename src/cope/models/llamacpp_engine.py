@@ -186,18 +186,19 @@ class _Engine:
         return self.tokenize(prompt)
 
     # --- decoding --------------------------------------------------------
-    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
-        """Decode (token, pos, seq, want_logits) items, in chunks of n_batch."""
+    def _decode(self, items: list[tuple[int, int, int, bool]], chunk: int | None = None) -> None:
+        """Decode (token, pos, seq, want_logits) items, in chunks of ``chunk`` (default n_batch)."""
         b = self.batch
-        for start in range(0, len(items), self.n_batch):
-            chunk = items[start : start + self.n_batch]
-            for i, (tok, pos, seq, want) in enumerate(chunk):
+        size = min(chunk or self.n_batch, self.n_batch)
+        for start in range(0, len(items), size):
+            part = items[start : start + size]
+            for i, (tok, pos, seq, want) in enumerate(part):
                 b.token[i] = tok
                 b.pos[i] = pos
                 b.n_seq_id[i] = 1
                 b.seq_id[i][0] = seq
                 b.logits[i] = want
-            b.n_tokens = len(chunk)
+            b.n_tokens = len(part)
             rc = self.lib.llama_decode(self.ctx, b)
             if rc != 0:
                 raise BackendError(f"llama.cpp decode failed (code {rc}); context too small?")
@@ -237,8 +238,10 @@ class _Engine:
         if len(group) > self.max_seqs:
             return False
         used = {i for i, _ in group}
+        # the cached prefix is cut to the group's own before it decodes, so what was cached before
+        # does not count (a group's make-up, and so its samples, never depends on earlier calls)
         cells = sum(len(prompts[i]) for i in used) + len(group) * max_tokens
-        return cells + len(self.cached) <= self.n_ctx
+        return cells <= self.n_ctx
 
     def _run_group(self, prompts, group, params: GenParams, out, cancel=None, stream=None) -> None:
         lib, mem = self.lib, self.mem
@@ -254,13 +257,16 @@ class _Engine:
                     stream(text)
             return len(sq.tokens) - before
         used = sorted({i for i, _ in group})
-        # 1. Shared prefix on seq 0, reusing what the cache already holds.
+        # 1. Shared prefix on seq 0, reusing what the cache already holds: whole blocks only. The
+        # prefix is always decoded in blocks at fixed positions, so a reused block holds exactly
+        # what decoding it afresh would (a batch's numbers depend on what else is in it): a call's
+        # samples never depend on the calls before it.
         prefix = _common_prefix([prompts[i] for i in used])
         prefix = prefix[: min(len(prompts[i]) for i in used) - 1]
-        keep = len(_common_prefix([self.cached, prefix]))
+        keep = len(_common_prefix([self.cached, prefix])) // PREFIX_BLOCK * PREFIX_BLOCK
         lib.llama_memory_seq_rm(mem, 0, keep, -1)
         self.cached = self.cached[:keep]
-        self._decode([(t, keep + k, 0, False) for k, t in enumerate(prefix[keep:])])
+        self._decode([(t, keep + k, 0, False) for k, t in enumerate(prefix[keep:])], chunk=PREFIX_BLOCK)
         self.tokens_evaluated += len(prefix) - keep
         self.cached = list(prefix)
         # 2. Each prompt's own suffix on the seq of its first sample.
@@ -340,6 +346,11 @@ class _Engine:
         if len(sq.tokens) >= params.max_tokens:
             sq.finish, sq.text = "length", text
         return piece
+
+
+# tokens of a prompt prefix decoded together; cached prefixes are reused a whole block at a time
+# (700-token prefills of the 0.5B measured 1.01x slower in blocks of 128 than of 512, 1.06x in 64)
+PREFIX_BLOCK = 128
 
 
 def _common_prefix(seqs: list[list[int]]) -> list[int]:

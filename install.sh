@@ -2,6 +2,7 @@
 # Install cope into .venv at the repository root, with its local models.
 #   ./install.sh              the package, the CLI and the three local models
 #   ./install.sh --test       the same plus the test dependencies
+#   ./install.sh --ray        the same plus Ray, for cope eval --engine ray
 #   ./install.sh --cpu auto   also try the faster CPU levels this CPU reports
 #                             (avx512, amx), keeping one only if a real decode runs
 #   ./install.sh --cpu LEVEL  try that level (see: python -m cope.models.build levels)
@@ -15,18 +16,23 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-extra=""
+extras=()
 cpu="${COPE_CPU_LEVEL:-portable}"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --test) extra="[test]" ;;
+    --test) extras+=(test) ;;
+    --ray) extras+=(ray) ;;
     --cpu) [ $# -ge 2 ] || { echo "install.sh: --cpu needs a level (portable, auto, avx512, ...)" >&2; exit 2; }
            cpu="$2"; shift ;;
     --cpu=*) cpu="${1#--cpu=}" ;;
-    *) echo "install.sh: unknown option '$1' (use --test, --cpu LEVEL)" >&2; exit 2 ;;
+    *) echo "install.sh: unknown option '$1' (use --test, --ray, --cpu LEVEL)" >&2; exit 2 ;;
   esac
   shift
 done
+extra=""
+if [ ${#extras[@]} -gt 0 ]; then
+  extra="[$(IFS=,; echo "${extras[*]}")]"
+fi
 
 py="${PYTHON:-}"
 if [ -z "$py" ]; then

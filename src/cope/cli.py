@@ -178,6 +178,15 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-steps", type=_POS, default=50, help="textworld: step budget per episode (default: 50)")
     e.add_argument("--frugal-train", default=None, help="run directory to train the frugal method's scorer on")
     e.add_argument("--no-cache", action="store_true", help="do not use the cross-run call cache")
+    e.add_argument("--rpm", type=_SECONDS, default=None, help="at most this many requests per minute to each API model")
+    e.add_argument("--tpm", type=_SECONDS, default=None,
+                   help="at most this many tokens per minute to each API model (prompt plus max tokens)")
+    e.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (default); ray: problems spread over Ray workers (the [ray] extra)")
+    e.add_argument("--address", default=None,
+                   help="ray: the cluster to join (auto, HOST:PORT, ray://HOST:PORT; default: start one here)")
+    e.add_argument("--workers", type=_POS, default=None, help="ray: solving workers (default: CPUs / --worker-cpus)")
+    e.add_argument("--worker-cpus", type=_SECONDS, default=1.0, help="ray: CPUs each worker holds (default: 1)")
     e.add_argument("--quiet", action="store_true")
 
     cal = sub.add_parser("calibrate", help="choose thresholds (and stages) from a recorded run")
@@ -421,9 +430,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         timeout=args.timeout, small_base_url=args.small_base_url, large_base_url=args.large_base_url,
         small_key_env=args.small_key_env, large_key_env=args.large_key_env, tiers=_tier_endpoints(args) or None,
         mapping=mapping, task=args.task, frugal_train=args.frugal_train, max_steps=args.max_steps,
-        extra={**({"presets": presets} if presets else {}), **({"cascade_files": cascades} if cascades else {})},
+        rpm=args.rpm, tpm=args.tpm, extra={**({"presets": presets} if presets else {}), **({"cascade_files": cascades} if cascades else {})},
     )
-    summary = run_eval(cfg, out, resume=args.resume, use_cache=not args.no_cache, progress=not args.quiet)
+    engine = None
+    if args.engine == "ray":
+        from .eval.distributed import RayEngine
+
+        engine = RayEngine(address=args.address, workers=args.workers, worker_cpus=args.worker_cpus)
+    elif args.address or args.workers:
+        raise ConfigError("--address and --workers go with --engine ray")
+    summary = run_eval(cfg, out, resume=args.resume, use_cache=not args.no_cache, progress=not args.quiet,
+                       engine=engine)
     for m, v in summary["methods"].items():
         if v["accuracy"] is None:
             acc = "accuracy -  (no reference: see cope judge)"

@@ -20,6 +20,7 @@ from cope.eval.journal import read_journal
 from cope.eval.metrics import aiq, bootstrap_ci, frontier, replayed, summarize_run
 from cope.eval.replay import Recorded, calibrate, load_recorded, sweep
 from cope.eval.runner import EvalConfig, load_results, run_eval
+from arith import smol_config, write_problems
 
 SMOL = "local/smollm2-135m"
 PROBLEMS = [
@@ -30,17 +31,11 @@ PROBLEMS = [
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("data") / "arith.jsonl"
-    p.write_text("\n".join(json.dumps({"question": q, "answer": a, "uid": f"q{i}"})
-                           for i, (q, a) in enumerate(PROBLEMS)) + "\n")
-    return p
+    return write_problems(tmp_path_factory.mktemp("data") / "arith.jsonl", PROBLEMS)
 
 
 def config(data: Path, **kw) -> EvalConfig:
-    base = dict(benchmark=f"jsonl:{data}", methods=["cope"], small=SMOL, large=SMOL, large_price_as="gpt-4o-mini",
-                n=2, max_tokens=40, mapping={"id": "uid"}, seed=7)
-    base.update(kw)
-    return EvalConfig(**base)
+    return smol_config(data, dict(methods=["cope"], n=2, max_tokens=40, seed=7), **kw)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from cope.eval.replay import calibrate, preset_from_calibration
 from cope.eval.runner import EvalConfig, load_results, method_cascade, run_eval
 from cope.methods import PresetFile, load_preset
 from cope.tasks import get_task
+from arith import smol_config, write_problems
 
 SMOL = "local/smollm2-135m"
 PROBLEMS = [("What is 3 + 4?", "7"), ("What is 10 - 6?", "4"), ("What is 2 times 5?", "10"),
@@ -30,17 +31,11 @@ ROOT = Path(__file__).parent.parent.parent
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("data") / "arith.jsonl"
-    p.write_text("\n".join(json.dumps({"question": q, "answer": a, "uid": f"q{i}"})
-                           for i, (q, a) in enumerate(PROBLEMS)) + "\n")
-    return p
+    return write_problems(tmp_path_factory.mktemp("data") / "arith.jsonl", PROBLEMS)
 
 
 def config(data: Path, **kw) -> EvalConfig:
-    base = dict(benchmark=f"jsonl:{data}", methods=["cope-auto", "large"], small=SMOL, large=SMOL,
-                large_price_as="gpt-4o-mini", n=8, max_tokens=32, mapping={"id": "uid"}, seed=3)
-    base.update(kw)
-    return EvalConfig(**base)
+    return smol_config(data, dict(methods=["cope-auto", "large"], n=8, max_tokens=32, seed=3), **kw)
 
 
 @pytest.fixture(scope="module")

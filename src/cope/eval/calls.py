@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from ..errors import BackendError, CopeError
 from ..models.base import Completion, Generation, GenParams, Message, Model, report_samples
@@ -81,6 +81,11 @@ class CallCache:
                 self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (key, json.dumps(gens)))
                 self._db.commit()
 
+    def entries(self) -> dict[str, list[dict[str, Any]]]:
+        """The calls held in memory (a run's journal, as resume loaded it), as plain data."""
+        with self._lock:
+            return dict(self._mem)
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -124,17 +129,54 @@ def _upper_bound(price: Price, prompts: Sequence[Sequence[Message]], params: Gen
     return upper_bound_usd(price, prompts, params.n, params.max_tokens)
 
 
+class Ledger(Protocol):
+    """Where a journaled model's calls are looked up, paid for and written down.
+
+    Local runs keep all of it in the process (:class:`LocalLedger`); a run
+    spread over machines keeps it on the driver and its workers reach it
+    remotely, so the methods are coroutines.
+    """
+
+    async def lookup(self, key: str) -> list[Generation] | None: ...
+    async def reserve(self, bound: float) -> None: ...
+    async def settle(self, bound: float, usd: float) -> None: ...
+    async def record(self, record: dict[str, Any], cacheable: bool = False) -> None: ...
+
+
+class LocalLedger:
+    """A run's cache, journal and budget in this process."""
+
+    def __init__(self, cache: CallCache, journal: Journal, budget: Budget, persist: bool = True) -> None:
+        self.cache, self.journal, self.budget, self.persist = cache, journal, budget, persist
+
+    async def lookup(self, key: str) -> list[Generation] | None:
+        return self.cache.get(key)
+
+    async def reserve(self, bound: float) -> None:
+        self.budget.reserve(bound)
+
+    async def settle(self, bound: float, usd: float) -> None:
+        self.budget.settle(bound, usd)
+
+    async def record(self, record: dict[str, Any], cacheable: bool = False) -> None:
+        self.journal.write(record)
+        if cacheable and record.get("type") == "call":
+            self.cache.put(record["key"], record["generations"], persist=self.persist)
+
+
 class JournaledModel:
     """A Model that answers repeated calls from cache and journals real ones."""
 
-    def __init__(self, inner: Model, price: Price, cache: CallCache, journal: Journal, budget: Budget,
-                 use_cache: bool = True) -> None:
+    def __init__(self, inner: Model, price: Price, cache: CallCache | None = None, journal: Journal | None = None,
+                 budget: Budget | None = None, use_cache: bool = True, *, ledger: Ledger | None = None) -> None:
         self.inner = inner
         self.spec = inner.spec
         self.price = price
-        self.cache = cache
-        self.journal = journal
-        self.budget = budget
+        if ledger is None:
+            if cache is None or journal is None or budget is None:
+                raise TypeError("JournaledModel needs a ledger, or a cache, a journal and a budget")
+            ledger = LocalLedger(cache, journal, budget, persist=use_cache)
+        self.ledger = ledger
         self.use_cache = use_cache
         self.real_calls = 0
         self.cached_calls = 0
@@ -142,8 +184,9 @@ class JournaledModel:
     async def _call(self, kind: str, prompts: Sequence[Sequence[Message]], params: GenParams) -> list[Generation]:
         key = call_key(self.spec, kind, prompts, params, getattr(self.inner, "params", None))
         cacheable = params.seed is not None  # unseeded sampling must stay random
+        ledger = self.ledger
         if cacheable and self.use_cache:
-            hit = self.cache.get(key)
+            hit = await ledger.lookup(key)
             if hit is not None:
                 self.cached_calls += 1
                 for g in hit:
@@ -151,13 +194,18 @@ class JournaledModel:
                 report_samples(sum(len(g.completions) for g in hit))
                 return hit
         bound = _upper_bound(self.price, prompts, params)
-        self.budget.reserve(bound)
+        await ledger.reserve(bound)
         intent = None
         if bound > 0:
             # a priced call is journaled before it is sent: if the run dies while it is in flight,
             # the API may bill it although no answer was kept, and --resume counts it (see runner)
             intent = secrets.token_hex(6)
-            self.journal.write({"type": "intent", "intent": intent, "key": key, "model": self.spec, "bound": bound})
+            try:
+                await ledger.record({"type": "intent", "intent": intent, "key": key, "model": self.spec,
+                                     "bound": bound})
+            except BaseException:
+                await ledger.settle(bound, 0.0)
+                raise
         try:
             if kind == "generate":
                 gens = [await self.inner.generate(prompts[0], params)]
@@ -167,30 +215,24 @@ class JournaledModel:
             # requests that were answered (and billed) before the failure are spend like any other
             paid = [g for g in exc.spent if isinstance(g, Generation)]
             usd = sum(self.price.cost_of(g) for g in paid)
-            self.budget.settle(bound, usd)
-            if paid:
-                self.journal.write({"type": "call_failed", "key": key, "model": self.spec, "kind": kind,
-                                    "usd": usd, "params": asdict(params), "error": str(exc),
-                                    "generations": [gen_to_dict(g) for g in paid], "intent": intent})
-            elif intent:
-                self.journal.write({"type": "call_failed", "key": key, "model": self.spec, "kind": kind,
-                                    "usd": 0.0, "params": asdict(params), "error": str(exc),
-                                    "generations": [], "intent": intent})
+            await ledger.settle(bound, usd)
+            if paid or intent:
+                await ledger.record({"type": "call_failed", "key": key, "model": self.spec, "kind": kind,
+                                     "usd": usd, "params": asdict(params), "error": str(exc),
+                                     "generations": [gen_to_dict(g) for g in paid], "intent": intent})
             raise
         except BaseException:
-            self.budget.settle(bound, 0.0)
+            await ledger.settle(bound, 0.0)
             raise
         self.real_calls += 1
         usd = sum(self.price.cost_of(g) for g in gens)
-        self.budget.settle(bound, usd)
+        await ledger.settle(bound, usd)
         data = [gen_to_dict(g) for g in gens]
         record = {"type": "call", "key": key, "model": self.spec, "kind": kind, "usd": usd,
                   "params": asdict(params), "generations": data}
         if intent:
             record["intent"] = intent
-        self.journal.write(record)
-        if cacheable:
-            self.cache.put(key, data, persist=self.use_cache)
+        await ledger.record(record, cacheable=cacheable)
         return gens
 
     async def generate(self, messages: Sequence[Message], params: GenParams) -> Generation:

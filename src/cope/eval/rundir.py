@@ -104,6 +104,9 @@ class EvalConfig:
     large_key_env: str | None = None
     # the models of a cascade file's other tiers: {name: {spec, base_url, key_env}} (--tier NAME=SPEC)
     tiers: dict[str, dict[str, str]] | None = None
+    # per-minute caps on each API model's requests and tokens, shared by everything the run sends
+    rpm: float | None = None
+    tpm: float | None = None
     format: int = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 

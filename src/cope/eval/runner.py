@@ -11,7 +11,6 @@ without repeating or paying for anything.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -24,79 +23,13 @@ from ..tasks.base import Problem
 from .calls import Budget, BudgetExceeded, CallCache, JournaledModel
 from .journal import Journal, archived, read_journal
 from .rundir import EvalConfig, RunContext, load_config, load_results, method_cascade, stage_summary
+from .solving import RunState, build_cope, problem_seed, solve_record
 
-def problem_seed(seed: int, problem_id: str) -> int:
-    """A per-problem seed that does not depend on order or on --limit."""
-    return int(hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest()[:8], 16)
-
-
-def _score(task, problem: Problem, answer: str | None) -> bool | None:
-    """Correctness, or None for families without a right answer (open: judged pairwise later)."""
-    try:
-        return bool(task.score(problem, answer))
-    except ConfigError:
-        return None
+__all__ = ["EvalConfig", "build_cope", "load_results", "method_cascade", "problem_seed", "run_eval"]
 
 
-def _tokens(calls) -> dict[str, dict[str, dict[str, int]]]:
-    out: dict[str, dict[str, dict[str, int]]] = {}
-    for c in calls:
-        t = out.setdefault(c.who, {}).setdefault(c.role, {"prompt": 0, "completion": 0})
-        t["prompt"] += c.prompt_tokens
-        t["completion"] += c.completion_tokens
-    return out
-
-
-def _stage_records(task, problem: Problem, result) -> list[dict[str, Any]]:
-    """Per-stage outcome, scored, with what replay needs (clusters and their correctness)."""
-    out = []
-    for s in result.stages:
-        rec = {
-            "stage": s.stage, "n": s.n, "drawn": s.drawn or s.n, "answer": s.answer, "confidence": s.confidence,
-            "accepted": s.accepted, "cost_usd": s.cost_usd,
-            # model time, kept from the original calls, so it survives resume and caching
-            "latency_s": sum(c.latency_s for c in result.calls if c.stage == s.stage),
-            "plan_cost_usd": sum(c.cost_usd for c in result.calls if c.stage == s.stage and c.role == "plan"),
-            "tokens": _tokens([c for c in result.calls if c.stage == s.stage]),
-            # per drawn sample, in draw order: what replaying early stopping counts
-            "sample_tokens": s.sample_tokens,
-            "window_latency_s": s.window_latency_s,
-            "correct": _score(task, problem, s.answer),
-        }
-        if isinstance(s.info.get("passing"), list):  # code: which samples passed every visible test
-            rec["passing"] = s.info["passing"]
-        clusters = s.info.get("clusters")
-        if isinstance(clusters, list):
-            reps: dict[int, str] = {}
-            for cid, ans in zip(clusters, s.extracted):
-                if cid is not None and cid not in reps:
-                    reps[cid] = ans
-            rec["clusters"] = clusters
-            if s.styles:
-                rec["styles"] = s.styles
-            rec["cluster_correct"] = {str(c): bool(_score(task, problem, a)) for c, a in reps.items()}
-        out.append(rec)
-    return out
-
-
-def build_cope(cfg: EvalConfig, method: str, prices: Any, **overrides: Any) -> Any:
-    """The Cope a run's method solves with, built as ``cope eval`` builds it (models not yet journaled)."""
-    from ..api import Cope
-    from ..methods import recording
-    from ..models.endpoint import Endpoint
-
-    config = method_cascade(cfg, method)
-    if cfg.record:
-        config = recording(config)
-    return Cope(small=cfg.small, large=cfg.large, small_price_as=cfg.small_price_as,
-                large_price_as=cfg.large_price_as, prices=prices, base_url=cfg.base_url, config=config,
-                small_base_url=cfg.small_base_url, large_base_url=cfg.large_base_url,
-                small_key_env=cfg.small_key_env, large_key_env=cfg.large_key_env,
-                timeout=cfg.timeout, tiers={name: Endpoint(**f) for name, f in (cfg.tiers or {}).items()},
-                **overrides)
-
-
-async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progress: bool) -> dict[str, Any]:
+async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progress: bool,
+               engine: Any = None) -> dict[str, Any]:
     from ..benchmarks.registry import load_benchmark
     from ..models.local_files import cache_dir
     from ..pricing import PriceTable
@@ -130,14 +63,9 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
     spent += sum(in_flight)
     budget = Budget(cfg.max_usd, spent)
     journal = Journal(journal_path)
-    counters = {"real": 0, "cached": 0}
+    state = RunState(cfg=cfg, todo=[], tasks={}, prices=prices, journal=journal, cache=cache, budget=budget,
+                     bar=None, persist=use_cache)
     try:
-        solvers = {}
-        for m in cfg.methods:
-            c = build_cope(cfg, m, prices)
-            for role, bound in c.models.items():
-                bound.model = JournaledModel(bound.model, bound.price, cache, journal, budget, use_cache=True)
-            solvers[m] = c
         # problem-major, so a stopped run has every method on the same problems
         tasks = {m: task for m in cfg.methods}
         from ..methods import METHODS
@@ -146,8 +74,8 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
         for m in cfg.methods:
             if m in METHODS:
                 tasks[m] = METHODS[m].prepare(task, context)
-        todo = [(m, p) for p in bench.problems for m in cfg.methods if (m, p.id) not in done]
-        sem = asyncio.Semaphore(max(1, cfg.concurrency))
+        state.tasks = tasks
+        state.todo = [(m, p) for p in bench.problems for m in cfg.methods if (m, p.id) not in done]
         stats = {m: {"done": 0, "correct": 0, "cost": 0.0} for m in cfg.methods}
         for rec in load_results(out) if resume and journal_path.is_file() else []:
             st = stats.get(rec["method"])
@@ -155,86 +83,77 @@ async def _run(cfg: EvalConfig, out: Path, resume: bool, use_cache: bool, progre
                 st["done"] += 1
                 st["correct"] += int(bool(rec["correct"]))
                 st["cost"] += rec["cost_usd"]
-        bar = _Bar(len(todo), stats, budget, enabled=progress)
-        stop: list[BaseException] = []
-        failures: list[dict[str, str]] = []
-        succeeded = [0]
+        state.bar = _Bar(len(state.todo), stats, budget, enabled=progress)
+        if engine is not None:
+            from .distributed import run_on_ray
 
-        async def one(method: str, problem: Problem) -> None:
-            async with sem:
-                if stop:
-                    return
-                t0 = time.perf_counter()
-                try:
-                    if task.driver is not None:
-                        await play(method, problem, t0)
-                        return
-                    r = await solvers[method].asolve(problem, task=tasks[method],
-                                                     seed=problem_seed(cfg.seed, problem.id))
-                except BudgetExceeded as exc:
-                    stop.append(exc)
-                    return
-                except ModelProcessDied as exc:
-                    # a dead local model would fail every problem after it: stop; the calls
-                    # it answered before are in the journal, so --resume pays nothing twice
-                    journal.write({"type": "error", "method": method, "problem_id": problem.id, "error": str(exc)})
-                    failures.append({"method": method, "problem_id": problem.id, "error": str(exc)})
-                    stop.append(exc)
-                    return
-                except CopeError as exc:
-                    # one problem failing (server down, prompt too long) must not end the run;
-                    # it is journaled, and --resume tries it again
-                    journal.write({"type": "error", "method": method, "problem_id": problem.id, "error": str(exc)})
-                    failures.append({"method": method, "problem_id": problem.id, "error": str(exc)})
-                    bar.advance(method, None)
-                    return
-                correct = _score(task, problem, r.answer)
-                d = r.to_dict()
-                journal.write({
-                    "type": "result", "method": method, "problem_id": problem.id, "answer": r.answer,
-                    "reference": problem.reference, "correct": correct, "stage": r.stage,
-                    "n_stages": len(solvers[method].config.stages), "confidence": r.confidence,
-                    "cost_usd": r.cost_usd, "latency_s": sum(c.latency_s for c in r.calls),
-                    "wall_s": time.perf_counter() - t0, "tokens": d["tokens"],
-                    "calls": len(r.calls), "stages": _stage_records(task, problem, r),
-                    "plans": d["plans"],
-                })
-                bar.advance(method, (correct, r.cost_usd))
-                succeeded[0] += 1
-
-        async def play(method: str, problem: Problem, t0: float) -> None:
-            """An item of an episodic family is played by the family's driver (agent: one game)."""
-            from ..plugins import resolve
-
-            rec, calls = await resolve(task.driver)(solvers[method], problem, seed=problem_seed(cfg.seed, problem.id),
-                                                    max_steps=cfg.max_steps)
-            journal.write({"type": "result", "method": method, "problem_id": problem.id, **rec,
-                           "n_stages": len(solvers[method].config.stages), "wall_s": time.perf_counter() - t0,
-                           "tokens": _tokens(calls)})
-            bar.advance(method, (rec["correct"], rec["cost_usd"]))
-            succeeded[0] += 1
-
-        with bar:
-            await asyncio.gather(*(one(m, p) for m, p in todo))
-        for m in solvers.values():
-            for bound in m.models.values():
-                counters["real"] += bound.model.real_calls
-                counters["cached"] += bound.model.cached_calls
+            await run_on_ray(state, engine)
+        else:
+            await _run_here(state)
     finally:
         journal.close()
         cache.close()
     from .metrics import summarize_run
 
     summary = summarize_run(out)
-    summary["this_invocation"] = {"real_calls": counters["real"], "cached_calls": counters["cached"],
-                                  "spent_usd": budget.spent, "attempted": len(todo), "succeeded": succeeded[0],
-                                  "unanswered_in_flight": len(in_flight),
-                                  "unanswered_in_flight_usd": sum(in_flight),
-                                  "failed": len(failures), "first_error": failures[0] if failures else None}
-    if stop:
-        summary["stopped"] = str(stop[0])
+    summary["this_invocation"] = {"real_calls": state.counters["real"], "cached_calls": state.counters["cached"],
+                                  "spent_usd": budget.spent, "attempted": len(state.todo),
+                                  "succeeded": state.succeeded, "unanswered_in_flight": len(in_flight),
+                                  "unanswered_in_flight_usd": sum(in_flight), "failed": len(state.failures),
+                                  "first_error": state.failures[0] if state.failures else None, **state.extra}
+    if state.stop:
+        summary["stopped"] = str(state.stop[0])
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+async def _run_here(state: RunState) -> None:
+    """The local engine: every problem in this process, ``cfg.concurrency`` at a time."""
+    from ..models.gate import RateGate, request_gate
+
+    cfg, bar = state.cfg, state.bar
+    if cfg.rpm is not None or cfg.tpm is not None:
+        request_gate.set(RateGate(cfg.rpm, cfg.tpm))
+    solvers = {}
+    for m in cfg.methods:
+        c = build_cope(cfg, m, state.prices)
+        for role, bound in c.models.items():
+            bound.model = JournaledModel(bound.model, bound.price, state.cache, state.journal, state.budget,
+                                         use_cache=True)
+        solvers[m] = c
+    sem = asyncio.Semaphore(max(1, cfg.concurrency))
+
+    async def one(method: str, problem: Problem) -> None:
+        async with sem:
+            if state.stop:
+                return
+            try:
+                rec = await solve_record(cfg, solvers[method], state.tasks[method], method, problem)
+            except BudgetExceeded as exc:
+                state.stop.append(exc)
+                return
+            except ModelProcessDied as exc:
+                # a dead local model would fail every problem after it: stop; the calls
+                # it answered before are in the journal, so --resume pays nothing twice
+                state.failed(method, problem.id, str(exc))
+                state.stop.append(exc)
+                return
+            except CopeError as exc:
+                # one problem failing (server down, prompt too long) must not end the run;
+                # it is journaled, and --resume tries it again
+                state.failed(method, problem.id, str(exc))
+                bar.advance(method, None)
+                return
+            state.journal.write(rec)
+            bar.advance(method, (rec["correct"], rec["cost_usd"]))
+            state.succeeded += 1
+
+    with bar:
+        await asyncio.gather(*(one(m, p) for m, p in state.todo))
+    for m in solvers.values():
+        for bound in m.models.values():
+            state.counters["real"] += bound.model.real_calls
+            state.counters["cached"] += bound.model.cached_calls
 
 
 class _Bar:
@@ -243,8 +162,12 @@ class _Bar:
     def __init__(self, total: int, stats: dict[str, dict[str, float]], budget: Budget, enabled: bool) -> None:
         self.total, self.stats, self.budget, self.enabled = total, stats, budget, enabled
         self.progress = None
+        self.workers: dict[str, int] | None = None  # problems each worker solved (a Ray run sets it)
+        self.started = time.monotonic()
+        self.finished = 0
 
     def __enter__(self) -> "_Bar":
+        self.started = time.monotonic()
         if self.enabled and self.total:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -260,9 +183,14 @@ class _Bar:
         for m, s in self.stats.items():
             acc = f"{s['correct'] / s['done']:.0%}" if s["done"] else "-"
             parts.append(f"{m} {acc} ${s['cost']:.4f}")
-        return " | ".join(parts) + f" | spent ${self.budget.spent:.4f}"
+        text = " | ".join(parts) + f" | spent ${self.budget.spent:.4f}"
+        if self.workers is not None:
+            minutes = max(time.monotonic() - self.started, 1e-9) / 60
+            text += f" | {self.finished / minutes:.1f}/min | " + " ".join(f"{w} {k}" for w, k in self.workers.items())
+        return text
 
     def advance(self, method: str, outcome: tuple[bool | None, float] | None) -> None:
+        self.finished += 1
         if outcome is not None:
             s = self.stats[method]
             s["done"] += 1
@@ -277,8 +205,17 @@ class _Bar:
 
 
 def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: bool = True,
-             progress: bool = True) -> dict[str, Any]:
-    """Run (or continue) an evaluation into ``out``; returns the summary."""
+             progress: bool = True, engine: Any = None) -> dict[str, Any]:
+    """Run (or continue) an evaluation into ``out``; returns the summary.
+
+    ``engine``: None solves here; a :class:`cope.eval.distributed.RayEngine`
+    spreads the problems over Ray workers (the run directory is the same
+    either way, so a run started on one can be resumed on the other).
+    """
+    if engine is not None:
+        from .distributed import import_ray
+
+        import_ray()  # without Ray installed: one line saying how, before anything is written
     if not cfg.methods:
         raise ConfigError("give at least one --method")
     if out.exists() and not out.is_dir():
@@ -338,4 +275,4 @@ def run_eval(cfg: EvalConfig, out: Path, *, resume: bool = False, use_cache: boo
 
         record["cope_version"] = __version__
         cfg_path.write_text(json.dumps(record, indent=2))
-    return asyncio.run(_run(cfg, out, resume, use_cache, progress))
+    return asyncio.run(_run(cfg, out, resume, use_cache, progress, engine))

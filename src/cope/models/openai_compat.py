@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..errors import BackendError, ConfigError
 from .base import (Completion, GenParams, Generation, Message, gather_generate, native_fields, on_text, report_samples,
                    report_tokens, request_id)
+from .gate import request_gate
 
 if TYPE_CHECKING:  # the SDK is imported lazily so that `import cope` stays light
     import openai
@@ -364,10 +365,16 @@ class OpenAIModel:
         hook = on_text.get() if n == 1 else None
         emitted = [0]  # characters already passed on: a stream that broke after some is not retried
 
+        gate = request_gate.get()
+        # what a per-minute token limit counts: the prompt and the most the reply may take
+        booked = sum(estimate_tokens(str(m.get("content", ""))) + _TEMPLATE_TOKENS for m in messages) \
+            + params.max_tokens * n
         attempts = 0
         while True:
             attempts += 1
             tally.attempts += 1
+            if gate is not None:
+                await gate.admit(self.spec, booked)
             try:
                 state = await self._loop_state()
                 async with state.semaphore:
@@ -392,7 +399,10 @@ class OpenAIModel:
                             f"{_server_message(err)}"
                         )
                     ) from err
-                await asyncio.sleep(self._delay(attempts, _retry_after(err.response.headers)))
+                wait = self._delay(attempts, _retry_after(err.response.headers))
+                if gate is not None and status == 429:
+                    gate.rate_limited(self.spec, wait)  # every sender to this model waits, not only this one
+                await asyncio.sleep(wait)
                 continue
             except openai.APIConnectionError as err:  # includes APITimeoutError
                 if attempts > self.max_retries:

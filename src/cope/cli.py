@@ -451,6 +451,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     inv = summary["this_invocation"]
     print(f"run directory {out}: {inv['real_calls']} model calls made, {inv['cached_calls']} answered from "
           f"journal/cache, ${inv['spent_usd']:.6f} spent; report: cope report {out}")
+    if eng := inv.get("engine"):
+        print(f"engine ray: {eng['workers']} workers on {len(eng['nodes'])} node(s), started in "
+              f"{eng['startup_s']:.1f} s; {eng['rate_waited_s']:.1f} s waited for rate limits, "
+              f"{eng['rate_pauses']} pause(s) for a 429")
     for note in summary["pricing_notes"]:
         print(f"note: {note}")
     if inv.get("unanswered_in_flight"):

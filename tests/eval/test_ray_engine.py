@@ -182,6 +182,7 @@ def test_a_killed_ray_driver_resumes_without_repeating_a_call(data, local_run, t
     calls_before = sum(call_keys(out).values())
     p = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
+    assert "engine ray: 2 workers on 1 node(s)" in p.stdout
     assert max(call_keys(out).values()) == 1, "a call was repeated after resume"
     assert sum(call_keys(out).values()) > calls_before
     assert outcome(out) == outcome(local_run)

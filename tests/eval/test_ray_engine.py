@@ -7,6 +7,7 @@ real: a worker process is killed by its PID, as the OOM killer would.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from cope.errors import ConfigError
 from cope.eval.distributed import RayEngine
 from cope.eval.journal import read_journal
 from cope.eval.runner import EvalConfig, load_results, run_eval
+from cope.eval.show import trace
 from arith import SMOL, smol_config, write_problems
 from fault_server import FaultServer, Reply
 
@@ -75,8 +77,13 @@ def test_two_workers_give_the_local_engines_records(ray_here, data, local_run, t
     assert sorted(w["worker"] for w in workers) == [0, 1] and len({w["pid"] for w in workers}) == 2
     assert s["this_invocation"]["engine"]["workers"] == 2
     assert s["this_invocation"]["real_calls"] == sum(call_keys(out).values())
-    # the run directory is the same as a local one: report and summary read it unchanged
-    assert s["methods"].keys() == {"cope", "large"}
+    # the run directory is a local one's: its summary and a replayed trace read it unchanged
+    local = json.loads((local_run / "summary.json").read_text())["methods"]
+    for m in ("cope", "large"):
+        assert s["methods"][m]["accuracy"] == local[m]["accuracy"]
+        assert s["methods"][m]["cost_usd_per_1m"] == pytest.approx(local[m]["cost_usd_per_1m"])
+    t = trace(out, "q1")
+    assert all(t["methods"][m]["same_as_recorded"] for m in ("cope", "large"))
 
 
 def test_a_killed_worker_is_replaced_and_no_call_is_repeated(ray_here, data, local_run, tmp_path):

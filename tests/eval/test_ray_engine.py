@@ -115,6 +115,37 @@ def test_a_killed_worker_is_replaced_and_no_call_is_repeated(ray_here, data, loc
     assert not [r for r in recs if r["type"] == "error"]
 
 
+def test_a_problem_that_keeps_killing_its_worker_is_an_error_not_a_hang(ray_here, data, tmp_path):
+    """One worker, two attempts: the worker is killed (by PID) each time it starts the first problem.
+    That problem is journaled as an error after its attempts; with the slot's replacements spent, the
+    problems left are errors too (for --resume), and the run returns."""
+    out = tmp_path / "doomed"
+    journal = out / "journal.jsonl"
+    done: dict = {}
+    runner = threading.Thread(target=lambda: done.update(s=run_eval(
+        config(data, methods=["large"]), out, use_cache=False, progress=False,
+        engine=RayEngine(workers=1, attempts=2))))
+    runner.start()
+    killed: list[int] = []
+    deadline = time.time() + 300
+    while time.time() < deadline and runner.is_alive():
+        recs = list(read_journal(journal)) if journal.is_file() else []
+        workers = [r for r in recs if r["type"] == "worker" and "pid" in r]
+        # the newest worker has made a call of its first problem: kill it
+        if workers and workers[-1]["pid"] not in killed and recs[-1]["type"] in ("call", "intent"):
+            killed.append(workers[-1]["pid"])
+            os.kill(killed[-1], signal.SIGKILL)
+        time.sleep(0.02)
+    runner.join(timeout=120)
+    assert not runner.is_alive() and len(killed) >= 2
+    recs = list(read_journal(journal))
+    errors = {r["problem_id"]: r["error"] for r in recs if r["type"] == "error"}
+    assert "2 attempts" in errors["q0"] and "died" in errors["q0"]
+    assert set(errors) | {r["problem_id"] for r in load_results(out)} == {f"q{i}" for i in range(len(PROBLEMS))}
+    assert any(r.get("lost") for r in recs if r["type"] == "worker")
+    assert done["s"]["this_invocation"]["failed"] == len(errors)
+
+
 def test_the_budget_holds_across_workers(ray_here, data, tmp_path):
     out = tmp_path / "capped"
     cap = 0.00012

@@ -456,7 +456,7 @@ class _Drive:
 
     def _retry(self, method: str, problem: Any, tries: int, why: str) -> None:
         if tries < self.engine.attempts:
-            self.queue.append((method, problem, tries))
+            self.queue.insert(0, (method, problem, tries))  # next, so the run stays problem-major
             return
         self.state.failed(method, problem.id, f"{why} ({tries} attempts; --resume tries it again)")
         self.state.bar.advance(method, None)

@@ -367,8 +367,8 @@ class OpenAIModel:
 
         gate = request_gate.get()
         # what a per-minute token limit counts: the prompt and the most the reply may take
-        booked = sum(estimate_tokens(str(m.get("content", ""))) + _TEMPLATE_TOKENS for m in messages) \
-            + params.max_tokens * n
+        booked = 0 if gate is None else params.max_tokens * n + sum(
+            estimate_tokens(str(m.get("content", ""))) + _TEMPLATE_TOKENS for m in messages)
         attempts = 0
         while True:
             attempts += 1

@@ -371,16 +371,113 @@ def test_a_program_that_fakes_its_tests_fails_them(program):
     assert task.run(problem, honest, list(problem.tests)).all_passed and task.score(problem, honest)
 
 
-def test_a_test_of_another_shape_still_runs_inside_and_counts():
+LOOPED = ["for i in range(3):\n    assert add(i, 1) == i + 1", "x = add(2, 2)\nassert x == 4, x"]
+# Reaches for whatever a harness in its own process would hold: frames, every object on the heap,
+# descriptors (its own and the judge's), the judge's memory; writes forged records wherever it can.
+HEAP_FORGER = r'''
+import gc, json, os, sys
+def _forge():
+    found = []
+    for o in gc.get_objects():
+        if isinstance(o, dict) and "nonce" in o:
+            found.append(o)
+    f = sys._getframe()
+    while f is not None:
+        found += [v for v in f.f_locals.values() if isinstance(v, dict) and "nonce" in v]
+        f = f.f_back
+    fds = []
+    for d in ("/proc/self/fd", "/proc/%d/fd" % os.getppid()):
+        try:
+            fds += [(d, int(x)) for x in os.listdir(d)]
+        except OSError:
+            pass
+    for job in found:
+        tag = job["nonce"].encode()
+        for i in range(8):
+            line = tag + json.dumps({"k": "test", "i": i, "err": ""}).encode() + b"\n"
+            for d, fd in fds:
+                try:
+                    if d == "/proc/self/fd":
+                        os.write(fd, line)
+                    else:
+                        w = os.open("%s/%d" % (d, fd), os.O_WRONLY)
+                        os.write(w, line)
+                except OSError:
+                    pass
+    try:
+        open("/proc/%d/mem" % os.getppid(), "rb").close()
+        print("READ THE JUDGE'S MEMORY")
+    except OSError:
+        pass
+    print("forger found %d jobs" % len(found))
+_forge()
+class Yes(int):
+    def __eq__(self, other):
+        return True
+    __hash__ = int.__hash__
+def add(a, b):
+    return Yes(0)
+'''
+
+
+@pytest.mark.parametrize("program", [ALWAYS_EQUAL, NO_OP_EXEC, FORGER, HEAP_FORGER],
+                         ids=["always-equal", "no-op-exec", "forger", "heap-forger"])
+def test_a_test_of_another_shape_cannot_be_faked_either(program):
     from cope.tasks.code import CodeTask, code_problem
 
     task = CodeTask()
-    problem = code_problem(ADD_STUB, ["for i in range(3):\n    assert add(i, 1) == i + 1", "assert add(1, 2) == 3"],
-                           entry_point="add")
-    r = task.run(problem, "def add(a, b):\n    return a + b\n", list(problem.tests))
-    assert r.passed == [True, True] and r.info["judged_outside"] == 1
-    r = task.run(problem, NO_OP_EXEC, list(problem.tests))
-    assert r.passed == [False, False]  # the loop ran with the real exec, not the program's
+    problem = code_problem(ADD_STUB, LOOPED, entry_point="add")
+    honest = task.run(problem, "def add(a, b):\n    return a + b\n", list(problem.tests))
+    assert honest.passed == [True, True] and honest.info.get("judged_outside", 0) == 0
+    r = task.run(problem, program, list(problem.tests))
+    assert r.passed == [False, False], r.errors
+    assert "READ THE JUDGE'S MEMORY" not in r.stdout
+    if program is HEAP_FORGER:
+        assert "forger found 0 jobs" in r.stdout, r.stdout  # the program's process holds no nonce
+
+
+def test_a_test_sees_the_programs_functions_through_plain_calls():
+    from cope.sandbox import Sandbox
+
+    program = '''
+def sort_in_place(xs):
+    xs.sort()
+def evens(n):
+    return (i for i in range(n) if i % 2 == 0)
+def check_positive(x):
+    if x < 0:
+        raise ValueError("negative")
+    return x
+class Custom(Exception):
+    pass
+def fails():
+    raise Custom("mine")
+LIMIT = 3
+'''
+    tests = [
+        "xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [1, 2, 3]",  # the call's change is seen
+        "assert list(evens(5)) == [0, 2, 4] and evens(1) != [0]",  # a generator crosses as its values
+        "try:\n    check_positive(-1)\nexcept ValueError as e:\n    assert 'negative' in str(e)\nelse:\n    assert False",
+        "try:\n    fails()\nexcept Exception as e:\n    assert type(e).__name__ == 'Custom'\nelse:\n    assert False",
+        "assert LIMIT == 3",
+        "assert check_positive(lambda: 1)",  # not plain data: fails
+        "assert len([1]) == 1",
+    ]
+    r = Sandbox().run(program + "def len(x):\n    return 7\n", tests)
+    assert r.passed == [True, True, True, True, True, False, True], r.errors
+    assert "cannot be passed to the program" in r.errors[5]
+
+
+def test_a_call_that_hangs_or_kills_its_process_costs_that_test_only():
+    from cope.sandbox import Limits, Sandbox
+
+    program = "import os, time\ndef f(x):\n    if x == 1:\n        time.sleep(60)\n    if x == 2:\n        os._exit(0)\n    return x\n"
+    sb = Sandbox(Limits(step_timeout_s=1.0, timeout_s=30))
+    r = sb.run(program, ["assert f(0) == 0", "assert f(1) == 1", "assert f(3) == 3", "assert f(2) == 2",
+                         "assert f(4) == 4"])
+    assert r.passed == [True, False, True, False, True], r.errors
+    assert r.errors[1] == "timeout after 1s" and "ended the run early" in r.errors[3]
+    assert r.duration_s < 15
 
 
 def test_judging_outside_handles_the_usual_shapes():

@@ -8,7 +8,8 @@ The package, by concern:
 - ``host``: where the interpreter lives and who may read it, the scrubbed environment;
 - ``process``: reaping what a run left, quota mounts, cleanup;
 - ``probes``: reading probe values back from a run's records;
-- ``child``: what runs inside: the harness, the in-process guard, Landlock and
+- ``child``: what runs inside: the harness (the judge's process), the program's
+  process, the plain-data codec between them, the in-process guard, Landlock and
   seccomp, as real Python files whose text the host sends.
 """
 

@@ -52,15 +52,19 @@ Which level is in force is :attr:`Sandbox.isolation` (and ``isolation`` in
 every :class:`RunResult`); ``COPE_SANDBOX=auto|bwrap|rlimits`` overrides the
 automatic choice.
 
-Faking results: tests that run inside the program's interpreter can be
-faked by it (an always-equal object, a forged result record). The harness
-binds ``exec`` and ``compile`` before the program runs, so patching them
-does nothing, and ``probes`` let a caller take a test's calls' values out as
-plain data and judge them in its own process, where the program never ran
-and never saw the expected values (the code task does so for tests of the
-``assert f(x) == y`` shape; see cope.tasks.assertions). Tests of other shapes
-still run inside, where a program that walks the interpreter's frames to the
-harness can forge their records.
+Faking results: a test that ran in the program's interpreter could be faked
+by it (an always-equal object, a patched ``exec``, a record forged on the
+harness's channel). So no test runs there. A run is two processes: the
+harness, the judge, which reads the job, holds the result channel and runs the
+setup and the tests; and the program's own process, a fresh interpreter it
+starts (none of the judge's memory: no nonce, no tests, no expected values, no
+result descriptor), which runs the program and answers calls of its functions
+with plain data only (see ``child/plain.py``). The judge is not dumpable, so
+the program can neither trace it nor read its memory or descriptors. Tests of
+the ``assert f(x) == y`` shape are judged further out still, in cope's own
+process, on their calls' values (``probes``; see cope.tasks.assertions). What
+remains: a program can still kill the judge (which fails the run) and, without
+Landlock, signal its own judge.
 """
 
 from __future__ import annotations
@@ -112,6 +116,11 @@ _LANDLOCK = source("landlock")
 _SECCOMP = source("seccomp")
 
 _HARNESS = source("harness")
+# The program's own process, started by the harness, and the plain-data codec both use.
+_SERVER = source("server")
+_PLAIN = source("plain")
+# The largest message between the two processes of a run (a call's arguments or its value).
+_MESSAGE_CAP = 64 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------
@@ -229,14 +238,23 @@ class Sandbox:
     # -- running ------------------------------------------------------------
 
     def run(self, program: str, tests: Sequence[str] = (), setup: str = "",
-            probes: Sequence[str] = ()) -> RunResult:
+            probes: Sequence[str] = (), *, entry_point: str | None = None) -> RunResult:
         """Run ``program``, then ``setup``, then each of ``tests``, in one fresh sandbox.
 
         The program runs as module ``solution`` (so an ``if __name__ ==
-        "__main__"`` block does not run); setup and tests see its globals.
-        Each step gets ``step_timeout_s`` (a SIGALRM inside the sandbox), the
-        whole run ``timeout_s`` of wall clock, after which everything it
-        started is killed. Never raises because of what the program does.
+        "__main__"`` block does not run) in a process of its own; setup and
+        tests run in the harness's process, where the program never runs, and
+        see its globals as plain values and its functions as calls into its
+        process: arguments and results cross as plain data (exact types; an
+        iterator a function returns crosses as the values it yields), and a
+        list, dict or set a call changed is changed for the test too. A test
+        that passes anything else (a lambda, an object of the program's own
+        class) fails. ``entry_point`` is the one program name that may shadow
+        a Python builtin in the tests. Each step gets ``step_timeout_s`` (a
+        SIGALRM inside the sandbox; a program that overruns it is ended and
+        started afresh for the next test), the whole run ``timeout_s`` of
+        wall clock, after which everything it started is killed. Never raises
+        because of what the program does.
 
         ``probes`` are expressions evaluated after the tests; each one's value
         comes back in :attr:`RunResult.values` as plain data (exact types:
@@ -248,7 +266,6 @@ class Sandbox:
         probes = [str(p) for p in probes]
         lim = self.limits
         nonce = secrets.token_hex(16)
-        control = tempfile.mkdtemp(prefix="cope-sandbox-")
         work_host = None
         mounted = False
         t0 = time.perf_counter()
@@ -261,7 +278,10 @@ class Sandbox:
                 mounted = _mount_quota(work_host, lim.disk_mb)  # the run's total disk, where root may mount
                 if self._drop:
                     os.chown(work_host, _NOBODY, _NOBODY)
-            files = {name: open(os.path.join(control, name), "w+b") for name in ("job", "out", "err", "res")}
+            # files without a name (the job, with the run's nonce, and the result channel): there is
+            # no path that a program could open to read the one or write into the other
+            files = {name: tempfile.TemporaryFile(mode="w+b", prefix="cope-sandbox-")
+                     for name in ("job", "out", "err", "res")}
             try:
                 job = {
                     "nonce": nonce,
@@ -283,6 +303,10 @@ class Sandbox:
                     "setup": setup,
                     "tests": tests,
                     "probes": probes,
+                    "entry_point": entry_point,
+                    "server_src": _SERVER,
+                    "plain_src": _PLAIN,
+                    "message_cap": _MESSAGE_CAP,
                 }
                 files["job"].write(json.dumps(job).encode("utf-8"))
                 files["job"].seek(0)
@@ -302,7 +326,6 @@ class Sandbox:
                 for f in files.values():
                     f.close()
         finally:
-            shutil.rmtree(control, ignore_errors=True)
             if work_host:
                 if mounted:
                     _unmount(work_host)
@@ -319,13 +342,13 @@ class Sandbox:
         # RLIMIT_NPROC counts every process of the (real) user. In a user
         # namespace (bubblewrap, not root) that is only the sandbox's; as
         # 'nobody' or as the caller it includes what already runs.
-        # The harness itself is one process (plus bubblewrap's init inside a
-        # user namespace).
+        # The harness itself is two processes, the judge and the program's
+        # (plus bubblewrap's init inside a user namespace).
         if self.isolation == "bwrap" and not _is_root():
-            nproc = lim.processes + 2
+            nproc = lim.processes + 3
         else:
             uid = _NOBODY if self._drop else os.getuid()
-            nproc = _count_tasks(uid) + lim.processes + 1
+            nproc = _count_tasks(uid) + lim.processes + 2
         cpu = int(lim.cpu_s)
         return [
             ("RLIMIT_CORE", 0, 0),

@@ -17,8 +17,9 @@ a few pure builtins. The program never sees the expected values, so a forged
 record can only claim a value it could as well have returned.
 
 A test of any other shape (loops, local variables, imports other than
-``math``, helper functions) keeps running inside the sandbox as before; the
-returned :class:`Split` says which tests were judged here.
+``math``, helper functions) runs in the sandbox's judge process, which calls
+the program's functions in the program's own process with plain data (see
+cope.sandbox.core): out of the program's reach too, but inside the sandbox.
 """
 
 from __future__ import annotations

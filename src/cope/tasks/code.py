@@ -511,7 +511,8 @@ class CodeTask(Task):
         A test of the ``assert f(x) == y`` shape is judged here on the plain
         values of its calls (see :mod:`cope.tasks.assertions`): the program
         cannot fake it with an always-equal object or a patched ``exec``.
-        Other tests run inside the sandbox as written.
+        Other tests run in the sandbox's judge process, calling the program's
+        functions in the program's own process with plain data.
         """
         from .assertions import judge, split_test
 
@@ -526,7 +527,8 @@ class CodeTask(Task):
             for check in plan or ():
                 spans[-1].append((check, len(probes), len(probes) + len(check.probes)))
                 probes += check.probes
-        r = self.sandbox.run(program_for(problem, code), inside, setup, probes=probes)
+        r = self.sandbox.run(program_for(problem, code), inside, setup, probes=probes,
+                             entry_point=problem.entry_point)
         if not probes:
             return r
         inner = iter(zip(r.passed, r.errors))

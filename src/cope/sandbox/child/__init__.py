@@ -2,7 +2,8 @@
 
 They run in a separate, isolated interpreter (``python -I``), so they are
 never imported by cope: :func:`source` reads a file's text once, and the host
-passes it in the job (guard, Landlock, seccomp) or as ``-c`` (the harness).
+passes it in the job (guard, Landlock, seccomp, the program's process and
+the plain-data codec) or as ``-c`` (the harness).
 Keeping them as files lets linters, type checkers and coverage see them.
 """
 
@@ -16,5 +17,5 @@ _HERE = Path(__file__).resolve().parent
 
 @lru_cache(maxsize=None)
 def source(name: str) -> str:
-    """The text of ``child/<name>.py`` (guard, landlock, seccomp or harness)."""
+    """The text of ``child/<name>.py`` (guard, landlock, seccomp, harness, server or plain)."""
     return (_HERE / f"{name}.py").read_text(encoding="utf-8")

@@ -184,12 +184,14 @@ def check_sandbox() -> Check:
     from .sandbox.host import _is_root
 
     layers = {"isolation": sb.isolation, "guard": sb.guard, "landlock_abi": landlock_abi() if sb.landlock else 0,
-              "seccomp": sb.seccomp, "runs_as_root": _is_root() and not sb._drop}
+              "seccomp": sb.seccomp, "runs_as_root": _is_root() and not sb._drop,
+              "interpreter_view": sb._view is not None}
     if sb.isolation == "bwrap":
         return Check("sandbox", "ok", "bubblewrap namespaces", layers)
     wall = f"Landlock ABI {layers['landlock_abi']} (files, TCP, signals)" if sb.landlock else "no Landlock"
     wall += ", seccomp (no sockets but AF_UNIX)" if sb.seccomp else ", no seccomp"
-    root = "; programs run as root" if layers["runs_as_root"] else ""
+    root = ("; programs run as root" if layers["runs_as_root"] else
+            "; programs run as nobody, through a read-only view of the interpreter" if layers["interpreter_view"] else "")
     return Check("sandbox", "warn", f"resource limits, guard and {wall}{root}; bubblewrap: {why}",
                  {**layers, "why_not_bwrap": why, "warnings": notes})
 

@@ -8,6 +8,7 @@ off, so those runs need a kernel that has it and are skipped elsewhere.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -52,6 +53,7 @@ def ran(sb: Sandbox, program: str) -> str:
 def test_dir_fd_after_chdir_cannot_read_a_host_file(host, guard):
     depth = len(os.path.realpath(host).strip("/").split("/"))
     program = f"""
+import json
 import os
 fd = os.open(".", os.O_RDONLY)
 os.makedirs("a/b/c/d/e/f/g/h", exist_ok=True)
@@ -74,6 +76,7 @@ except OSError as e:
 @pytest.mark.parametrize("guard", LEVELS)
 def test_host_directories_cannot_be_listed_or_written(host, guard):
     program = f"""
+import json
 import os
 for act in (lambda: os.listdir({str(host)!r}), lambda: open({str(host / 'planted')!r}, "w").write("x"),
             lambda: os.mkfifo({str(host / 'fifo')!r}), lambda: os.listdir("/root"),
@@ -162,15 +165,17 @@ def test_the_fallback_still_runs_ordinary_programs():
         assert r.info["landlock"] == landlock_abi()
 
 
-def test_a_program_left_as_root_has_no_root_powers():
+def test_a_program_left_as_root_has_no_root_powers(monkeypatch):
     """Where the interpreter cannot run as nobody, the program stays uid 0 but without capabilities."""
     if os.geteuid() != 0:
         pytest.skip("only a root caller can leave a program as root")
+    monkeypatch.setenv("COPE_SANDBOX_VIEW", "0")  # no read-only view of the interpreter for nobody
     sb = Sandbox(Limits(timeout_s=20), isolation="rlimits")
     if sb._drop:
         pytest.skip("this interpreter runs as nobody: nothing stays root")
     sb.guard = False  # the kernel's answer, not the guard's
     program = """
+import json
 import os
 for name, act in (("setuid", lambda: os.setuid(12345)), ("chown", lambda: os.chown(".", 12345, 12345)),
                   ("setgroups", lambda: os.setgroups([0, 12345]))):
@@ -215,10 +220,11 @@ for fam, kind in ((socket.AF_INET, socket.SOCK_DGRAM), (socket.AF_INET6, socket.
         udp.close()
 
 
-def test_a_program_left_as_root_can_start_threads_but_no_processes():
+def test_a_program_left_as_root_can_start_threads_but_no_processes(monkeypatch):
     """uid 0 is exempt from the process limit, so the kernel refuses it new processes (threads stay)."""
     if os.geteuid() != 0:
         pytest.skip("only a root caller can leave a program as root")
+    monkeypatch.setenv("COPE_SANDBOX_VIEW", "0")  # no read-only view of the interpreter for nobody
     sb = Sandbox(Limits(timeout_s=20), isolation="rlimits")
     if sb._drop or not sb.seccomp:
         pytest.skip("nothing stays root here, or no seccomp filter on this architecture")
@@ -240,3 +246,62 @@ print("forked", n)
 """
     r = sb.run(program)
     assert "thread ran" in r.stdout and "forked 0" in r.stdout, (r.stdout, r.load_error, r.stderr)
+
+
+
+VIEW_RUN = r"""
+import json, sys, warnings
+warnings.simplefilter("ignore")
+from cope.sandbox import Sandbox
+sb = Sandbox(isolation="rlimits")
+program = (
+    "import os, sys\n"
+    "print(os.getuid())\n"
+    "import numpy\n"
+    "try:\n"
+    "    open(os.path.join(os.path.dirname(os.__file__), 'planted.py'), 'w')\n"
+    "    print('WROTE')\n"
+    "except OSError:\n"
+    "    print('refused')\n"
+)
+sb.guard = False  # the kernel's answer (a read-only mount, Landlock), not the guard's
+r = sb.run(program)
+print(json.dumps({"view": sb._view.root if sb._view else None, "out": r.stdout.split(), "err": r.load_error}))
+sys.stdout.flush()
+if len(sys.argv) > 1:
+    import os, signal
+    os.kill(os.getpid(), signal.SIGKILL)  # no exit handlers: the view is left behind
+"""
+
+
+def _mounted(root: str) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1].startswith(root) for line in f)
+
+
+def _view_run(*args: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "COPE_SANDBOX_VIEW"}
+    run = subprocess.run([sys.executable, "-c", VIEW_RUN, *args], capture_output=True, text=True, timeout=120,
+                         env=env)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_root_runs_programs_as_nobody_through_a_view_of_a_private_interpreter():
+    """The fallback, as root, with Python under a home only root can enter: programs still run as nobody."""
+    from cope.sandbox.host import _interpreter, _others_can_use
+
+    if os.geteuid() != 0:
+        pytest.skip("only a root caller has programs to drop from root")
+    if _others_can_use([sys.executable, *_interpreter(sys.executable).prefixes]):
+        pytest.skip("nobody can read this interpreter already: no view is needed")
+    out = _view_run()
+    if out["view"] is None:
+        pytest.skip("mounting is not allowed here: programs stay uid 0 without capabilities")
+    # nobody, with the installed packages, and the installation is read-only to it
+    assert out["out"] == ["65534", "refused"], out
+    assert not os.path.exists(out["view"]) and not _mounted(out["view"])  # gone with its process
+    # a process killed before its exit handlers leaves its view behind; the next one removes it
+    left = _view_run("die")["view"]
+    assert os.path.exists(left) and _mounted(left)
+    assert _view_run()["out"] == ["65534", "refused"]
+    assert not os.path.exists(left) and not _mounted(left)

@@ -390,10 +390,11 @@ def test_bad_configuration_is_a_config_error(monkeypatch) -> None:
 
 
 @pytest.mark.skipif(not (hasattr(os, "geteuid") and os.geteuid() == 0), reason="only root is refused")
-def test_root_without_guard_or_namespaces_is_refused() -> None:
+def test_root_without_guard_or_namespaces_is_refused(monkeypatch) -> None:
     from cope.sandbox.host import _others_can_use
 
     if _others_can_use([sys.executable, sys.prefix, sys.base_prefix]):
         pytest.skip("this interpreter can run as 'nobody', so the fallback drops root")
+    monkeypatch.setenv("COPE_SANDBOX_VIEW", "0")  # and no view of it for nobody either
     with pytest.raises(ConfigError, match="root"):
         Sandbox(TIGHT, isolation="rlimits", guard=False)

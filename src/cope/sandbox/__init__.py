@@ -7,6 +7,8 @@ The package, by concern:
   layers) and the shared default one;
 - ``host``: where the interpreter lives and who may read it, the scrubbed environment;
 - ``process``: reaping what a run left, quota mounts, cleanup;
+- ``view``: a read-only view of an interpreter under a private home, so root's programs
+  still run as ``nobody`` in the fallback;
 - ``probes``: reading probe values back from a run's records;
 - ``child``: what runs inside: the harness (the judge's process), the program's
   process, the plain-data codec between them, the in-process guard, Landlock and

@@ -16,8 +16,9 @@ Always (both isolation levels)
     stdin from /dev/null, stdout/stderr captured to size-capped files;
   * not root: when cope runs as root the program drops to ``nobody`` first
     (root ignores the process limit). In the fallback that needs an
-    interpreter ``nobody`` can read; if it cannot (say, Python under a
-    private home directory), the program stays uid 0 with every capability
+    interpreter ``nobody`` can read; for one under a private home directory
+    cope mounts a read-only view of it (cope.sandbox.view). Where it cannot
+    (no mounts allowed), the program stays uid 0 with every capability
     dropped (no mounts, modules, raw sockets, setuid or reading others'
     files), and a warning says so.
 
@@ -168,8 +169,14 @@ class Sandbox:
 
         # Root ignores RLIMIT_NPROC, so programs drop to nobody. Bubblewrap
         # mounts the interpreter where nobody can reach it; the fallback can
-        # drop only if nobody can already read the interpreter on the host.
-        self._drop = _is_root() and (self.isolation == "bwrap" or self._others_can_run())
+        # drop if nobody can read the interpreter on the host, or through a
+        # read-only view of it that root mounts (see cope.sandbox.view).
+        self._view = None
+        if _is_root() and self.isolation == "rlimits" and not self._others_can_run():
+            from .view import readable_view
+
+            self._view = readable_view(self._interp)
+        self._drop = _is_root() and (self.isolation == "bwrap" or self._others_can_run() or self._view is not None)
         if _is_root() and not self._drop and not self.guard:  # Landlock does not bound processes
             raise ConfigError("refusing to run sandboxed programs as root with neither bubblewrap nor the "
                               "guard: the kernel does not limit root's processes")
@@ -177,7 +184,8 @@ class Sandbox:
             self._warn_once(
                 "root",
                 "the sandbox runs programs as uid 0 without capabilities (the interpreter is not readable by "
-                "'nobody' and bubblewrap is not in use): resource limits, the in-process guard"
+                "'nobody', no read-only view of it could be mounted, and bubblewrap is not in use): resource "
+                "limits, the in-process guard"
                 + (" and Landlock (files, TCP, signals) apply" if self.landlock else
                    " only apply (this kernel has no Landlock)"),
             )
@@ -212,7 +220,7 @@ class Sandbox:
             probe = Sandbox.__new__(Sandbox)
             probe.limits, probe.python, probe._interp = Limits(timeout_s=30), self.python, self._interp
             probe.isolation, probe.guard, probe._drop, probe.landlock = "bwrap", False, _is_root(), False
-            probe.seccomp = False
+            probe.seccomp, probe._view = False, None
             try:
                 r = probe.run("import sys\nprint(sys.version_info[0])", ["assert 1 + 1 == 2"])
                 ok = r.all_passed and r.stdout.strip() == "3"
@@ -304,6 +312,7 @@ class Sandbox:
                     "tests": tests,
                     "probes": probes,
                     "entry_point": entry_point,
+                    "path": list(self._view.path) if self._view is not None else None,
                     "server_src": _SERVER,
                     "plain_src": _PLAIN,
                     "message_cap": _MESSAGE_CAP,
@@ -363,13 +372,15 @@ class Sandbox:
         """What the guard lets a program read besides its working directory."""
         roots = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc/localtime", "/dev/null", "/dev/zero",
                  "/dev/urandom", "/dev/random", "/proc/meminfo", "/proc/cpuinfo"}
-        for p in (*self._interp.prefixes, *self._interp.path, os.path.dirname(self.python)):
+        interp = self._view.interpreter if self._view is not None else self._interp
+        for p in (*interp.prefixes, *interp.path, os.path.dirname(interp.executable)):
             roots.add(os.path.abspath(p))
         roots |= {os.path.realpath(r) for r in list(roots) if os.path.exists(r)}
         return sorted(roots)
 
     def _argv(self, work: str, nonce: str) -> tuple[list[str], str]:
-        cmd = [self.python, "-I", "-c", _HARNESS, f"cope-sandbox-{nonce[:12]}"]
+        python = self._view.interpreter.executable if self._view is not None else self.python
+        cmd = [python, "-I", "-c", _HARNESS, f"cope-sandbox-{nonce[:12]}"]
         if self.isolation != "bwrap":
             return cmd, work
         lim = self.limits
@@ -509,6 +520,7 @@ class Sandbox:
                          timed_out=timed_out, returncode=returncode, stdout=stdout, stderr=stderr,
                          duration_s=duration, isolation=self.isolation,
                          info={"guard": self.guard, "dropped_root": self._drop,
+                               "interpreter_view": self._view is not None,
                                "landlock": next((r.get("abi") for r in records if r.get("k") == "landlock"), 0),
                                "seccomp": any(r.get("k") == "seccomp" for r in records)})
 

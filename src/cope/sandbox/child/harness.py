@@ -198,7 +198,7 @@ def _main():
                        "landlock": job.get("landlock"), "landlock_src": job["landlock_src"],
                        "seccomp": job.get("seccomp"), "seccomp_src": job["seccomp_src"],
                        "no_processes": bool(job.get("drop_caps")),
-                       "guard": job["guard"], "guard_src": job["guard_src"]})
+                       "guard": job["guard"], "guard_src": job["guard_src"], "path": job.get("path")})
             if timed:
                 signal.setitimer(signal.ITIMER_REAL, step)
             try:

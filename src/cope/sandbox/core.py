@@ -167,6 +167,17 @@ class Sandbox:
                         and platform.machine() in ("x86_64", "aarch64")
                         and os.environ.get("COPE_SANDBOX_SECCOMP", "1") != "0")
 
+        why = getattr(self, "_fallback_why", None)
+        if why is not None:
+            wall = ("Landlock (files, TCP, signals)" + (" and seccomp" if self.seccomp else "") if self.landlock
+                    else "no kernel wall (this kernel has no Landlock)" + ("; seccomp for sockets" if self.seccomp
+                                                                              else ""))
+            self._warn_once(
+                "fallback",
+                f"bubblewrap isolation is not available ({why}); sandboxed programs run with resource "
+                f"limits, an in-process guard and {wall}. Install bubblewrap (e.g. 'apt-get install "
+                f"bubblewrap') for namespace isolation, or set {_ENV_VAR}=rlimits to silence this.",
+            )
         # Root ignores RLIMIT_NPROC, so programs drop to nobody. Bubblewrap
         # mounts the interpreter where nobody can reach it; the fallback can
         # drop if nobody can read the interpreter on the host, or through a
@@ -200,12 +211,7 @@ class Sandbox:
             return "bwrap"
         if requested == "bwrap":
             raise ConfigError(f"sandbox isolation 'bwrap' is not usable here: {why}")
-        self._warn_once(
-            "fallback",
-            f"bubblewrap isolation is not available ({why}); sandboxed programs run with resource "
-            "limits and an in-process guard only. Install bubblewrap (e.g. 'apt-get install "
-            f"bubblewrap') for namespace isolation, or set {_ENV_VAR}=rlimits to silence this.",
-        )
+        self._fallback_why = why  # warned about once the fallback's layers are known
         return "rlimits"
 
     def _bwrap_problem(self) -> str | None:

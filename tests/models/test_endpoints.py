@@ -543,3 +543,35 @@ def test_only_openais_own_api_is_native_unless_told():
     assert not OpenAIModel("m", base_url="http://127.0.0.1:1/v1").native
     assert OpenAIModel("m", base_url="http://127.0.0.1:1/v1", native=True).native
     assert Endpoint("vllm/m", native=True).build("large").native
+
+
+def test_a_native_requests_fields_are_part_of_the_eval_call_cache_key(tmp_path):
+    """Two calls that differ only in the JSON schema a native endpoint is asked to follow are two
+    requests: the second must not be answered from the first one's cached samples."""
+    import asyncio
+
+    from cope.eval.calls import Budget, CallCache, JournaledModel
+    from cope.eval.journal import Journal
+    from cope.models.base import GenParams, native_fields
+    from cope.models.openai_compat import OpenAIModel
+    from cope.pricing import Price
+
+    schema = lambda name: {"response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": {}}}}
+    with FaultServer([Reply(body=completion_body({}, text='{"a": 1}'))]) as srv:
+        inner = OpenAIModel("m", base_url=srv.base_url, api_key="sk-test-000000", native=True)
+        model = JournaledModel(inner, Price("m", 1.0, 1.0), CallCache(), Journal(tmp_path / "journal.jsonl"), Budget(None))
+        messages = [{"role": "user", "content": "give JSON"}]
+        params = GenParams(seed=1, max_tokens=16)
+
+        async def ask(fields):
+            token = native_fields.set(fields)
+            try:
+                return await model.generate(messages, params)
+            finally:
+                native_fields.reset(token)
+
+        for fields in (schema("A"), schema("B"), schema("A"), None, None):
+            asyncio.run(ask(fields))
+        names = [s.body.get("response_format", {}).get("json_schema", {}).get("name") for s in srv.seen]
+    assert names == ["A", "B", None]  # A again and the plain call again came from the cache
+    assert (model.real_calls, model.cached_calls) == (3, 2)

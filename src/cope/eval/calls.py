@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 from ..errors import BackendError, CopeError
-from ..models.base import Completion, Generation, GenParams, Message, Model, report_samples
+from ..models.base import Completion, Generation, GenParams, Message, Model, native_fields, report_samples
 from ..pricing import Price, upper_bound_usd
 from .journal import Journal
 
@@ -182,7 +182,11 @@ class JournaledModel:
         self.cached_calls = 0
 
     async def _call(self, kind: str, prompts: Sequence[Sequence[Message]], params: GenParams) -> list[Generation]:
-        key = call_key(self.spec, kind, prompts, params, getattr(self.inner, "params", None))
+        request_params = dict(getattr(self.inner, "params", None) or {})
+        if getattr(self.inner, "native", False) and (fields := native_fields.get()):
+            # a served model asked to answer natively (a JSON schema, tools) gets other requests
+            request_params["native"] = fields
+        key = call_key(self.spec, kind, prompts, params, request_params or None)
         cacheable = params.seed is not None  # unseeded sampling must stay random
         ledger = self.ledger
         if cacheable and self.use_cache:

@@ -471,12 +471,16 @@ LIMIT = 3
 def test_a_call_that_hangs_or_kills_its_process_costs_that_test_only():
     from cope.sandbox import Limits, Sandbox
 
-    program = "import os, time\ndef f(x):\n    if x == 1:\n        time.sleep(60)\n    if x == 2:\n        os._exit(0)\n    return x\n"
+    program = ("import os, sys, time\ndef f(x):\n    if x == 1:\n        time.sleep(60)\n    if x == 2:\n"
+               "        os._exit(0)\n    if x == 5:  # a reply the judge refuses to read: too long\n"
+               "        os.write(int(sys.argv[-1]), (2 ** 62).to_bytes(8, 'big'))\n        time.sleep(60)\n"
+               "    return x\n")
     sb = Sandbox(Limits(step_timeout_s=1.0, timeout_s=30))
     r = sb.run(program, ["assert f(0) == 0", "assert f(1) == 1", "assert f(3) == 3", "assert f(2) == 2",
-                         "assert f(4) == 4"])
-    assert r.passed == [True, False, True, False, True], r.errors
+                         "assert f(4) == 4", "assert f(5) == 5", "assert f(6) == 6"])
+    assert r.passed == [True, False, True, False, True, False, True], r.errors
     assert r.errors[1] == "timeout after 1s" and "ended the run early" in r.errors[3]
+    assert "could not be read" in r.errors[5] and "over the limit" in r.errors[5]
     assert r.duration_s < 15
 
 

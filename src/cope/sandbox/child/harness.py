@@ -187,7 +187,7 @@ def _main():
             self.send, self.recv = plain["_channel"](from_r, to_w, cap)
             try:
                 return self.load(timed)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, MemoryError, RecursionError) as e:
                 self.end()
                 return "the program's process failed: %s" % e
 
@@ -243,9 +243,9 @@ def _main():
             except _StepTimeout:
                 self.end()
                 raise
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, MemoryError, RecursionError) as e:
                 reply = None
-                why = str(e)
+                why = "the program's reply could not be read: %s" % (str(e) or type(e).__name__)
             else:
                 why = None
             if not isinstance(reply, dict):

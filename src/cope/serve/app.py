@@ -387,9 +387,21 @@ class Service:
 
 
 def route_of(preset: Preset, request: ChatRequest) -> tuple[str, str] | None:
-    """(family, why) from the preset's declared routes for the request's last user message, or None."""
+    """(family, why) from the preset's declared routes for the request's last user message, or None.
+
+    Matched once per request and preset: the handler, the solve and the reply's extension all ask.
+    """
     if not preset.route:
         return None
+    cached = request._route
+    if cached is not None and cached[0] == preset.name:
+        return cached[1]
+    found = _match_route(preset, request)
+    request._route = (preset.name, found)
+    return found
+
+
+def _match_route(preset: Preset, request: ChatRequest) -> tuple[str, str] | None:
     last = next((m for m in reversed(request.messages) if m.role == "user"), None)
     content = last.content if last is not None else None
     if isinstance(content, list):  # text parts, as the problem reads them

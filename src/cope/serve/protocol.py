@@ -84,6 +84,7 @@ class ChatRequest(BaseModel):
     cope: CopeOptions | None = None
     _structured: Any = PrivateAttr(default=None)  # the json family, built once per request
     _tools: Any = PrivateAttr(default=None)  # the tools family, built once per request
+    _route: Any = PrivateAttr(default=None)  # (preset name, its route for this request), matched once
 
     def check(self) -> None:
         if self.top_logprobs:

@@ -2,7 +2,7 @@
 
 Root ignores the process limit, so a sandboxed program must run as ``nobody``. In the fallback
 (no bubblewrap) that needs an interpreter ``nobody`` can read, and one under a private home
-(``/root/.pyenv``, a 0700 home directory) is out of its reach. Root may mount, though: the
+(pyenv in a 0700 home directory) is out of its reach. Root may mount, though: the
 interpreter's directories are bind-mounted read-only (no setuid, no devices) under a fresh
 0755 directory in the temporary directory, once per process, and unmounted at exit. A view
 left by a process that died is removed when the next one starts. Where mounting is not

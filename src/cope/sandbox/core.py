@@ -155,7 +155,7 @@ class Sandbox:
         if not self.python:
             raise ConfigError("no Python interpreter to run sandboxed programs with")
         self._interp = _interpreter(self.python)
-        self.isolation = self._choose(requested)
+        self.isolation, fallback_why = self._choose(requested)
         self.guard = (self.isolation == "rlimits") if guard is None else bool(guard)
         # The fallback's filesystem, network and signal wall, where the kernel has Landlock
         # (bubblewrap's namespaces already are one).
@@ -167,8 +167,7 @@ class Sandbox:
                         and platform.machine() in ("x86_64", "aarch64")
                         and os.environ.get("COPE_SANDBOX_SECCOMP", "1") != "0")
 
-        why = getattr(self, "_fallback_why", None)
-        if why is not None:
+        if (why := fallback_why) is not None:
             wall = ("Landlock (files, TCP, signals)" + (" and seccomp" if self.seccomp else "") if self.landlock
                     else "no kernel wall (this kernel has no Landlock)" + ("; seccomp for sockets" if self.seccomp
                                                                               else ""))
@@ -203,16 +202,17 @@ class Sandbox:
 
     # -- choosing the isolation level -------------------------------------
 
-    def _choose(self, requested: str) -> str:
+    def _choose(self, requested: str) -> tuple[str, str | None]:
+        """The level, and why bubblewrap is not used where auto fell back (warned about once the
+        fallback's layers are known)."""
         if requested == "rlimits":
-            return "rlimits"
+            return "rlimits", None
         why = self._bwrap_problem()
         if why is None:
-            return "bwrap"
+            return "bwrap", None
         if requested == "bwrap":
             raise ConfigError(f"sandbox isolation 'bwrap' is not usable here: {why}")
-        self._fallback_why = why  # warned about once the fallback's layers are known
-        return "rlimits"
+        return "rlimits", why
 
     def _bwrap_problem(self) -> str | None:
         """None if bubblewrap runs a trivial program here, else the reason it does not."""

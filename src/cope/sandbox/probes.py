@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
+from .child.plain import _codec
 from .limits import RunResult
 
 
-class _Bad(ValueError):
-    pass
+_plain_decode = _codec()[1]
 
 
-def _decode(x: object, depth: int = 0) -> object:
-    """A probe's value from its tagged JSON, checked as strictly as it was encoded."""
-    if depth > 70 or not isinstance(x, list) or len(x) != 2 or not isinstance(x[0], str):
-        raise _Bad("malformed value record")
-    tag, v = x
-    if tag == "n":
-        return None
-    if tag == "b" and v in (0, 1):
-        return bool(v)
-    if tag == "i" and isinstance(v, str):
-        return int(v)
-    if tag == "f" and isinstance(v, str):
-        return float(v)
-    if tag == "s" and isinstance(v, str):
-        return v
-    if tag in ("l", "t", "S", "F") and isinstance(v, list):
-        items = [_decode(e, depth + 1) for e in v]
-        return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)
-    if tag == "d" and isinstance(v, list):
-        out = {}
-        for pair in v:
-            if not isinstance(pair, list) or len(pair) != 2:
-                raise _Bad("malformed value record")
-            out[_decode(pair[0], depth + 1)] = _decode(pair[1], depth + 1)
-        return out
-    raise _Bad("malformed value record")
+def _decode(x: object) -> object:
+    """A probe's value from its tagged JSON, checked as strictly as the harness encoded it."""
+    return _plain_decode(x, 0, False)
 
 
 def _probe_values(records: list[dict], n: int, result: "RunResult") -> list[tuple[bool, object]]:
@@ -61,6 +38,6 @@ def _probe_values(records: list[dict], n: int, result: "RunResult") -> list[tupl
             continue
         try:
             values[i] = (True, _decode(rec.get("v")))
-        except (_Bad, ValueError, TypeError, RecursionError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             values[i] = (False, f"unreadable value: {exc}")
     return [v if v is not None else (False, missing) for v in values]

@@ -1,9 +1,10 @@
 """What runs inside the sandbox: real Python files that the host sends to the child as text.
 
-They run in a separate, isolated interpreter (``python -I``), so they are
-never imported by cope: :func:`source` reads a file's text once, and the host
-passes it in the job (guard, Landlock, seccomp, the program's process and
-the plain-data codec) or as ``-c`` (the harness).
+They run in a separate, isolated interpreter (``python -I``), so cope does
+not import them (except ``plain``, whose decoder also reads probe values back
+on the host): :func:`source` reads a file's text once, and the host passes it
+in the job (guard, Landlock, seccomp, the program's process and the
+plain-data codec) or as ``-c`` (the harness).
 Keeping them as files lets linters, type checkers and coverage see them.
 """
 

@@ -175,8 +175,9 @@ def _main():
             os.set_inheritable(from_w, True)
             try:
                 # a session and process group of its own: ended as a whole when a test needs a fresh one
-                pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-c", job["server_src"], marker,
-                                                      str(to_r), str(from_w)], os.environ, setsid=True)
+                pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-c",
+                                                      job["plain_src"] + "\n" + job["server_src"], marker,
+                                                      str(cap), str(to_r), str(from_w)], os.environ, setsid=True)
             except OSError as e:
                 for fd in (to_r, to_w, from_r, from_w):
                     os.close(fd)
@@ -192,20 +193,14 @@ def _main():
                 return "the program's process failed: %s" % e
 
         def load(self, timed):
-            self.send({"plain_src": job["plain_src"], "cap": cap, "judge": os.getpid(),
+            self.send({"judge": os.getpid(),
                        "program": job["program"], "setup": job["setup"], "work": job["work"],
                        "read_roots": job["read_roots"], "write_roots": job["write_roots"],
                        "landlock": job.get("landlock"), "landlock_src": job["landlock_src"],
                        "seccomp": job.get("seccomp"), "seccomp_src": job["seccomp_src"],
                        "no_processes": bool(job.get("drop_caps")),
                        "guard": job["guard"], "guard_src": job["guard_src"], "path": job.get("path")})
-            if timed:
-                signal.setitimer(signal.ITIMER_REAL, step)
-            try:
-                ready = self.recv()
-            finally:
-                if timed:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
+            ready = self.within(step if timed else None)
             if not isinstance(ready, dict) or ready.get("k") != "ready":
                 err = ready.get("err") if isinstance(ready, dict) and ready.get("k") == "fatal" else None
                 self.end()
@@ -215,13 +210,7 @@ def _main():
                 return "the program's process did not start"
             if self.started == 1 and ready.get("seccomp") is not None:
                 report({"k": "seccomp", "n": ready.get("seccomp")})
-            if timed:
-                signal.setitimer(signal.ITIMER_REAL, step * (2 if job["setup"] else 1))
-            try:
-                loaded = self.recv()
-            finally:
-                if timed:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
+            loaded = self.within(step * (2 if job["setup"] else 1) if timed else None)
             if not isinstance(loaded, dict) or loaded.get("k") != "load":
                 why = self.status()
                 self.end()
@@ -229,6 +218,16 @@ def _main():
             self.names = loaded.get("names") if isinstance(loaded.get("names"), dict) else {}
             self.setup_err = str(loaded.get("setup_err") or "")
             return str(loaded.get("err") or "")
+
+        def within(self, seconds):
+            """The next message, waited for at most ``seconds`` (None: under a timer already running)."""
+            if seconds is not None:
+                signal.setitimer(signal.ITIMER_REAL, seconds)
+            try:
+                return self.recv()
+            finally:
+                if seconds is not None:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
 
         def ask(self, msg):
             """Send a request; the reply. A process that ended is started again first."""

@@ -2,10 +2,11 @@
 
 Both processes of a run use it: the program's process encodes what its functions return (and
 the arguments they changed), the judge's process encodes the arguments its tests pass and
-decodes the values. An object with its own ``__eq__``, a subclass of ``int`` or ``str``,
-anything callable, is not a value a test can be judged on, so it does not cross. Sent to the
-sandboxed interpreters as text and run there (standard library only); never imported by cope
-itself. Everything it uses is bound when it is defined, before any of the program runs.
+decodes the values; cope's own process decodes probe values with it too (no iterators there).
+An object with its own ``__eq__``, a subclass of ``int`` or ``str``, anything callable, is not
+a value a test can be judged on, so it does not cross. Sent to the sandboxed interpreters as
+text and run there (standard library only); cope imports it only to decode probe values.
+Everything it uses is bound when it is defined, before any of the program runs.
 """
 
 
@@ -62,7 +63,7 @@ def _codec():
                 return encode(conv(), left, depth + 1)
         raise _TypeError("the value is not plain data (None, bool, int, float, str, list, tuple, set, dict)")
 
-    def decode(x, depth=0):
+    def decode(x, depth=0, iterate=True):
         if depth > 70 or not _isinstance(x, _list) or _len(x) != 2 or not _isinstance(x[0], _str):
             raise _ValueError("malformed value")
         tag, v = x
@@ -76,8 +77,8 @@ def _codec():
             return _float(v)
         if tag == "s" and _type(v) is _str:
             return v
-        if tag in ("l", "t", "S", "F", "I") and _type(v) is _list:
-            items = [decode(e, depth + 1) for e in v]
+        if tag in ("l", "t", "S", "F", "I") and _type(v) is _list and (iterate or tag != "I"):
+            items = [decode(e, depth + 1, iterate) for e in v]
             if tag == "I":
                 return _iter(items)
             return {"l": _list, "t": _tuple, "S": _set, "F": _frozenset}[tag](items)
@@ -86,7 +87,7 @@ def _codec():
             for pair in v:
                 if _type(pair) is not _list or _len(pair) != 2:
                     raise _ValueError("malformed value")
-                out[decode(pair[0], depth + 1)] = decode(pair[1], depth + 1)
+                out[decode(pair[0], depth + 1, iterate)] = decode(pair[1], depth + 1, iterate)
             return out
         raise _ValueError("malformed value")
 

@@ -1,6 +1,7 @@
 """The program's process: a fresh interpreter that runs the program and answers calls into it.
 
-The judge (``harness.py``) starts it with ``python -I -c`` and two pipes; it
+The judge (``harness.py``) starts it with ``python -I -c`` (``plain.py``'s text, then this
+file's) and two pipes; it
 holds nothing of the judge's memory (no nonce, no tests, no expected values, no result
 descriptor), so a program that walks frames or the heap finds only this file's state. It puts
 up the sandbox's layers on itself (Landlock, seccomp, the guard), runs the program and the
@@ -16,23 +17,15 @@ def _main():
     import builtins
     _exec, _eval, _compile, _type, _str, _callable = exec, eval, compile, type, str, callable
     _list, _dict, _set = list, dict, set
-    fd, fd_out = int(sys.argv[-2]), int(sys.argv[-1])
-    first = {"__name__": "_plain", "__builtins__": builtins}
-    # the codec and channel come in the first message, so even they are this process's own copy
-    head = os.read(fd, 8)
-    n = int.from_bytes(head, "big") if len(head) == 8 else 0
-    buf = b""
-    while len(buf) < n:
-        b = os.read(fd, n - len(buf))
-        if not b:
-            os._exit(0)
-        buf += b
-    import json
-    cfg = json.loads(buf.decode("utf-8"))
-    _exec(cfg["plain_src"], first)
-    encode, decode = first["_codec"]()
-    send, recv = first["_channel"](fd, fd_out, int(cfg["cap"]))
-    del first, buf, head
+    cap, fd, fd_out = (int(a) for a in sys.argv[-3:])
+    # the judge runs this file's text after plain.py's, so the codec and channel are this
+    # process's own copies, defined before the job or any of the program arrives
+    plain = globals()
+    encode, decode = plain["_codec"]()
+    send, recv = plain["_channel"](fd, fd_out, cap)
+    cfg = recv()
+    if not isinstance(cfg, dict):
+        os._exit(0)
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)

@@ -130,6 +130,27 @@ def test_resume_after_kill_repeats_no_call(data, tmp_path):
     assert Counter(r["method"] for r in results) == {"cope": len(PROBLEMS), "large": len(PROBLEMS)}
 
 
+def test_answers_from_the_shared_cache_are_journaled_in_the_run(data, tmp_path):
+    # the first run leaves its answers in the cache shared across runs; the second is answered from it
+    # and must still hold every answer itself, so it resumes and replays where that cache is not
+    cfg = dict(methods=["cope", "large"], limit=2, large_price_as="gpt-4o-mini")
+    run_eval(config(data, **cfg), tmp_path / "first", progress=False)
+    second = tmp_path / "second"
+    s = run_eval(config(data, **cfg), second, progress=False)
+    assert s["this_invocation"]["real_calls"] == 0 and s["this_invocation"]["cached_calls"] > 0
+    shared = [r for r in read_journal(second / "journal.jsonl") if r.get("from") == "shared cache"]
+    assert len(shared) == s["this_invocation"]["cached_calls"] and all(r["usd"] == 0.0 for r in shared)
+    moved = tmp_path / "moved"  # the run dir alone: results dropped, no shared cache
+    moved.mkdir()
+    shutil.copy(second / "config.json", moved)
+    (moved / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in read_journal(second / "journal.jsonl")
+                                                 if r["type"] != "result"))
+    again = run_eval(config(data, **cfg), moved, resume=True, use_cache=False, progress=False)
+    assert again["this_invocation"]["real_calls"] == 0 and again["this_invocation"]["spent_usd"] == 0.0
+    strip = lambda rows: sorted((r["method"], r["problem_id"], r["answer"], r["cost_usd"]) for r in rows)  # noqa: E731
+    assert strip(load_results(moved)) == strip(load_results(second))
+
+
 def test_budget_cap_stops_before_exceeding(data, tmp_path):
     out = tmp_path / "capped"
     cap = 0.0001

@@ -66,13 +66,19 @@ class CallCache:
             self._db.commit()
 
     def get(self, key: str) -> list[Generation] | None:
+        return self.lookup(key)[0]
+
+    def lookup(self, key: str) -> tuple[list[Generation] | None, bool]:
+        """(the cached answer or None, whether it came from the shared file just now, not from this run)."""
+        shared = False
         with self._lock:
             hit = self._mem.get(key)
             if hit is None and self._db is not None:
                 row = self._db.execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone()
                 if row:
                     hit = self._mem[key] = json.loads(row[0])
-        return None if hit is None else [gen_from_dict(d) for d in hit]
+                    shared = True
+        return (None if hit is None else [gen_from_dict(d) for d in hit]), shared
 
     def put(self, key: str, gens: list[dict[str, Any]], persist: bool = True) -> None:
         with self._lock:
@@ -150,7 +156,14 @@ class LocalLedger:
         self.cache, self.journal, self.budget, self.persist = cache, journal, budget, persist
 
     async def lookup(self, key: str) -> list[Generation] | None:
-        return self.cache.get(key)
+        hit, shared = self.cache.lookup(key)
+        if shared and hit is not None:
+            # an answer another run paid for: journaled here too (at no cost to this run), so the run
+            # directory alone replays and resumes, on a machine without this one's shared cache
+            first = hit[0]
+            self.journal.write({"type": "call", "key": key, "model": first.model, "usd": 0.0,
+                                "from": "shared cache", "generations": [gen_to_dict(g) for g in hit]})
+        return hit
 
     async def reserve(self, bound: float) -> None:
         self.budget.reserve(bound)

@@ -326,6 +326,69 @@ def test_textworld_benchmark_plays_episodes(tmp_path):
         run_eval(EvalConfig(benchmark="textworld:cooking:x", methods=["small"]), tmp_path / "bad", progress=False)
 
 
+def test_episode_steps_count_samples_drawn_and_replay_early_stopping(tmp_path):
+    out = tmp_path / "tw"
+    s = run_eval(EvalConfig(benchmark="textworld", methods=["cope", "cope-auto"], limit=1, small=SMOL, large=SMOL,
+                            n=8, max_tokens=24, max_steps=2, seed=5), out, progress=False)
+    rows = {r["method"]: r for r in load_results(out)}
+    for m, r in rows.items():
+        for step in r["episode"]:  # every stage the step ran, in the journal's stage shape
+            assert [st["stage"] for st in step["stages"]] == list(range(1, step["stage"] + 1))
+            assert all(len(st["clusters"]) == st["drawn"] <= st["n"] for st in step["stages"])
+            if m == "cope":  # no early stopping: every vote in full
+                assert all(st["drawn"] == st["n"] for st in step["stages"])
+    for m in rows:  # samples drawn per stage are counted over the steps (the report's table had nothing)
+        draws = s["methods"][m]["stage_draws"]
+        assert draws and all(d["per"] == "step" for d in draws)
+        ran = [st for step in rows[m]["episode"] for st in step["stages"] if st["stage"] == 1]
+        assert draws[0]["problems"] == len(ran) == rows[m]["steps"]
+        assert draws[0]["drawn_mean"] == pytest.approx(sum(st["drawn"] for st in ran) / len(ran))
+    e = s["episode_early_stopping"]
+    assert set(e) == {"cope"}  # cope-auto stopped early live: nothing to replay
+    full = sum(st["n"] for step in rows["cope"]["episode"] for st in step["stages"])
+    assert e["cope"]["steps"] == rows["cope"]["steps"] and e["cope"]["samples_full"] == full
+    assert e["cope"]["samples_predictive"] <= e["cope"]["samples_exact"] <= full
+    from cope.eval.report import write_report
+
+    md = write_report([out])["markdown"].read_text()
+    assert "over the steps of every episode" in md and "Early stopping replayed on every step's full votes" in md
+
+
+def _step(stage, *votes):
+    """An episode step as the agent driver journals it: each ran stage's vote keys, n = len(keys)."""
+    stages = []
+    for i, keys in enumerate(votes, 1):
+        top = Counter(k for k in keys if k is not None).most_common(1)
+        conf = top[0][1] / len(keys) if top else 0.0
+        stages.append({"stage": i, "n": len(keys), "drawn": len(keys), "clusters": list(keys), "confidence": conf,
+                       "accepted": i == stage, "answer": None, "correct": None, "cost_usd": 0.0, "latency_s": 0.0,
+                       "sample_tokens": [3] * len(keys),
+                       "tokens": {"small": {"execute": {"prompt": 100, "completion": 3 * len(keys)}}}})
+    return {"step": 1, "stage": stage, "stages": stages}
+
+
+def test_early_stopping_replayed_on_episode_steps():
+    from cope.eval.replay import episode_early_stop
+    from cope.methods import method_config
+
+    stages = method_config("cope", n=8, tau1=0.75, tau2=0.5, max_tokens=64, explicit_taus=True).for_family("agent").stages
+    rows = [{"episode": [
+        # stage 1 keeps its majority's goal: four different actions in the first window settle neither the
+        # decision's answer nor the goal, so it draws all 8; stage 2 has 4 of 8 for one action after one
+        # window, which meets 0.5 whatever follows and no rival can pass it: 4 drawn
+        _step(2, [0, 1, 2, 3, 0, 1, 2, 3], [0, 0, 0, 0, 0, 0, 0, 1]),
+        # accepted at stage 1 with 7 of 8, but after one window only 4 of 8: still open, all 8 drawn
+        _step(1, [0, 0, 0, 0, 0, 0, 0, 1]),
+        # a step that stopped early already (a live early-stopping run): not replayed
+        {"step": 3, "stage": 1, "stages": [{**_step(1, [0] * 8)["stages"][0], "drawn": 4}]},
+    ]}]
+    e = episode_early_stop(rows, stages)
+    assert e["steps"] == 2 and e["samples_full"] == 24 and e["samples_exact"] == 8 + 4 + 8
+    assert e["small_tokens_full"] == 72 and e["small_tokens_exact"] == 60
+    assert e["samples_predictive"] <= e["samples_exact"]
+    assert episode_early_stop(rows, method_config("large", n=8, max_tokens=64).for_family("agent").stages) is None
+
+
 @pytest.mark.slow
 def test_mtbench_run_is_judged_pairwise(tmp_path):
     out = tmp_path / "mt"

@@ -29,8 +29,38 @@ async def play_item(solver: Any, problem: Problem, *, seed: int, max_steps: int)
         "calls": len(ep.calls), "stages": [], "steps": ep.steps, "score": ep.score,
         "stage_counts": {str(k): v for k, v in counts.items()},
         # per step, what `cope show` prints: the action, the stage that settled it, its votes and cost
+        # and, per stage the step ran, what the report needs to count samples drawn and replay
+        # early stopping on the step's vote
         "episode": [{"step": r.step, "action": r.action, "stage": r.stage, "confidence": r.confidence,
-                     "cost_usd": r.cost_usd, "votes": dict(r.votes), "fallback": r.fallback, "score": r.score}
-                    for r in ep.records],
+                     "cost_usd": r.cost_usd, "votes": dict(r.votes), "fallback": r.fallback, "score": r.score,
+                     "stages": step_stages(res)}
+                    for r, res in zip(ep.records, ep.step_results)],
     }
     return record, ep.calls
+
+
+def step_stages(result: Any) -> list[dict[str, Any]]:
+    """One step's cascade stages in the journal's stage shape (see ``cope.eval.rundir.StageRecord``).
+
+    The vote's keys are the matched actions numbered by first appearance
+    (None: no admissible action), which is all an early-stopping rule reads.
+    A step has no right answer, so ``correct`` is None.
+    """
+    out = []
+    for s in result.stages:
+        ids: dict[str, int] = {}
+        clusters = [None if a is None else ids.setdefault(a, len(ids)) for a in s.extracted]
+        tokens: dict[str, dict[str, dict[str, int]]] = {}
+        for c in result.calls:
+            if c.stage == s.stage:
+                t = tokens.setdefault(c.who, {}).setdefault(c.role, {"prompt": 0, "completion": 0})
+                t["prompt"] += c.prompt_tokens
+                t["completion"] += c.completion_tokens
+        out.append({
+            "stage": s.stage, "n": s.n, "drawn": s.drawn or s.n, "answer": s.answer, "confidence": s.confidence,
+            "accepted": s.accepted, "cost_usd": s.cost_usd,
+            "latency_s": sum(c.latency_s for c in result.calls if c.stage == s.stage),
+            "tokens": tokens, "sample_tokens": list(s.sample_tokens), "window_latency_s": list(s.window_latency_s),
+            "clusters": clusters, "correct": None,
+        })
+    return out

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .replay import early_stop_changes, replayed
+from .replay import early_stop_changes, episode_early_stop, replayed
 from .stats import aiq, bootstrap_ci, fold_ids, frontier, paired_vs
 
 __all__ = ["aiq", "bootstrap_ci", "fold_ids", "frontier", "paired_vs", "replayed", "early_stop_changes",
@@ -122,6 +122,13 @@ def _executor(results: list[dict[str, Any]], stage: int) -> str | None:
     return max(seen, key=lambda t: (seen[t], t)) if seen else None
 
 
+def _ran(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stages a result ran: a problem's, or every step's of an episode (each step is a cascade)."""
+    if "episode" in r:
+        return [st for step in r["episode"] for st in step.get("stages", [])[: step.get("stage", 0)]]
+    return r.get("stages", [])[: r.get("stage", 0)]
+
+
 def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -> dict[str, Any]:
     correct = [float(r["correct"]) for r in results if r["correct"] is not None]
     cost = [float(r["cost_usd"]) for r in results]
@@ -133,7 +140,7 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
     small_samples = 0
     draws: dict[int, list[tuple[int, int]]] = {}  # stage -> (drawn, n) of each problem that ran it
     for r in results:
-        for st in r.get("stages", [])[: r.get("stage", 0)]:
+        for st in _ran(r):
             drawn = st.get("drawn", st.get("n", 1))
             draws.setdefault(st["stage"], []).append((drawn, st.get("n", 1)))
             if "execute" in st.get("tokens", {}).get("small", {}):
@@ -174,9 +181,10 @@ def method_metrics(results: list[dict[str, Any]], n_stages: int | None = None) -
         "small_generated_tokens_per_problem": small_generated / n if n else float("nan"),
         # small-model samples drawn per problem: early stopping lowers it, at the same decisions
         "small_samples_per_problem": small_samples / n if n else float("nan"),
-        # per stage: mean samples drawn (of n) over the problems that ran it
+        # per stage: mean samples drawn (of n) over the problems (an episode's: the steps) that ran it
         "stage_draws": [{"stage": k, "problems": len(v), "drawn_mean": float(np.mean([d for d, _ in v])),
-                         "n": max(m for _, m in v)} for k, v in sorted(draws.items())],
+                         "n": max(m for _, m in v), **({"per": "step"} if "episode" in results[0] else {})}
+                        for k, v in sorted(draws.items())],
         "funnel": funnel,
         **({"steps_mean": float(np.mean([r["steps"] for r in results]))} if results and "steps" in results[0] else {}),
         "latency_s_mean": float(np.mean(lat)) if lat else float("nan"),
@@ -266,6 +274,16 @@ def summarize_run(out: Path, price_as: str | None = None) -> dict[str, Any]:
                 if built is not None:
                     by_method[rp.name] = built
                     notes.append(rp.note)
+    # an agent method without early stopping voted every step in full: what the rules would save
+    episode_early: dict[str, dict[str, Any]] = {}
+    for m, rows in by_method.items():
+        if rows and "episode" in rows[0] and m in cfg.methods:
+            from .rundir import method_cascade
+
+            cascade = method_cascade(cfg, m)
+            if all(st.stop == "none" for st in cascade.stages):
+                if (e := episode_early_stop(rows, cascade.stages, strict=cascade.strict)) is not None:
+                    episode_early[m] = e
     methods = {m: method_metrics(rs, rs[0].get("n_stages")) for m, rs in sorted(by_method.items())}
     paired = paired_vs(by_method, "large") if "large" in by_method else {}
     points = [(v["cost_usd_per_1m"], v["accuracy"]) for v in methods.values()
@@ -290,6 +308,7 @@ def summarize_run(out: Path, price_as: str | None = None) -> dict[str, Any]:
         "paired_vs_large": paired,
         "calibration": calibration,
         "early_stopping": early_stopping,
+        "episode_early_stopping": episode_early,
         "styles": styles,
         "regenerate": f"cope report {out}",
     }

@@ -606,3 +606,53 @@ def early_stop_changes(rows: list[dict[str, Any]], stages: Sequence[Any], *, win
         "accuracy_exact": float(np.mean([bool(r["correct"]) for r in exact])),
         "accuracy_predictive": float(np.mean([bool(r["correct"]) for r in pred])),
     }
+
+
+def episode_early_stop(rows: list[dict[str, Any]], stages: Sequence[Any], *, window: int = 4,
+                       strict: bool = False) -> dict[str, Any] | None:
+    """Early stopping replayed on an agent method's episodes: every step's complete votes.
+
+    Each step of an episode is a cascade whose stages ran in full (a method
+    without early stopping), so the exact rule, replayed on a step's recorded
+    samples in windows of ``window``, draws fewer with the same decision at every
+    step, hence the same actions and the same episode: its savings are exact.
+    The predictive rule may change a step's decision (whether its stage accepts,
+    or which action wins); a changed step would have changed the game from there
+    on, which no recording can say, so only the count of such steps is reported.
+    None when no step voted in full.
+    """
+    if not any(st.n > 1 for st in stages):
+        return None
+    taus = [st.threshold for st in stages[:-1]] + [None]
+    counts = {"full": 0, "exact": 0, "predictive": 0}
+    small = {"full": 0, "exact": 0, "predictive": 0}
+    steps = changed = 0
+    for r in rows:
+        for step in r.get("episode", []):
+            ran = step.get("stages", [])[: step.get("stage", 0)]
+            if not ran or any(s.get("drawn", s.get("n", 1)) < s.get("n", 1) for s in ran):
+                continue  # a step that already stopped early (or predates per-step stages)
+            steps += 1
+            moved = False
+            for i, s in enumerate(ran):
+                st = stages[i] if i < len(stages) else None
+                for rule in counts:
+                    t = {**s, "tokens": {w: {k: dict(v) for k, v in roles.items()}
+                                         for w, roles in s.get("tokens", {}).items()}}
+                    if rule != "full" and st is not None and st.n > 1 and "clusters" in s:
+                        _replay_stop(t, replace(st, stop=rule, window=st.window or window), taus[i], strict)
+                    counts[rule] += int(t.get("drawn", t.get("n", 1)))
+                    small[rule] += t["tokens"].get("small", {}).get("execute", {}).get("completion", 0)
+                    if rule == "predictive" and taus[i] is not None:
+                        keys = s["clusters"][: t.get("drawn", s["n"])] if "clusters" in s else []
+                        moved |= bool(accepts(t["confidence"], taus[i], strict)) != bool(s["accepted"]) or (
+                            bool(s["accepted"]) and leader(keys)[0] != leader(s.get("clusters", []))[0])
+            changed += moved
+    if not steps:
+        return None
+    return {
+        "episodes": len(rows), "steps": steps, "window": max((st.window or window) for st in stages if st.n > 1),
+        "samples_full": counts["full"], "samples_exact": counts["exact"], "samples_predictive": counts["predictive"],
+        "small_tokens_full": small["full"], "small_tokens_exact": small["exact"],
+        "small_tokens_predictive": small["predictive"], "steps_changed_predictive": changed,
+    }

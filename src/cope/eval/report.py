@@ -30,7 +30,9 @@ def _local_work(s: dict[str, Any]) -> list[str]:
     if not methods:
         return []
     base = methods.get("large", {}).get("latency_s_p50")
-    lines = ["", "Local work per problem (samples drawn per stage, over the problems that ran it; model seconds, "
+    per_step = any(d.get("per") == "step" for v in methods.values() for d in v.get("stage_draws", []))
+    lines = ["", "Local work per problem (samples drawn per stage, over the "
+                 + ("steps of every episode" if per_step else "problems") + " that ran it; model seconds, "
                  "median" + (", and its ratio to `large`'s median in this run" if base else "") + "):", "",
              "| method | samples drawn per stage | small samples | small tokens generated | model s p50 |"
              + (" vs large |" if base else ""), "|---|---|---|---|---|" + ("---|" if base else "")]
@@ -131,6 +133,17 @@ def _markdown(summaries: list[dict[str, Any]], command: str) -> str:
         episodes = [f"{m} {v['steps_mean']:.1f}" for m, v in s["methods"].items() if "steps_mean" in v]
         if episodes:
             lines += ["", "Episodes (accuracy is the success rate); mean steps: " + ", ".join(episodes)]
+        if s.get("episode_early_stopping"):
+            lines += ["", "Early stopping replayed on every step's full votes (windows of the method's own size, "
+                          "or 4): the exact rule keeps every step's decision, so the episodes are the same; a step "
+                          "the predictive rule changed would have changed the game from there on:", "",
+                      "| method | episodes | steps | samples: all n / exact / predictive | "
+                      "small tokens generated: all n / exact / predictive | steps changed by predictive |",
+                      "|---|---|---|---|---|---|"]
+            for m, e in s["episode_early_stopping"].items():
+                lines.append(f"| {m} | {e['episodes']} | {e['steps']} | {e['samples_full']} / {e['samples_exact']} / "
+                             f"{e['samples_predictive']} | {e['small_tokens_full']:,} / {e['small_tokens_exact']:,} / "
+                             f"{e['small_tokens_predictive']:,} | {e['steps_changed_predictive']} |")
         if s.get("aiq") is not None:
             lines += ["", f"AIQ (area under the cost-accuracy frontier of these methods): {s['aiq']:.3f}"]
         if s.get("errors"):

@@ -153,7 +153,9 @@ def test_a_preset_subset_and_early_stopping_for_any_base(tmp_path):
     cfg = p.config()
     assert len(cfg.stages) == 2 and cfg.stages[0].threshold == 0.6 and cfg.stages[-1].threshold is None
     assert cfg.stages[0].window == 2 and cfg.stages[0].stop == "exact" and cfg.stages[1].stop == "none"
-    assert cfg.stages[1].use_plans == ("g_L",)  # reads a plan no stage writes now: it runs without it
+    # stage 3 read the large model's guideline, which no kept stage writes now: it runs without it,
+    # and the stage says so (what config.json records as the method's stages)
+    assert cfg.stages[1].use_plans == () and PresetFile(name="all", base="cope").config().stages[2].use_plans == ("g_L",)
 
 
 def test_server_serves_a_preset_file(tmp_path):

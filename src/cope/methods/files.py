@@ -122,6 +122,9 @@ def subset(config: CascadeConfig, stages: tuple[int, ...], *, where: str = "pres
                           f"got {list(stages)}")
     kept = tuple(replace(config.stages[s - 1], seed_index=config.stages[s - 1].seed_index or s) for s in stages)
     kept = (*kept[:-1], replace(kept[-1], threshold=None))
+    # a plan no kept stage writes is not read either (the engine would skip it): said so in the record
+    written = {st.plan.keep_as for st in kept if st.plan and st.plan.keep_as}
+    kept = tuple(replace(st, use_plans=tuple(u for u in st.use_plans if u in written)) for st in kept)
     return replace(config, stages=kept)
 
 

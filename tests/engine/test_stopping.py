@@ -227,8 +227,9 @@ class ScriptedCoder(Scripted):
 
 
 def test_cope_auto_on_code_is_cope_stopped_at_the_first_passing_program():
-    """cope-auto's code setting keeps cope's planned stages and thresholds and returns the program
-    cope returns from the same samples, drawing only the window that holds the first pass."""
+    """cope-auto's code setting keeps cope's planned stage 1 and its threshold, then the large model
+    alone (no guideline stage), and returns the program cope returns from the same samples, drawing
+    only the window that holds the first pass."""
     auto = method_config("cope-auto", explicit_taus=False).for_family("code")
     paper = method_config("cope", tau1=1.0, tau2=1.0)
     def shape(st):  # what the stage runs, apart from when its plans are drawn
@@ -236,8 +237,9 @@ def test_cope_auto_on_code_is_cope_stopped_at_the_first_passing_program():
 
         return st.executor, st.n, st.threshold, st.plan and _r(st.plan, windowed=False), st.use_plans
 
-    assert [shape(st) for st in auto.stages] == [shape(st) for st in paper.stages]
-    assert [(st.window, st.stop) for st in auto.stages[:2]] == [(1, "exact"), (1, "exact")]
+    assert [shape(st) for st in auto.stages] == [shape(paper.stages[0]), (*shape(paper.stages[2])[:4], ())]
+    assert (auto.stages[0].window, auto.stages[0].stop) == (1, "exact")
+    assert [st.seed_index for st in auto.stages] == [1, 3]  # seeded as cope's stages 1 and 3
     assert auto.stages[0].plan.windowed  # one goal drawn with each sample
     stub = 'def add(a, b):\n    """Sum.\n    >>> add(1, 2)\n    3\n    >>> add(2, 2)\n    4\n    """\n'
     runs = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ..eval.solving import tokens_by_role
 from ..tasks.base import Problem
 from .episode import arun_episode
 from .textworld import open_game
@@ -50,17 +51,12 @@ def step_stages(result: Any) -> list[dict[str, Any]]:
     for s in result.stages:
         ids: dict[str, int] = {}
         clusters = [None if a is None else ids.setdefault(a, len(ids)) for a in s.extracted]
-        tokens: dict[str, dict[str, dict[str, int]]] = {}
-        for c in result.calls:
-            if c.stage == s.stage:
-                t = tokens.setdefault(c.who, {}).setdefault(c.role, {"prompt": 0, "completion": 0})
-                t["prompt"] += c.prompt_tokens
-                t["completion"] += c.completion_tokens
+        calls = [c for c in result.calls if c.stage == s.stage]
         out.append({
             "stage": s.stage, "n": s.n, "drawn": s.drawn or s.n, "answer": s.answer, "confidence": s.confidence,
             "accepted": s.accepted, "cost_usd": s.cost_usd,
-            "latency_s": sum(c.latency_s for c in result.calls if c.stage == s.stage),
-            "tokens": tokens, "sample_tokens": list(s.sample_tokens), "window_latency_s": list(s.window_latency_s),
+            "latency_s": sum(c.latency_s for c in calls),
+            "tokens": tokens_by_role(calls), "sample_tokens": list(s.sample_tokens), "window_latency_s": list(s.window_latency_s),
             "clusters": clusters, "correct": None,
         })
     return out

@@ -60,7 +60,8 @@ def _score(task, problem: Problem, answer: str | None) -> bool | None:
         return None
 
 
-def _tokens(calls) -> dict[str, dict[str, dict[str, int]]]:
+def tokens_by_role(calls) -> dict[str, dict[str, dict[str, int]]]:
+    """Prompt and completion tokens of ``calls``, by model tier and call role (the journal's tally)."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for c in calls:
         t = out.setdefault(c.who, {}).setdefault(c.role, {"prompt": 0, "completion": 0})
@@ -79,7 +80,7 @@ def _stage_records(task, problem: Problem, result) -> list[dict[str, Any]]:
             # model time, kept from the original calls, so it survives resume and caching
             "latency_s": sum(c.latency_s for c in result.calls if c.stage == s.stage),
             "plan_cost_usd": sum(c.cost_usd for c in result.calls if c.stage == s.stage and c.role == "plan"),
-            "tokens": _tokens([c for c in result.calls if c.stage == s.stage]),
+            "tokens": tokens_by_role([c for c in result.calls if c.stage == s.stage]),
             # per drawn sample, in draw order: what replaying early stopping counts
             "sample_tokens": s.sample_tokens,
             "window_latency_s": s.window_latency_s,
@@ -128,7 +129,7 @@ async def solve_record(cfg: EvalConfig, solver: Any, task: Any, method: str, pro
                                                 max_steps=cfg.max_steps)
         return {"type": "result", "method": method, "problem_id": problem.id, **rec,
                 "n_stages": len(solver.config.stages), "wall_s": time.perf_counter() - t0,
-                "tokens": _tokens(calls)}
+                "tokens": tokens_by_role(calls)}
     r = await solver.asolve(problem, task=task, seed=problem_seed(cfg.seed, problem.id))
     d = r.to_dict()
     return {

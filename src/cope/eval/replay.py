@@ -615,7 +615,8 @@ def episode_early_stop(rows: list[dict[str, Any]], stages: Sequence[Any], *, win
     Each step of an episode is a cascade whose stages ran in full (a method
     without early stopping), so the exact rule, replayed on a step's recorded
     samples in windows of ``window``, draws fewer with the same decision at every
-    step, hence the same actions and the same episode: its savings are exact.
+    step, hence the same actions and the same episode, on those samples (a live
+    windowed run draws its own, exchangeable ones).
     The predictive rule may change a step's decision (whether its stage accepts,
     or which action wins); a changed step would have changed the game from there
     on, which no recording can say, so only the count of such steps is reported.

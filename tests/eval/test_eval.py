@@ -19,6 +19,7 @@ from cope.errors import ConfigError
 from cope.eval.journal import read_journal
 from cope.eval.metrics import aiq, bootstrap_ci, frontier, replayed, summarize_run
 from cope.eval.replay import Recorded, calibrate, load_recorded, sweep
+from cope.eval.rundir import StageRecord
 from cope.eval.runner import EvalConfig, load_results, run_eval
 from arith import smol_config, write_problems
 
@@ -335,6 +336,9 @@ def test_episode_steps_count_samples_drawn_and_replay_early_stopping(tmp_path):
         for step in r["episode"]:  # every stage the step ran, in the journal's stage shape
             assert [st["stage"] for st in step["stages"]] == list(range(1, step["stage"] + 1))
             assert all(len(st["clusters"]) == st["drawn"] <= st["n"] for st in step["stages"])
+            # the same stage shape problems journal (one builder), less what only a scored problem has
+            unscored = set(StageRecord.__annotations__) - {"passing", "styles", "cluster_correct"}
+            assert all(set(st) == unscored for st in step["stages"])
             if m == "cope":  # no early stopping: every vote in full
                 assert all(st["drawn"] == st["n"] for st in step["stages"])
     for m in rows:  # samples drawn per stage are counted over the steps (the report's table had nothing)

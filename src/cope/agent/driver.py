@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..eval.solving import tokens_by_role
+from ..eval.solving import stage_outcome
 from ..tasks.base import Problem
 from .episode import arun_episode
 from .textworld import open_game
@@ -50,13 +50,8 @@ def step_stages(result: Any) -> list[dict[str, Any]]:
     out = []
     for s in result.stages:
         ids: dict[str, int] = {}
-        clusters = [None if a is None else ids.setdefault(a, len(ids)) for a in s.extracted]
-        calls = [c for c in result.calls if c.stage == s.stage]
-        out.append({
-            "stage": s.stage, "n": s.n, "drawn": s.drawn or s.n, "answer": s.answer, "confidence": s.confidence,
-            "accepted": s.accepted, "cost_usd": s.cost_usd,
-            "latency_s": sum(c.latency_s for c in calls),
-            "tokens": tokens_by_role(calls), "sample_tokens": list(s.sample_tokens), "window_latency_s": list(s.window_latency_s),
-            "clusters": clusters, "correct": None,
-        })
+        rec = stage_outcome(s, result.calls)
+        rec["clusters"] = [None if a is None else ids.setdefault(a, len(ids)) for a in s.extracted]
+        rec["correct"] = None
+        out.append(rec)
     return out

@@ -70,22 +70,32 @@ def tokens_by_role(calls) -> dict[str, dict[str, dict[str, int]]]:
     return out
 
 
+def stage_outcome(stage, calls) -> dict[str, Any]:
+    """One cascade stage in the journal's stage shape, before scoring (see ``cope.eval.rundir.StageRecord``).
+
+    Shared by problems (scored below) and agent steps (which have no right
+    answer), so a report reads one shape whichever family wrote it.
+    """
+    mine = [c for c in calls if c.stage == stage.stage]
+    return {
+        "stage": stage.stage, "n": stage.n, "drawn": stage.drawn or stage.n, "answer": stage.answer,
+        "confidence": stage.confidence, "accepted": stage.accepted, "cost_usd": stage.cost_usd,
+        # model time, kept from the original calls, so it survives resume and caching
+        "latency_s": sum(c.latency_s for c in mine),
+        "plan_cost_usd": sum(c.cost_usd for c in mine if c.role == "plan"),
+        "tokens": tokens_by_role(mine),
+        # per drawn sample, in draw order: what replaying early stopping counts
+        "sample_tokens": list(stage.sample_tokens),
+        "window_latency_s": list(stage.window_latency_s),
+    }
+
+
 def _stage_records(task, problem: Problem, result) -> list[dict[str, Any]]:
     """Per-stage outcome, scored, with what replay needs (clusters and their correctness)."""
     out = []
     for s in result.stages:
-        rec = {
-            "stage": s.stage, "n": s.n, "drawn": s.drawn or s.n, "answer": s.answer, "confidence": s.confidence,
-            "accepted": s.accepted, "cost_usd": s.cost_usd,
-            # model time, kept from the original calls, so it survives resume and caching
-            "latency_s": sum(c.latency_s for c in result.calls if c.stage == s.stage),
-            "plan_cost_usd": sum(c.cost_usd for c in result.calls if c.stage == s.stage and c.role == "plan"),
-            "tokens": tokens_by_role([c for c in result.calls if c.stage == s.stage]),
-            # per drawn sample, in draw order: what replaying early stopping counts
-            "sample_tokens": s.sample_tokens,
-            "window_latency_s": s.window_latency_s,
-            "correct": _score(task, problem, s.answer),
-        }
+        rec = stage_outcome(s, result.calls)
+        rec["correct"] = _score(task, problem, s.answer)
         if isinstance(s.info.get("passing"), list):  # code: which samples passed every visible test
             rec["passing"] = s.info["passing"]
         clusters = s.info.get("clusters")
